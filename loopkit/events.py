@@ -3,7 +3,9 @@
 The loop is nested: fit > epoch > phase (train, then valid) > batch > (pred, loss, backward, step).
 Every level is wrapped the same way (see ``Learner._level``): ``before_X`` fires, the body runs, and
 ``after_X`` fires both when the body completes and when it is cancelled with the level's ``Cancel*``
-exception. A foreign exception skips the inner ``after_*`` events, unwinds, fires ``after_fit`` (so
+exception. A cancel ends its level at once: the unfinished inner levels do not get their ``after_*``
+(a batch cut short by ``CancelEpoch`` is not a finished batch, and an epoch cut short by ``CancelFit`` is not
+a finished epoch, so nothing that runs "at the end of an epoch" sees a partial one). A foreign exception skips the inner ``after_*`` events, unwinds, fires ``after_fit`` (so
 loggers flush and files close) and then propagates; ``learner.error`` holds it during ``after_fit``.
 
 ``docs/events.md`` tables, for each event, which learner state exists there.
