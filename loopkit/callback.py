@@ -72,8 +72,13 @@ class UndeclaredWriteError(AttributeError):
 
 
 def callback_name(callback: object) -> str:
-    """The name a callback is known by in errors, ``describe()`` and checkpoints: its class name."""
-    return type(callback).__name__
+    """The name a callback is known by in errors, ``describe()`` and checkpoints.
+
+    Its ``name`` attribute if that is a non-empty string (so two instances of one class, such as a per-epoch
+    and a per-step Scheduler, can live in one Learner), else its class name.
+    """
+    name = getattr(callback, "name", None)
+    return name if isinstance(name, str) and name else type(callback).__name__
 
 
 def handled_events(callback: object) -> list[str]:
@@ -88,9 +93,9 @@ def validate_callback(callback: object) -> None:
     handler names a real event, that it handles at least one event, and that its declarations are sequences
     of strings.
     """
-    name = callback_name(callback)
     if isinstance(callback, type):
         raise CallbackError(f"callbacks must be instances, got the class {callback.__name__}; pass {callback.__name__}()")
+    name = callback_name(callback)
     if isinstance(callback, _FUNCTION_TYPES):
         raise CallbackError(
             f"got {callback!r}, which is a function, not a callback; wrap it in a class with a method named "

@@ -149,6 +149,7 @@ class Learner:
             state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
             start_epoch = self._begin_resume(state, n_epochs)
         self.n_epochs = n_epochs
+        self.n_batches = _length(self.train_data)
         self.error = None
         h = self._handlers
         try:
@@ -185,6 +186,9 @@ class Learner:
 
     def _epoch_body(self) -> None:
         h = self._handlers
+        # Read after before_epoch, where a per-epoch schedule may have changed the batch size, and before
+        # before_train, where per-step schedules lay out the phase.
+        self.n_batches = _length(self.train_data)
         try:
             self._level(h["before_train"], self._train_phase, h["after_train"], CancelPhase)
             if self.valid_data is not None:
@@ -196,7 +200,6 @@ class Learner:
     def _train_phase(self) -> None:
         self.phase = "train"
         self.model.train()
-        self.n_batches = _length(self.train_data)
         h = self._handlers
         before, after = h["before_batch"], h["after_batch"]
         body = self._train_batch
@@ -409,7 +412,7 @@ def _check_unique_names(callbacks: list[object]) -> None:
         name = callback_name(cb)
         if name in seen:
             raise ValueError(
-                f"two callbacks are named {name!r}; checkpoints and describe() key callbacks by class name, "
-                "so subclass one of them to give it a distinct name"
+                f"two callbacks are named {name!r}; checkpoints and describe() key callbacks by name, so give "
+                "one of them a distinct name (e.g. Scheduler(..., name='EpochScheduler')) or subclass it"
             )
         seen.add(name)

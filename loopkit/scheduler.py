@@ -54,9 +54,11 @@ class Scheduler(Callback):
         on_mismatch: ``"error"`` (default), ``"stretch"`` or ``"hold"``; see the module docstring.
     """
 
-    reads = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase")
+    # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
+    reads = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase", "train_data")
 
-    def __init__(self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error") -> None:
+    def __init__(self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error",
+                 name: str | None = None) -> None:
         if not isinstance(schedules, Mapping) or not schedules:
             raise TypeError(
                 f"Scheduler needs a non-empty mapping from HyperParameter to schedule, got {schedules!r}; "
@@ -66,6 +68,9 @@ class Scheduler(Callback):
             raise ValueError(f"Scheduler(per={per!r}): use 'step' or 'epoch'")
         if on_mismatch not in _POLICIES:
             raise ValueError(f"Scheduler(on_mismatch={on_mismatch!r}): use one of {_POLICIES}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"Scheduler(name={name!r}): give a non-empty string, or leave it out")
+        self.name = name
         self.per = per
         self.on_mismatch = on_mismatch
         self.entries: list[tuple[HyperParameter, Any]] = []
@@ -106,11 +111,18 @@ class Scheduler(Callback):
             values.clear()
         self._step0 = 0
 
-    def before_train(self, learner: Any) -> None:
-        self._step0 = learner.global_step
-        self._build_plan(learner)
+    def before_epoch(self, learner: Any) -> None:
+        # Per-epoch values are set before the Learner reads the epoch's length, so a batch size takes effect
+        # in the very epoch it is scheduled for.
         if self.per == "epoch":
+            self._step0 = learner.global_step
+            self._build_plan(learner)
             self._apply(learner, 0, 0)
+
+    def before_train(self, learner: Any) -> None:
+        if self.per == "step":
+            self._step0 = learner.global_step
+            self._build_plan(learner)
 
     def before_batch(self, learner: Any) -> None:
         if self.per == "epoch" or learner.phase != "train":
@@ -158,15 +170,18 @@ class Scheduler(Callback):
         for (hp, _), bound, (offset, scale), history in zip(self.entries, self._bound, self._maps,
                                                            self.history.values()):
             by_step = bound.axis == "step"
-            count = 1 if self.per == "epoch" else n
-            if count is None:  # unknown length, step-timed: evaluate lazily, one scalar call per step
+            if self.per == "epoch":  # one value, at the epoch's first batch
+                t = np.array([self._step0 if by_step else learner.epoch], dtype=np.float64)
+            elif n is None:  # unknown length, step-timed: evaluate lazily, one scalar call per step
+                t = None
+            elif by_step:
+                t = self._step0 + np.arange(n, dtype=np.float64)
+            else:
+                # Same arithmetic as schedules.epoch_position: e + b / n, element by element.
+                t = learner.epoch + np.arange(n, dtype=np.float64) / n
+            if t is None:
                 table: Any = _LazyTable(bound, self._step0, offset, scale)
             else:
-                if by_step:
-                    t = self._step0 + np.arange(count, dtype=np.float64)
-                else:
-                    # Same arithmetic as schedules.epoch_position: e + b / n, element by element.
-                    t = learner.epoch + np.arange(count, dtype=np.float64) / n
                 if (offset, scale) != (0.0, 1.0):
                     t = offset + t * scale
                 table = bound.table(t).tolist()
