@@ -1,0 +1,111 @@
+"""Annealing functions: how a schedule moves from one knot's value ``a`` to the next one's ``b``.
+
+Each is written once and evaluated two ways: on Python floats with ``math`` (the scalar path, about a
+microsecond) and on numpy arrays (the vectorised path the Scheduler uses to lay out a whole epoch). Both run
+the same expression, so they agree to the last bit or within one rounding of ``cos``/``sin``.
+
+``p`` is the position within the segment, from 0 at ``a`` to 1 at ``b``.
+
+=========  ==================================  =============================================
+name       value                               shape
+=========  ==================================  =============================================
+linear     ``a + (b - a) p``                   straight line
+cos        ``b + (a - b) (1 + cos(pi p)) / 2``  half-cosine S-curve, flat at both ends
+sin        ``a + (b - a) sin(pi p / 2)``       quarter-sine: fast start, flat at ``b``
+exp        ``a (b / a) ** p``                  geometric; ``a`` and ``b`` nonzero, same sign
+step       ``a``                               hold ``a`` until the next knot
+=========  ==================================  =============================================
+
+A callable ``f`` on [0, 1] with ``f(0) = 0`` and ``f(1) = 1`` gives ``a + (b - a) f(p)``.
+
+Example:
+    >>> ANNEALS["cos"](0.0, 1.0, 0.5)
+    0.5
+    >>> ANNEALS["exp"](1.0, 0.01, 0.5)
+    0.1
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+
+def _xp(p):
+    return np if isinstance(p, np.ndarray) else math
+
+
+def linear(a, b, p):
+    return a + (b - a) * p
+
+
+def cos(a, b, p):
+    # The form torch's OneCycleLR and fastai use, so parity holds to rounding.
+    return b + (a - b) * (1.0 + _xp(p).cos(math.pi * p)) / 2.0
+
+
+def sin(a, b, p):
+    return a + (b - a) * _xp(p).sin(math.pi / 2.0 * p)
+
+
+def exp(a, b, p):
+    return a * (b / a) ** p
+
+
+def step(a, b, p):
+    return a + 0.0 * p
+
+
+ANNEALS: dict[str, Callable] = {"linear": linear, "cos": cos, "sin": sin, "exp": exp, "step": step, "const": step}
+
+
+class Custom:
+    """Wraps a user function ``f`` on [0, 1] as an annealing function ``a + (b - a) f(p)``."""
+
+    def __init__(self, fn: Callable[[float], float]) -> None:
+        self.fn = fn
+
+    def __call__(self, a, b, p):
+        if isinstance(p, np.ndarray):
+            frac = np.array([self.fn(float(x)) for x in p.ravel()], dtype=np.float64).reshape(p.shape)
+        else:
+            frac = self.fn(p)
+        return a + (b - a) * frac
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Custom) and other.fn is self.fn
+
+    def __hash__(self) -> int:
+        return hash(self.fn)
+
+    def __repr__(self) -> str:
+        return getattr(self.fn, "__name__", repr(self.fn))
+
+
+def resolve(anneal: str | Callable, a: float, b: float) -> Callable:
+    """The annealing function for a segment from ``a`` to ``b``; raises on unknown names or invalid use."""
+    if isinstance(anneal, str):
+        if anneal not in ANNEALS:
+            raise ValueError(
+                f"unknown annealing {anneal!r}; use one of {sorted(ANNEALS)}, 'pchip' for a smooth curve "
+                "through all knots, or a function f on [0, 1] with f(0) = 0 and f(1) = 1"
+            )
+        if anneal == "exp" and (a == 0 or b == 0 or (a > 0) != (b > 0)):
+            raise ValueError(
+                f"anneal='exp' goes geometrically from {a!r} to {b!r}, so both must be nonzero with the same "
+                "sign; use 'cos' or 'linear' to reach zero"
+            )
+        return ANNEALS[anneal]
+    if callable(anneal):
+        return anneal if isinstance(anneal, Custom) else Custom(anneal)
+    raise TypeError(f"anneal must be a name or a function on [0, 1], got {anneal!r}")
+
+
+def name_of(fn: Callable) -> str:
+    """The name to show for an annealing function in reprs."""
+    for name, known in ANNEALS.items():
+        if fn is known:
+            return name
+    return repr(fn)
