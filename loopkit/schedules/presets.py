@@ -43,7 +43,7 @@ def _pct(pct_start: float) -> float:
 def onecycle(total: float, peak: float, *, pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
              anneal: str = "cos", unit: str = "epoch") -> Schedule:
     """fastai's one-cycle: from ``peak/div`` up to ``peak`` at ``pct_start * total``, down to
-    ``peak/(div*div_final)`` at ``total``.
+    ``peak/div_final`` at ``total`` (fastai's ``combined_cos(pct_start, lr_max/div, lr_max, lr_max/div_final)``).
 
     With the default ``unit="epoch"`` and ``total`` = the fit's epochs, step ``k`` of ``N`` is evaluated at
     position ``k/N`` of the cycle, exactly as fastai does; the final value is approached, not reached.
@@ -51,12 +51,12 @@ def onecycle(total: float, peak: float, *, pct_start: float = 0.25, div: float =
     Example:
         >>> s = onecycle(10, 0.1)          # over 10 epochs, peaking at 0.1 at epoch 2.5
         >>> s.knots[1].value, s.knot_values
-        (2.5, (0.004, 0.1, 4e-08))
+        (2.5, (0.004, 0.1, 1e-06))
     """
     total, peak, div, div_final = (_positive(n, v) for n, v in
                                    (("total", total), ("peak", peak), ("div", div), ("div_final", div_final)))
     pct = _pct(pct_start)
-    return Schedule([0.0, pct * total, total], [peak / div, peak, peak / (div * div_final)], anneal=anneal, unit=unit)
+    return Schedule([0.0, pct * total, total], [peak / div, peak, peak / div_final], anneal=anneal, unit=unit)
 
 
 def onecycle_momentum(total: float, high: float = 0.95, low: float = 0.85, *, pct_start: float = 0.25,
