@@ -12,8 +12,18 @@ from .step import Step
 from .callback import Callback, CallbackError, UndeclaredWriteError
 from .ordering import OrderingError
 
+# Hyperparameters, schedules, and the Scheduler that applies them
+from .hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
+from .schedules import Schedule, onecycle, onecycle_momentum, steps
+from .scheduler import Scheduler
+
+# Stock callbacks
+from .callbacks import Checkpoint, EarlyStopping, Metrics, NaNGuard, ProgressBar, TensorBoard, accuracy
+
 __all__ = [
-    "EVENTS", "CancelBatch", "CancelEpoch", "CancelFit", "CancelPhase",
-    "Learner", "Step",
+    "EVENTS", "CancelBatch", "CancelEpoch", "CancelFit", "CancelPhase", "Learner", "Step",
     "Callback", "CallbackError", "UndeclaredWriteError", "OrderingError",
+    "HyperParameter", "LearningRate", "Momentum", "WeightDecay", "Attribute", "DropoutRate",
+    "Schedule", "onecycle", "onecycle_momentum", "steps", "Scheduler",
+    "Metrics", "accuracy", "TensorBoard", "ProgressBar", "Checkpoint", "EarlyStopping", "NaNGuard",
 ]

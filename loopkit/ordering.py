@@ -5,7 +5,9 @@ Rules, applied to every pair of callbacks:
 1. A writer of some state runs before a reader of it (``"optimizer.lr"`` and ``"optimizer"`` are the same
    state for this purpose; ``"optimizer.lr"`` and ``"optimizer.momentum"`` are not).
 2. ``run_after`` / ``run_before`` add edges of their own. A name that matches no callback present is ignored,
-   so a callback may order itself against an optional one.
+   so a callback may order itself against an optional one. ``"*"`` means every callback that does not say
+   ``"*"`` in the same declaration: ``run_after=("*",)`` runs last (a checkpoint that must see every other
+   callback's state), ``run_before=("*",)`` first.
 3. Two callbacks that write the same state must be ordered explicitly; otherwise which one wins would be an
    accident of list order. That is an :class:`OrderingError` naming both, the state, and the fix.
 4. A cycle is an :class:`OrderingError` naming every callback on it and why each edge exists.
@@ -48,7 +50,9 @@ def _first_overlap(xs: Sequence[str], ys: Sequence[str]) -> str | None:
     return None
 
 
-def _matches(ref: type | str, callback: object) -> bool:
+def _matches(ref: type | str, callback: object, declaration: str = "") -> bool:
+    if ref == "*":
+        return "*" not in getattr(callback, declaration, ())
     if isinstance(ref, str):
         return ref == callback_name(callback)
     return isinstance(callback, ref)
@@ -68,10 +72,10 @@ def order_callbacks(callbacks: Sequence[object]) -> list[object]:
         for j, other in enumerate(callbacks):
             if i == j:
                 continue
-            if any(_matches(ref, other) for ref in getattr(cb, "run_before", ())):
+            if any(_matches(ref, other, "run_before") for ref in getattr(cb, "run_before", ())):
                 edges[i][j] = f"{names[i]}.run_before names {names[j]}"
                 explicit.add((i, j))
-            if any(_matches(ref, other) for ref in getattr(cb, "run_after", ())):
+            if any(_matches(ref, other, "run_after") for ref in getattr(cb, "run_after", ())):
                 edges[j][i] = f"{names[i]}.run_after names {names[j]}"
                 explicit.add((j, i))
 

@@ -105,6 +105,15 @@ def test_run_after_by_class_and_missing_names_are_ignored():
     assert names(order_callbacks([b, a])) == ["A", "B"]
 
 
+def test_star_runs_after_or_before_everything_else():
+    last = _cb("Saver", run_after=("*",))
+    first = _cb("Setup", run_before=("*",))
+    reader, writer = _cb("Reader", reads=("loss",)), _cb("Writer", writes=("loss",))
+    assert names(order_callbacks([last, reader, first, writer])) == ["Setup", "Writer", "Reader", "Saver"]
+    two_last = [_cb("SaverA", run_after=("*",)), _cb("SaverB", run_after=("*",)), _cb("Other")]
+    assert names(order_callbacks(two_last)) == ["Other", "SaverA", "SaverB"]  # no cycle between the two
+
+
 def test_a_cycle_is_reported_with_every_edge():
     a = _cb("A", writes=("x",), reads=("y",))
     b = _cb("B", writes=("y",), reads=("x",))

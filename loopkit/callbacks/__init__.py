@@ -1,0 +1,10 @@
+"""Stock callbacks, one concern per module. Each declares its state access like any user's callback."""
+
+from .checkpoint import Checkpoint
+from .early_stopping import EarlyStopping
+from .metrics import Metrics, accuracy
+from .nan_guard import NaNGuard
+from .progress import ProgressBar
+from .tensorboard import TensorBoard
+
+__all__ = ["Metrics", "accuracy", "TensorBoard", "ProgressBar", "Checkpoint", "EarlyStopping", "NaNGuard"]

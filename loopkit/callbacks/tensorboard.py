@@ -1,0 +1,124 @@
+"""TensorBoard: event files with the per-step loss, every scheduled hyperparameter, per-epoch metrics and the
+run's hyperparameters.
+
+tensorboard is imported when the fit starts, not with loopkit. Per-step losses stay on the device in a buffer
+and are written every ``flush_every`` steps with one host read, so logging costs no sync per step.
+Scheduled hyperparameters are read from the Schedulers' histories (already host floats), whatever their type.
+
+On resume the writer opens with ``purge_step`` at the resumed step, so TensorBoard discards anything an
+interrupted run wrote past its last checkpoint.
+
+Tags, against the global step: ``train/loss`` (every step), ``hparams/<name>`` (every value a per-step
+Scheduler applied, e.g. ``hparams/lr``; a per-epoch Scheduler's go to ``hparams_per_epoch/<name>`` against the
+epoch), ``epoch/<metric>`` (at the step each epoch ends, from
+:class:`~loopkit.callbacks.metrics.Metrics`), and at the end a text summary ``run/hyperparameters`` plus an
+entry for TensorBoard's hparams plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..callback import Callback
+from ..scheduler import Scheduler
+from .metrics import Metrics
+
+
+class TensorBoard(Callback):
+    """Write TensorBoard event files under ``logdir``.
+
+    Args:
+        logdir: the run directory (created if missing).
+        flush_every: write the buffered per-step values every this many steps (and at every epoch end).
+    """
+
+    reads = ("loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
+    run_after = ("Metrics",)
+
+    def __init__(self, logdir: str | os.PathLike, *, flush_every: int = 100) -> None:
+        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
+            raise ValueError(f"TensorBoard(flush_every={flush_every!r}) needs a whole number of steps >= 1")
+        self.logdir = os.fspath(logdir)
+        self.flush_every = flush_every
+        self.writer = None
+        self._losses: list[torch.Tensor] = []
+        self._loss_steps: list[int] = []
+        self._hp_logged: dict[str, int] = {}
+
+    def before_fit(self, learner: Any) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # lazily: tensorboard is heavy
+
+        self._schedulers = [cb for cb in learner.callbacks if isinstance(cb, Scheduler)]
+        self._metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
+        self.writer = SummaryWriter(self.logdir, purge_step=learner.global_step or None)
+        self._losses, self._loss_steps, self._hp_logged = [], [], {}
+        self._initial_groups = [{k: v for k, v in g.items() if k != "params"} for g in learner.optimizer.param_groups]
+
+    def after_loss(self, learner: Any) -> None:
+        if learner.phase == "train":
+            self._losses.append(learner.loss.detach())
+            self._loss_steps.append(learner.global_step)
+
+    def after_batch(self, learner: Any) -> None:
+        if learner.phase == "train" and len(self._losses) >= self.flush_every:
+            self._flush()
+
+    def after_epoch(self, learner: Any) -> None:
+        self._flush()
+        if self._metrics is not None and self._metrics.history:
+            for key, value in self._metrics.history[-1].items():
+                if key != "epoch":
+                    self.writer.add_scalar(f"epoch/{key}", value, learner.global_step)
+        self.writer.flush()
+
+    def after_fit(self, learner: Any) -> None:
+        if self.writer is None:
+            return
+        self._flush()
+        if learner.error is None:
+            self._log_run(learner)
+        self.writer.close()
+        self.writer = None
+
+    def _flush(self) -> None:
+        """Write buffered losses (one host read) and the hyperparameter values applied since the last flush."""
+        if self._losses:
+            for step, value in zip(self._loss_steps, torch.stack(self._losses).tolist()):
+                self.writer.add_scalar("train/loss", value, step)
+            self._losses, self._loss_steps = [], []
+        for scheduler in self._schedulers:
+            # Value i of a per-step history was applied at step i; of a per-epoch history, in epoch i.
+            tag = "hparams" if scheduler.per == "step" else "hparams_per_epoch"
+            for name, history in scheduler.history.items():
+                for i in range(self._hp_logged.get(name, 0), len(history)):
+                    self.writer.add_scalar(f"{tag}/{name}", history[i], i)
+                self._hp_logged[name] = len(history)
+
+    def _log_run(self, learner: Any) -> None:
+        hparams: dict[str, Any] = {"n_epochs": learner.n_epochs, "optimizer": type(learner.optimizer).__name__}
+        for i, group in enumerate(self._initial_groups):
+            for key, value in group.items():
+                if isinstance(value, (int, float, bool, str)):
+                    hparams[f"group{i}/{key}"] = value
+        for scheduler in self._schedulers:
+            for hp, schedule in scheduler.entries:
+                hparams[f"schedule/{hp.name}"] = repr(schedule)
+        final: dict[str, float] = {}
+        if self._metrics is not None and self._metrics.history:
+            final = {f"final/{k}": v for k, v in self._metrics.history[-1].items() if k != "epoch"}
+        table = "\n".join(f"| {k} | {v} |" for k, v in hparams.items())
+        self.writer.add_text("run/hyperparameters", "| name | value |\n|---|---|\n" + table, learner.global_step)
+        self.writer.add_hparams(hparams, final, run_name=".")
+
+    def state_dict(self) -> dict[str, Any]:
+        # Buffered losses are part of the run's log: keep them so a resumed run writes them too.
+        return {"losses": [t.cpu() for t in self._losses], "loss_steps": list(self._loss_steps),
+                "hp_logged": dict(self._hp_logged)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._losses = list(state["losses"])
+        self._loss_steps = list(state["loss_steps"])
+        self._hp_logged = dict(state["hp_logged"])

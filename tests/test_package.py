@@ -1,0 +1,35 @@
+"""Packaging promises: a light core import, the declared dependencies, the public API."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+import pytest
+
+import loopkit
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the 3.10 wheel is covered by the other tests
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_import_loopkit_does_not_import_tensorboard_or_scipy():
+    code = ("import sys, loopkit, loopkit.callbacks, loopkit.schedules; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorboard', 'scipy', 'matplotlib'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_pyproject_declares_the_promised_dependencies():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {d.split(">")[0].split("<")[0].split("=")[0].strip() for d in meta["dependencies"]}
+    assert {"torch", "numpy", "scipy", "tensorboard"} <= names
+    dev = {d.split(">")[0].split("=")[0].strip() for d in meta["optional-dependencies"]["dev"]}
+    assert {"pytest", "pytest-benchmark", "hypothesis"} <= dev
+    assert meta["requires-python"] == ">=3.10"
+
+
+def test_every_public_name_resolves():
+    for name in loopkit.__all__:
+        assert getattr(loopkit, name) is not None, name
