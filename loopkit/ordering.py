@@ -7,7 +7,8 @@ Rules, applied to every pair of callbacks:
 2. ``run_after`` / ``run_before`` add edges of their own. A name that matches no callback present is ignored,
    so a callback may order itself against an optional one. ``"*"`` means every callback that does not say
    ``"*"`` in the same declaration: ``run_after=("*",)`` runs last (a checkpoint that must see every other
-   callback's state), ``run_before=("*",)`` first.
+   callback's state), ``run_before=("*",)`` first. A callback that names it explicitly in the same declaration
+   (``run_after=(Checkpoint,)``) is exempt, so it can still be placed after it.
 3. Two callbacks that write the same state must be ordered explicitly; otherwise which one wins would be an
    accident of list order. That is an :class:`OrderingError` naming both, the state, and the fix.
 4. A cycle is an :class:`OrderingError` naming every callback on it and why each edge exists.
@@ -50,9 +51,12 @@ def _first_overlap(xs: Sequence[str], ys: Sequence[str]) -> str | None:
     return None
 
 
-def _matches(ref: type | str, callback: object, declaration: str = "") -> bool:
+def _matches(ref: type | str, callback: object, declaration: str = "", owner: object = None) -> bool:
     if ref == "*":
-        return "*" not in getattr(callback, declaration, ())
+        # Everyone except those who say "*" themselves or name the owner in the same declaration: an
+        # explicit "run_after=(Checkpoint,)" beats Checkpoint's "run after everything".
+        theirs = getattr(callback, declaration, ())
+        return "*" not in theirs and not any(_matches(r, owner) for r in theirs if r != "*")
     if isinstance(ref, str):
         return ref == callback_name(callback)
     return isinstance(callback, ref)
@@ -72,10 +76,10 @@ def order_callbacks(callbacks: Sequence[object]) -> list[object]:
         for j, other in enumerate(callbacks):
             if i == j:
                 continue
-            if any(_matches(ref, other, "run_before") for ref in getattr(cb, "run_before", ())):
+            if any(_matches(ref, other, "run_before", cb) for ref in getattr(cb, "run_before", ())):
                 edges[i][j] = f"{names[i]}.run_before names {names[j]}"
                 explicit.add((i, j))
-            if any(_matches(ref, other, "run_after") for ref in getattr(cb, "run_after", ())):
+            if any(_matches(ref, other, "run_after", cb) for ref in getattr(cb, "run_after", ())):
                 edges[j][i] = f"{names[i]}.run_after names {names[j]}"
                 explicit.add((j, i))
 

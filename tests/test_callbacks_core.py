@@ -112,6 +112,8 @@ def test_star_runs_after_or_before_everything_else():
     assert names(order_callbacks([last, reader, first, writer])) == ["Setup", "Writer", "Reader", "Saver"]
     two_last = [_cb("SaverA", run_after=("*",)), _cb("SaverB", run_after=("*",)), _cb("Other")]
     assert names(order_callbacks(two_last)) == ["Other", "SaverA", "SaverB"]  # no cycle between the two
+    after_saver = _cb("AfterSaver", run_after=("Saver",))
+    assert names(order_callbacks([after_saver, last, reader])) == ["Reader", "Saver", "AfterSaver"]
 
 
 def test_a_cycle_is_reported_with_every_edge():

@@ -60,6 +60,16 @@ class Checkpoint(Callback):
         """Path of the most recent checkpoint, or None."""
         return self.saved[-1] if self.saved else None
 
+    @staticmethod
+    def latest(dirpath: str | os.PathLike) -> str | None:
+        """The most recently written periodic checkpoint in ``dirpath`` (for a new process resuming a run)."""
+        dirpath = os.fspath(dirpath)
+        if not os.path.isdir(dirpath):
+            return None
+        paths = [os.path.join(dirpath, f) for f in os.listdir(dirpath)
+                 if f.endswith(".pt") and (f.startswith("step-") or f.startswith("epoch-"))]
+        return max(paths, key=lambda p: os.stat(p).st_mtime_ns, default=None)
+
     def check(self, learner: Any) -> None:
         if self.monitor is not None and not any(isinstance(cb, Metrics) for cb in learner.callbacks):
             raise ValueError(f"Checkpoint(monitor={self.monitor!r}) needs a Metrics callback in the Learner")

@@ -1,0 +1,92 @@
+"""TensorBoard: real event files, read back with tensorboard's own EventAccumulator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from loopkit import Learner, Metrics, Schedule, Scheduler, TensorBoard, accuracy
+from loopkit.hyperparams import HyperParameter, LearningRate
+
+
+class Temperature(HyperParameter):
+    writes = ("loss_fn.temperature",)
+
+    def set(self, learner, value):
+        learner.loss_fn.temperature = value
+
+
+class TempCE(torch.nn.Module):
+    temperature = 1.0
+
+    def forward(self, pred, target):
+        return torch.nn.functional.cross_entropy(pred / self.temperature, target)
+
+
+def read(logdir):
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def scalars(acc, tag):
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_event_files_hold_losses_hyperparameters_and_metrics(tmp_path):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(5)]
+    model = torch.nn.Linear(4, 3)
+    losses = []
+
+    class Spy:
+        reads = ("loss", "phase")
+
+        def after_loss(self, learner):
+            if learner.phase == "train":
+                losses.append(learner.loss.item())
+
+    scheduler = Scheduler({LearningRate: Schedule([0, 3], [0.1, 0.01], anneal="cos"),
+                           Temperature: Schedule([0, 3], [2.0, 1.0])})
+    metrics = Metrics(accuracy)
+    Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), TempCE(), valid_data=data[:2],
+            callbacks=[TensorBoard(tmp_path, flush_every=4), scheduler, metrics, Spy()]).fit(3)
+    acc = read(tmp_path)
+    # Event files store float32: compare at float32 precision.
+    assert [s for s, _ in scalars(acc, "train/loss")] == list(range(15))
+    assert [v for _, v in scalars(acc, "train/loss")] == pytest.approx(losses, rel=1e-6)
+    for name in ("lr", "Temperature"):
+        logged = scalars(acc, f"hparams/{name}")
+        assert [s for s, _ in logged] == list(range(15))
+        assert [v for _, v in logged] == pytest.approx(scheduler.history[name], rel=1e-6)
+    for key in ("train_loss", "valid_loss", "valid_accuracy"):
+        logged = scalars(acc, f"epoch/{key}")
+        assert [s for s, _ in logged] == [5, 10, 15]
+        assert [v for _, v in logged] == pytest.approx([row[key] for row in metrics.history], rel=1e-6)
+    text = acc.Tensors("run/hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| n_epochs | 3 |" in text and "| group0/lr | 0.1 |" in text
+    assert "schedule/Temperature | Schedule([0.0, 3.0], [2.0, 1.0]" in text
+
+
+def test_nothing_is_imported_before_fit_and_the_writer_closes_on_error(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    tb = TensorBoard(tmp_path)
+
+    class Boom:
+        def after_step(self, learner):
+            raise RuntimeError("boom")
+
+    learner = Learner(model, [(torch.randn(2, 2), torch.randn(2, 1))] * 3, torch.optim.SGD(model.parameters(), lr=0.1),
+                      torch.nn.functional.mse_loss, callbacks=[tb, Boom()])
+    assert tb.writer is None
+    with pytest.raises(RuntimeError, match="boom"):
+        learner.fit(1)
+    assert tb.writer is None  # closed in after_fit
+    assert [s for s, _ in scalars(read(tmp_path), "train/loss")] == [0]  # the buffered loss was flushed
+
+
+def test_flush_every_is_validated():
+    with pytest.raises(ValueError, match="flush_every=0"):
+        TensorBoard("runs", flush_every=0)
