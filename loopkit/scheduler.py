@@ -131,8 +131,11 @@ class Scheduler(Callback):
 
     def _apply(self, learner: Any, b: int, s: int) -> None:
         """Set every hyperparameter to its value at batch ``b`` / step ``s`` of this phase, and record it."""
-        for set_value, table, by_step, history in self._plan:
-            value = table[s if by_step else b]
+        for set_value, table, by_step, history, beyond in self._plan:
+            try:
+                value = table[s if by_step else b]
+            except IndexError:  # the epoch outgrew the length read at its start (per-step batch sizes)
+                value = beyond(s if by_step else b)
             set_value(learner, value)
             history.append(value)
 
@@ -179,13 +182,15 @@ class Scheduler(Callback):
             else:
                 # Same arithmetic as schedules.epoch_position: e + b / n, element by element.
                 t = learner.epoch + np.arange(n, dtype=np.float64) / n
+            beyond = _ScalarClock(bound, offset, scale, self._step0 if by_step else learner.epoch,
+                                  1 if by_step else (n or 1))
             if t is None:
-                table: Any = _LazyTable(bound, self._step0, offset, scale)
+                table: Any = beyond
             else:
                 if (offset, scale) != (0.0, 1.0):
                     t = offset + t * scale
                 table = bound.table(t).tolist()
-            plan.append((hp.set, table, by_step, history))
+            plan.append((hp.set, table, by_step, history, beyond))
         self._plan = plan
 
     # ------------------------------------------------------------------------------------- resuming
@@ -237,11 +242,16 @@ class Scheduler(Callback):
         return (s_here - here * new_scale, new_scale)
 
 
-class _LazyTable:
-    """Stands in for a table when the epoch length is unknown: evaluates the bound schedule per step."""
+class _ScalarClock:
+    """Evaluates a bound schedule at index ``i`` of a phase one value at a time: for data without a length,
+    and for batches beyond the length read at the start of the epoch. Same clock as the tables:
+    time = origin + i / divisor (step0 + i / 1 on the step axis, epoch + i / n_batches on the epoch axis)."""
 
-    def __init__(self, bound: Any, step0: int, offset: float, scale: float) -> None:
-        self.bound, self.step0, self.offset, self.scale = bound, step0, offset, scale
+    def __init__(self, bound: Any, offset: float, scale: float, origin: float, divisor: int) -> None:
+        self.bound, self.offset, self.scale, self.origin, self.divisor = bound, offset, scale, origin, divisor
 
-    def __getitem__(self, s: int) -> float:
-        return self.bound(self.offset + float(self.step0 + s) * self.scale)
+    def __call__(self, i: int) -> float:
+        t = self.origin + i / self.divisor
+        return self.bound(self.offset + t * self.scale if (self.offset, self.scale) != (0.0, 1.0) else t)
+
+    __getitem__ = __call__
