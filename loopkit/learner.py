@@ -91,6 +91,8 @@ class Learner:
         self.train_data = train_data
         self.valid_data = valid_data
         self.optimizer = optimizer
+        # Chosen once: optimizers that re-evaluate the loss (LBFGS) get a closure, the rest a plain step().
+        self._optimizer_step = self._closure_step if isinstance(optimizer, torch.optim.LBFGS) else optimizer.step
         self.loss_fn = loss_fn
         self.step_logic = step
         self.callbacks: list[object] = order_callbacks(callbacks)
@@ -231,10 +233,23 @@ class Learner:
             handler()
         for handler in h["before_step"]:
             handler()
-        self.optimizer.step()
+        self._optimizer_step()
         self.global_step += 1
         for handler in h["after_step"]:
             handler()
+
+    def _closure_step(self) -> None:
+        """``optimizer.step(closure)`` for optimizers that evaluate the loss several times per step."""
+        step = self.step_logic
+
+        def closure() -> torch.Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.pred = step.forward(self)
+            loss = step.loss(self)
+            loss.backward()
+            return loss
+
+        self.optimizer.step(closure)
 
     def _valid_phase(self) -> None:
         self.phase = "valid"

@@ -1,0 +1,65 @@
+"""Build an optimizer from its name and an options dict, as configuration files and fine-tuning tools do.
+
+Names are case-insensitive: every optimizer of ``torch.optim`` (Adadelta, Adagrad, Adam, AdamW, SparseAdam,
+Adamax, ASGD, LBFGS, NAdam, RAdam, RMSprop, Rprop, SGD) and loopkit's fused ones (FusedAdamW, FusedSGD) when
+``loopkit.optim`` is installed. An unknown name lists the valid ones; an unknown option lists the optimizer's.
+
+Example:
+    >>> import torch
+    >>> model = torch.nn.Linear(2, 1)
+    >>> opt = make_optimizer("adamw", model.parameters(), {"lr": 3e-4, "weight_decay": 0.05})
+    >>> type(opt).__name__, opt.defaults["lr"], opt.defaults["weight_decay"]
+    ('AdamW', 0.0003, 0.05)
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+TORCH_OPTIMIZERS = ("Adadelta", "Adagrad", "Adam", "AdamW", "SparseAdam", "Adamax", "ASGD", "LBFGS", "NAdam",
+                    "RAdam", "RMSprop", "Rprop", "SGD")
+FUSED_OPTIMIZERS = ("FusedAdamW", "FusedSGD")
+
+
+def available_optimizers() -> dict[str, type]:
+    """Lower-cased name -> optimizer class, for every optimizer this installation can build."""
+    found = {name.lower(): getattr(torch.optim, name) for name in TORCH_OPTIMIZERS if hasattr(torch.optim, name)}
+    try:
+        fused = importlib.import_module("loopkit.optim")
+    except ImportError:
+        fused = None
+    for name in FUSED_OPTIMIZERS:
+        if fused is not None and hasattr(fused, name):
+            found[name.lower()] = getattr(fused, name)
+    return found
+
+
+def make_optimizer(name: str, params: Iterable[Any], options: Mapping[str, Any] | None = None,
+                   **more: Any) -> torch.optim.Optimizer:
+    """Return ``OptimizerClass(params, **options, **more)`` for the optimizer called ``name``.
+
+    Args:
+        name: the optimizer's class name, any case (``"adamw"``, ``"SGD"``).
+        params: parameters or parameter-group dicts, as for any torch optimizer.
+        options: keyword arguments for the optimizer (``{"lr": 1e-3, "betas": (0.9, 0.95)}``).
+        **more: further keyword arguments, merged over ``options``.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"optimizer name must be a string such as 'adamw', got {name!r}")
+    known = available_optimizers()
+    cls = known.get(name.lower())
+    if cls is None:
+        names = sorted({c.__name__ for c in known.values()}, key=str.lower)
+        raise ValueError(f"unknown optimizer {name!r}; valid names (any case): {', '.join(names)}")
+    kwargs = {**(options or {}), **more}
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(map(repr, unknown))}; its options are "
+                         f"{', '.join(accepted)}")
+    return cls(params, **kwargs)

@@ -1,0 +1,118 @@
+"""Parameter groups for fine-tuning: layer-wise learning-rate decay, no decay where it does harm, freezing.
+
+:func:`layerwise_groups` turns an ordered list of blocks (bottom first, head last) into optimizer param groups:
+the head at ``lr``, the block below it at ``lr * decay``, the next at ``lr * decay**2``, and so on. ``decay=1``
+gives every block the same rate; ``decay=0`` leaves only the head learning (every lower rate is exactly 0).
+Biases and normalisation parameters (and, on request, the whole head) go to groups without weight decay.
+The Scheduler's :class:`~loopkit.hyperparams.LearningRate` scales every group by its ratio to the largest,
+so a schedule keeps these ratios all the way through.
+
+:class:`FreezeUntil` trains the head alone for the first epochs (head-only warm-up), then unfreezes the rest.
+
+Example:
+    >>> import torch
+    >>> blocks = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)]
+    >>> groups = layerwise_groups(blocks, lr=1e-3, decay=0.5, weight_decay=0.01)
+    >>> [(g["name"], g["lr"], g["weight_decay"]) for g in groups]
+    [('block0', 0.00025, 0.01), ('block0/no_decay', 0.00025, 0.0), ('block1', 0.0005, 0.01), ('block1/no_decay', 0.0005, 0.0), ('head', 0.001, 0.01), ('head/no_decay', 0.001, 0.0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .callback import Callback
+
+_NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.LocalResponseNorm)
+
+
+def _no_decay_names(block: torch.nn.Module) -> set[str]:
+    """Names of a block's parameters that should not be decayed: biases and every parameter of a norm layer."""
+    names = set()
+    for module_name, module in block.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            if isinstance(module, _NORMS) or param_name == "bias":
+                names.add(full)
+    return names
+
+
+def layerwise_groups(blocks: Sequence[torch.nn.Module], lr: float, decay: float, *, weight_decay: float = 0.0,
+                     no_decay_bias_and_norm: bool = True, no_decay_head: bool = False) -> list[dict[str, Any]]:
+    """Param groups with ``lr * decay**k`` for the block ``k`` places below the head (the last block).
+
+    Args:
+        blocks: modules from the bottom of the network to the head, each parameter in exactly one.
+        lr: the head's learning rate.
+        decay: factor per block going down, in [0, 1].
+        weight_decay: weight decay of the decayed groups.
+        no_decay_bias_and_norm: put biases and norm-layer parameters in groups with weight decay 0.
+        no_decay_head: no weight decay anywhere in the head.
+
+    Returns:
+        a list of param-group dicts (with a ``"name"`` each) for any ``torch.optim`` optimizer; empty groups
+        are left out.
+    """
+    if not blocks or not all(isinstance(b, torch.nn.Module) for b in blocks):
+        raise TypeError(f"layerwise_groups needs a non-empty list of modules, bottom first, got {blocks!r}")
+    if not isinstance(decay, (int, float)) or not 0 <= decay <= 1:
+        raise ValueError(f"decay must be in [0, 1], got decay={decay!r}")
+    if not isinstance(lr, (int, float)) or lr < 0:
+        raise ValueError(f"lr must be >= 0, got lr={lr!r}")
+    seen: set[int] = set()
+    groups: list[dict[str, Any]] = []
+    top = len(blocks) - 1
+    for index, block in enumerate(blocks):
+        name = "head" if index == top else f"block{index}"
+        block_lr = lr * decay ** (top - index)
+        skip = _no_decay_names(block) if no_decay_bias_and_norm else set()
+        decayed, plain = [], []
+        for param_name, param in block.named_parameters():
+            if id(param) in seen:
+                raise ValueError(f"a parameter of {name} ({param_name}) also belongs to an earlier block; "
+                                 "give each parameter to one block")
+            seen.add(id(param))
+            no_decay = param_name in skip or (no_decay_head and index == top)
+            (plain if no_decay else decayed).append(param)
+        for suffix, params, wd in (("", decayed, weight_decay), ("/no_decay", plain, 0.0)):
+            if params:
+                groups.append({"params": params, "lr": block_lr, "weight_decay": wd, "name": name + suffix})
+    return groups
+
+
+def set_trainable(modules: Sequence[torch.nn.Module], trainable: bool) -> None:
+    """Freeze (``False``) or unfreeze (``True``) every parameter of ``modules``."""
+    for module in modules:
+        for param in module.parameters():
+            param.requires_grad_(trainable)
+
+
+class FreezeUntil(Callback):
+    """Keep ``modules`` frozen for the first ``epoch`` epochs of a fit, then train them.
+
+    Frozen parameters get no gradient, so every torch optimizer leaves them (and their state) untouched.
+
+    Args:
+        modules: the modules to hold still (the backbone), e.g. every block but the head.
+        epoch: the first epoch (from 0) in which they train.
+    """
+
+    reads = ("epoch",)
+    writes = ("model.requires_grad",)
+
+    def __init__(self, modules: Sequence[torch.nn.Module], epoch: int) -> None:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"FreezeUntil(epoch={epoch!r}) needs a whole number of epochs >= 0")
+        self.modules = list(modules)
+        if not self.modules or not all(isinstance(m, torch.nn.Module) for m in self.modules):
+            raise TypeError(f"FreezeUntil needs a non-empty list of modules, got {modules!r}")
+        self.epoch = epoch
+
+    def before_epoch(self, learner: Any) -> None:
+        set_trainable(self.modules, learner.epoch >= self.epoch)
+
+    def after_fit(self, learner: Any) -> None:
+        set_trainable(self.modules, True)

@@ -1,0 +1,58 @@
+"""Optimizers by name: every torch optimizer builds and trains in a Learner; errors list what is valid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loopkit import Learner
+from loopkit.optimizers import TORCH_OPTIMIZERS, make_optimizer
+
+OPTIONS = {"SGD": {"lr": 0.05, "momentum": 0.9}, "LBFGS": {"lr": 0.5, "max_iter": 5}, "Adadelta": {"lr": 10.0},
+           "Rprop": {"lr": 0.01}, "ASGD": {"lr": 0.05}, "Adagrad": {"lr": 0.1}}
+
+
+def regression():
+    torch.manual_seed(0)
+    x = torch.randn(64, 3)
+    return x, x @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+
+@pytest.mark.parametrize("name", [n for n in TORCH_OPTIMIZERS if n != "SparseAdam"])
+def test_each_torch_optimizer_builds_by_name_and_reduces_the_loss(name):
+    x, y = regression()
+    model = torch.nn.Linear(3, 1)
+    spelled = name.lower() if len(name) % 2 else name.upper()  # names are case-insensitive
+    opt = make_optimizer(spelled, model.parameters(), OPTIONS.get(name, {"lr": 0.05}))
+    assert type(opt) is getattr(torch.optim, name)
+    before = torch.nn.functional.mse_loss(model(x), y).item()
+    Learner(model, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)], opt,
+            torch.nn.functional.mse_loss).fit(10)
+    assert torch.nn.functional.mse_loss(model(x), y).item() < 0.5 * before
+
+
+def test_sparse_adam_trains_a_sparse_embedding():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 1, sparse=True), torch.nn.Flatten(0))
+    target = torch.arange(10.0)
+    opt = make_optimizer("SparseAdam", model.parameters(), {"lr": 0.1})
+    data = [(torch.arange(10), target)] * 4
+    before = torch.nn.functional.mse_loss(model(torch.arange(10)), target).item()
+    Learner(model, data, opt, torch.nn.functional.mse_loss).fit(25)
+    assert torch.nn.functional.mse_loss(model(torch.arange(10)), target).item() < 0.5 * before
+
+
+def test_options_are_passed_and_merged():
+    model = torch.nn.Linear(2, 1)
+    opt = make_optimizer("adam", model.parameters(), {"lr": 1e-3, "betas": (0.8, 0.9)}, lr=2e-3)
+    assert opt.defaults["lr"] == 2e-3 and opt.defaults["betas"] == (0.8, 0.9)
+
+
+def test_unknown_names_and_options_list_the_valid_ones():
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamx'; valid names \(any case\): Adadelta, .*AdamW.*SGD"):
+        make_optimizer("adamx", model.parameters())
+    with pytest.raises(ValueError, match=r"SGD has no option\(s\) 'beta'; its options are lr, momentum"):
+        make_optimizer("sgd", model.parameters(), {"lr": 0.1, "beta": 0.9})
+    with pytest.raises(TypeError, match="got 3"):
+        make_optimizer(3, model.parameters())
