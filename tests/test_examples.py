@@ -1,0 +1,50 @@
+"""The examples run on a small setting and show what they claim."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import pathlib
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_metric_learning_improves_recall_while_the_margins_follow_their_schedules():
+    epochs = 8
+    result = load("metric_learning").run(epochs=epochs)
+    assert result["recall_before"] < 0.35                  # chance is 0.1; nuisance noise dominates at init
+    assert result["recall_after"] > result["recall_before"] + 0.3
+    # cos from 0.1 to 0.4 over the fit, one value per batch; the last batch sits just before the end.
+    margins = result["loss_margin"]
+    assert margins[0] == 0.1 and 0.39 < margins[-1] < 0.4
+    assert all(b >= a for a, b in zip(margins, margins[1:]))
+    assert result["miner_margin"][0] == 0.05 and result["final_margins"] == (margins[-1], result["miner_margin"][-1])
+
+
+def test_finetuning_with_layerwise_decay_and_head_only_warm_up():
+    result = load("finetune_layerwise").run(pretrain_epochs=5, finetune_epochs=3)
+    assert result["history"][-1]["valid_accuracy"] > 0.75  # chance is 0.5
+    lrs = result["group_lrs"]
+    assert lrs["block1"] == pytest.approx(lrs["head"] * 0.5, rel=1e-12)
+    assert lrs["block0"] == pytest.approx(lrs["head"] * 0.25, rel=1e-12)
+    lr = result["lr"]
+    steps, warmup = len(lr), len(lr) // 3 // 2             # 3 epochs; warmup is half an epoch
+    assert lr[0] == 0.0 and max(lr) == pytest.approx(3e-3, rel=1e-12) and lr.index(max(lr)) == warmup
+    assert lr[-1] == pytest.approx(3e-3 * (steps - (steps - 1)) / (steps - warmup), rel=1e-12)
+
+
+def test_batch_size_ramp_doubles_the_batch_and_halves_the_steps():
+    result = load("batch_size_ramp").run(epochs=4)
+    assert result["batch_sizes"] == [round(16 * 16 ** (e / 3)) for e in range(4)]  # geometric 16 -> 256
+    assert result["steps_per_epoch"] == [math.ceil(1500 / b) for b in result["batch_sizes"]]
+    assert len(result["lr"]) == sum(result["steps_per_epoch"])
+    assert result["history"][-1]["valid_accuracy"] > 0.6    # chance is 1/3
