@@ -56,3 +56,10 @@ def test_unknown_names_and_options_list_the_valid_ones():
         make_optimizer("sgd", model.parameters(), {"lr": 0.1, "beta": 0.9})
     with pytest.raises(TypeError, match="got 3"):
         make_optimizer(3, model.parameters())
+
+
+def test_loopkits_fused_optimizers_build_by_name():
+    from loopkit.optim import FusedAdamW, FusedSGD
+    model = torch.nn.Linear(2, 1)
+    assert type(make_optimizer("fusedadamw", model.parameters(), {"lr": 1e-3})) is FusedAdamW
+    assert type(make_optimizer("FusedSGD", model.parameters(), {"lr": 1e-3, "momentum": 0.9})) is FusedSGD

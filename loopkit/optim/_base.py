@@ -1,0 +1,139 @@
+"""What the fused optimizers share: validation, the reference/CUDA dispatch, device-resident hyperparameters.
+
+Device-resident hyperparameters. loopkit's hyperparameters (and any user) write python floats into
+``param_groups`` as for any torch optimizer. At each ``step()`` the optimizer packs every group's values into a
+fresh pinned host tensor and copies it, non-blocking, into a float32 table on the device; the kernels read the
+table. torch's caching host allocator keeps a pinned block alive until the copy that used it has run, so no
+host-device sync is ever needed, and a schedule that moves every step costs one small asynchronous copy.
+For CUDA graphs, :meth:`upload_hyperparameters` (outside the graph) and :meth:`launch` (captured) are separate:
+the graph's kernels read the table, which the host refreshes before each replay.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from . import _cuda
+
+_warned_cpu = False
+
+
+def warn_reference_once(name: str) -> None:
+    global _warned_cpu
+    if not _warned_cpu:
+        _warned_cpu = True
+        warnings.warn(f"{name}: parameters are not on a CUDA device, so the reference implementation runs "
+                      "(correct, not fused)", RuntimeWarning, stacklevel=3)
+
+
+def check_number(name: str, value: Any, low: float = 0.0, high: float | None = None, high_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < low or (
+            high is not None and (value >= high if high_open else value > high)):
+        bound = "" if high is None else (f" and below {high}" if high_open else f" and at most {high}")
+        raise ValueError(f"invalid {name}={value!r}: must be a number >= {low}{bound}")
+
+
+class FusedOptimizer(torch.optim.Optimizer):
+    """Base class: subclasses define the kernel, the hyperparameter row, the state and the reference step."""
+
+    kernel_name = ""
+    state_keys: tuple[str, ...] = ()
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._check_group(group)
+            for p in group["params"]:
+                if p.is_complex():
+                    raise TypeError(f"{type(self).__name__} does not support complex parameters (got {p.dtype}, "
+                                    f"shape {tuple(p.shape)}); view them as real with torch.view_as_real")
+                if p.dtype not in _cuda.PARAM_KINDS:
+                    raise TypeError(f"{type(self).__name__} supports float32, bfloat16 and float16 parameters, "
+                                    f"got {p.dtype} (shape {tuple(p.shape)})")
+        self._cache: dict[Any, Any] = {}
+        self._hyper: torch.Tensor | None = None
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        self._check_group(self.param_groups[-1])
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _hyper_row(self, group: dict[str, Any]) -> list[float]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            self._check_group(group)  # a schedule may have moved a value out of range
+        live = [(gi, p) for gi, group in enumerate(self.param_groups) for p in group["params"]
+                if p.grad is not None]
+        for _, p in live:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (parameter of shape "
+                                   f"{tuple(p.shape)}); use torch.optim.SparseAdam for sparse embeddings")
+        if not live:
+            return loss
+        if live[0][1].is_cuda:
+            self.upload_hyperparameters(live[0][1].device)
+            self.launch()
+        else:
+            warn_reference_once(type(self).__name__)
+            self._reference_step()
+        return loss
+
+    def upload_hyperparameters(self, device: torch.device | None = None) -> None:
+        """Send every group's current values to the device table, without a host sync."""
+        if device is None:
+            device = next(p.device for g in self.param_groups for p in g["params"])
+        rows = [self._hyper_row(group) for group in self.param_groups]
+        fresh = _cuda.device_table(rows, device, torch.float32)
+        if self._hyper is None or self._hyper.shape != fresh.shape or self._hyper.device != fresh.device:
+            self._hyper = fresh
+        else:
+            self._hyper.copy_(fresh)  # same storage: a captured graph's kernels read it
+
+    def launch(self) -> None:
+        """Launch the kernels for the current gradients (one launch per parameter dtype); CUDA-graph capturable."""
+        by_dtype: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
+        for gi, group in enumerate(self.param_groups):
+            for p in group["params"]:
+                if p.grad is not None and p.numel() > 0:
+                    by_dtype.setdefault(p.dtype, []).append((gi, p))
+        for dtype, items in by_dtype.items():
+            self._launch_dtype(dtype, items)
+
+    def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
+        raise NotImplementedError
+
+    def _tables(self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor]]):
+        """Pointer, size, group and chunk tables for these tensors, rebuilt only when an address changed.
+
+        ``slot`` names the launch (its dtype, say) whose tables are cached.
+        """
+        key = tuple(t.data_ptr() for column in columns for t in column)
+        cached = self._cache.get(slot)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        device = items[0][1].device
+        numels = [p.numel() for _, p in items]
+        chunks = _cuda.chunks_of(numels)
+        tables = (_cuda.device_table([[t.data_ptr() for t in column] for column in columns], device),
+                  _cuda.device_table(numels, device),
+                  _cuda.device_table([gi for gi, _ in items], device, torch.int32),
+                  _cuda.device_table(chunks or [[0, 0]], device, torch.int32),
+                  len(chunks))
+        self._cache[slot] = (key, tables)
+        return tables
+
+    def _reference_step(self) -> None:
+        raise NotImplementedError

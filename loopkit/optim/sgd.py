@@ -1,0 +1,63 @@
+"""FusedSGD: SGD with momentum in one kernel launch per parameter dtype, hyperparameters read from device memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import _cuda
+from ._base import FusedOptimizer, check_number
+from ._reference import sgd_reference
+
+
+class FusedSGD(FusedOptimizer):
+    """SGD with momentum, dampening, Nesterov and weight decay, with torch.optim.SGD's semantics.
+
+    The momentum buffer is float32 whatever the parameter dtype; the state_dict uses torch's key
+    (``momentum_buffer``). On a machine without CUDA the reference implementation runs (one warning).
+    """
+
+    kernel_name = "sgd_step"
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening = 0, got momentum={momentum!r}, "
+                             f"dampening={dampening!r}")
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                                      nesterov=nesterov))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        check_number("lr", group["lr"])
+        check_number("momentum", group["momentum"])
+        check_number("dampening", group["dampening"], 0.0, 1.0)
+        check_number("weight_decay", group["weight_decay"])
+
+    def _hyper_row(self, group: dict[str, Any]) -> list[float]:
+        return [group["lr"], group["momentum"], group["dampening"], group["weight_decay"], float(group["nesterov"])]
+
+    def _reference_step(self) -> None:
+        for group in self.param_groups:
+            live = [p for p in group["params"] if p.grad is not None]
+            buffers = [self.state[p].get("momentum_buffer") for p in live]
+            new = sgd_reference(live, [p.grad for p in live], buffers, lr=group["lr"], momentum=group["momentum"],
+                                dampening=group["dampening"], weight_decay=group["weight_decay"],
+                                nesterov=group["nesterov"])
+            for p, buf in zip(live, new):
+                if buf is not None:
+                    self.state[p]["momentum_buffer"] = buf
+
+    def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
+        # torch's first momentum step sets buf = d_p, undampened: new buffers get their own launch.
+        fresh = [(gi, p) for gi, p in items if "momentum_buffer" not in self.state[p]]
+        known = [(gi, p) for gi, p in items if "momentum_buffer" in self.state[p]]
+        for _, p in fresh:
+            self.state[p]["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float32)
+        for part, first in ((known, 0), (fresh, 1)):
+            if part:
+                columns = [[p for _, p in part], [p.grad for _, p in part],
+                           [self.state[p]["momentum_buffer"] for _, p in part]]
+                table, numels, group_of, chunks, n_chunks = self._tables((dtype, first), part, columns)
+                kernel = _cuda.compiled(self.kernel_name, dtype, part[0][1].device.index or 0)
+                _cuda.launch(kernel, table, numels, group_of, chunks, n_chunks, self._hyper, len(part), first)

@@ -1,0 +1,253 @@
+"""Fused optimizers against torch.optim over 100 steps with moving hyperparameters; CUDA cases skip without a GPU.
+
+fp32 tolerance 1e-6 relative (the issue's bar): the reference path repeats torch's operations; the kernels
+differ by float32 rounding of the bias corrections (powf) and fused arithmetic.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+
+import pytest
+import torch
+
+import loopkit.optim._base as base
+from loopkit import Learner, Scheduler, onecycle
+from loopkit.hyperparams import LearningRate, Momentum, WeightDecay
+from loopkit.optim import FusedAdamW, FusedSGD
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+STEPS = 100
+
+
+def params(device="cpu", dtype=torch.float32, seed=0):
+    """A mixed bag: matrices, a vector, a zero-size tensor, and one that never gets a gradient."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(37, 19), (19,), (0, 4), (5, 3, 2), (130_001,), (7,)]
+    return [torch.nn.Parameter(torch.randn(s, generator=g).to(device, dtype)) for s in shapes]
+
+
+def groups(ps, **extra):
+    return [{"params": ps[:3], **extra}, {"params": ps[3:], "lr": 0.02}]
+
+
+def grads(ps, k, seed=1):
+    g = torch.Generator().manual_seed(seed * 1000 + k)
+    for i, p in enumerate(ps):
+        p.grad = None if i == len(ps) - 1 else torch.randn(p.shape, generator=g).to(p.device, p.dtype)
+
+
+def moving(opt, k, adam):
+    """Change every hyperparameter every step, as a schedule would."""
+    for gi, group in enumerate(opt.param_groups):
+        group["lr"] = 0.01 * (1 + math.sin(k / 7 + gi))
+        group["weight_decay"] = 0.01 * (1 + math.cos(k / 5))
+        if adam:
+            group["betas"] = (0.85 + 0.1 * (k % 10) / 10, 0.99 + 0.009 * (k % 3) / 3)
+        else:
+            group["momentum"] = 0.8 + 0.15 * (k % 4) / 4
+
+
+def run(opt_cls, ps, adam, steps=STEPS, **kwargs):
+    opt = opt_cls(groups(ps), **kwargs)
+    for k in range(steps):
+        moving(opt, k, adam)
+        grads(ps, k)
+        opt.step()
+    return opt
+
+
+def assert_close(a, b, rel):
+    assert a.shape == b.shape
+    if a.numel():
+        scale = b.abs().max().item()
+        assert torch.allclose(a.float(), b.float(), rtol=rel, atol=rel * scale), (a - b).abs().max()
+
+
+@pytest.fixture(autouse=True)
+def quiet_reference_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_adamw_matches_torch_adamw_with_a_moving_schedule(device):
+    ours, theirs = params(device), params(device)
+    a = run(FusedAdamW, ours, adam=True, eps=1e-8)
+    b = run(torch.optim.AdamW, theirs, adam=True, eps=1e-8)
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)
+        if q in b.state:
+            for key in ("exp_avg", "exp_avg_sq"):
+                assert_close(a.state[p][key], b.state[q][key], 1e-6)
+            assert a.state[p]["step"].item() == b.state[q]["step"].item() == STEPS
+    assert ours[-1] not in a.state  # never had a gradient: untouched, no state
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("nesterov, dampening", [(False, 0.0), (True, 0.0), (False, 0.3)])
+def test_sgd_matches_torch_sgd_with_a_moving_schedule(device, nesterov, dampening):
+    ours, theirs = params(device), params(device)
+    a = run(FusedSGD, ours, adam=False, momentum=0.9, nesterov=nesterov, dampening=dampening)
+    b = run(torch.optim.SGD, theirs, adam=False, momentum=0.9, nesterov=nesterov, dampening=dampening)
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)
+        if "momentum_buffer" in b.state.get(q, {}):
+            assert_close(a.state[p]["momentum_buffer"], b.state[q]["momentum_buffer"], 1e-6)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_params_take_one_rounding_of_the_fp32_step(device, dtype):
+    # From the same low-precision start, one step of ours equals torch's fp32 step rounded once to dtype:
+    # tolerance = one unit in the last place of dtype (2**-8 for bf16, 2**-11 for fp16), relative.
+    ulp = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -11
+    for opt_cls, adam, kwargs in ((FusedAdamW, True, {}), (FusedSGD, False, {"momentum": 0.9})):
+        low = params(device, dtype)
+        high = [torch.nn.Parameter(p.detach().float()) for p in low]
+        ours = opt_cls(low, lr=0.05, **kwargs)
+        theirs = (torch.optim.AdamW if adam else torch.optim.SGD)(high, lr=0.05, **kwargs)
+        for k in range(3):
+            grads(low, k)
+            for p, q in zip(low, high):
+                q.grad = None if p.grad is None else p.grad.float()
+                q.data.copy_(p.data.float())  # same start for each step: compare one step at a time
+            ours.step()
+            theirs.step()
+            for p, q in zip(low, high):
+                if p.numel():
+                    assert torch.allclose(p.float(), q.to(dtype).float(), rtol=ulp, atol=ulp * q.abs().max().item())
+        assert all(s["exp_avg" if adam else "momentum_buffer"].dtype == torch.float32 for s in ours.state.values())
+
+
+def test_state_dicts_move_between_fused_and_torch_optimizers():
+    for fused_cls, torch_cls, kwargs in ((FusedAdamW, torch.optim.AdamW, {}), (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
+        adam = fused_cls is FusedAdamW
+        ps_a, ps_b = params(), params()
+        a = run(torch_cls, ps_a, adam, steps=20, **kwargs)
+        b = fused_cls(groups(ps_b), **kwargs)
+        b.load_state_dict(copy.deepcopy(a.state_dict()))  # torch may share, not copy, loaded tensors
+        for p, q in zip(ps_a, ps_b):
+            q.data.copy_(p.data)
+        for k in range(20, 40):
+            for opt, ps in ((a, ps_a), (b, ps_b)):
+                moving(opt, k, adam)
+                grads(ps, k)
+                opt.step()
+        for p, q in zip(ps_a, ps_b):
+            assert_close(q, p, 1e-6)
+        back = torch_cls(groups(params()), **kwargs)
+        back.load_state_dict(copy.deepcopy(b.state_dict()))  # and back again
+        assert set(back.state_dict()["state"][0]) == set(a.state_dict()["state"][0])
+
+
+def test_scheduled_training_in_a_learner_matches_torch():
+    def train(opt_cls, **kw):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+        data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(10)]
+        sched = Scheduler({LearningRate: onecycle(3, 1e-2), WeightDecay: onecycle(3, 0.1),
+                           Momentum: onecycle(3, 0.95, div=0.95 / 0.85, div_final=1.0)})
+        Learner(model, data, opt_cls(model.parameters(), lr=1e-2, **kw), torch.nn.functional.mse_loss,
+                callbacks=[sched]).fit(3)
+        return model
+    for fused_cls, torch_cls, kw in ((FusedAdamW, torch.optim.AdamW, {}),
+                                     (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
+        for p, q in zip(train(fused_cls, **kw).parameters(), train(torch_cls, **kw).parameters()):
+            assert_close(p.detach(), q.detach(), 1e-6)
+
+
+def test_the_reference_path_warns_once_per_process(monkeypatch):
+    monkeypatch.setattr(base, "_warned_cpu", False)
+    ps = params()
+    opt = FusedAdamW(ps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(3):
+            grads(ps, k)
+            opt.step()
+    assert [str(w.message) for w in caught].count(
+        "FusedAdamW: parameters are not on a CUDA device, so the reference implementation runs (correct, not fused)") == 1
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda ps: FusedAdamW(ps, lr=-1e-3), "invalid lr=-0.001"),
+    (lambda ps: FusedAdamW(ps, betas=(0.9, 1.0)), r"invalid betas\[1\]=1.0"),
+    (lambda ps: FusedAdamW(ps, betas=(-0.1, 0.9)), r"invalid betas\[0\]=-0.1"),
+    (lambda ps: FusedAdamW(ps, weight_decay=float("nan")), "invalid weight_decay=nan"),
+    (lambda ps: FusedSGD(ps, lr=0.1, momentum=-0.5), "invalid momentum=-0.5"),
+    (lambda ps: FusedSGD(ps, lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
+    (lambda ps: FusedSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=0.1), "complex"),
+    (lambda ps: FusedSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1), "torch.float64"),
+])
+def test_bad_input_fails_at_construction(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make(params())
+
+
+def test_sparse_gradients_and_a_scheduled_negative_lr_fail_at_the_step():
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    opt = FusedAdamW(emb.parameters())
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        opt.step()
+    ps = params()
+    opt = FusedSGD(ps, lr=0.1)
+    opt.param_groups[0]["lr"] = -0.1
+    grads(ps, 0)
+    with pytest.raises(ValueError, match="invalid lr=-0.1"):
+        opt.step()
+
+
+# ----------------------------------------------------------------------------------------------- GPU only
+@CUDA
+def test_a_scheduled_training_step_never_syncs_the_host():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).cuda()
+    data = [(torch.randn(32, 64, device="cuda"), torch.randn(32, 1, device="cuda")) for _ in range(6)]
+    opt = FusedAdamW(model.parameters(), lr=1e-3)
+    sched = Scheduler({LearningRate: onecycle(2, 1e-3), Momentum: onecycle(2, 0.95, div=0.95 / 0.85, div_final=1.0)})
+    learner = Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[sched])
+    learner.fit(1)  # compile and warm up outside the check
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        learner.fit(2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@CUDA
+def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
+    ps, twin = params("cuda"), params("cuda")
+    for opt_cls, torch_cls, adam, kw in ((FusedAdamW, torch.optim.AdamW, True, {}),
+                                         (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9})):
+        ps, twin = params("cuda"), params("cuda")
+        opt, ref = opt_cls(groups(ps), **kw), torch_cls(groups(twin), **kw)
+        grads(ps, 0)
+        for p, q in zip(ps, twin):
+            q.grad = None if p.grad is None else p.grad.clone()
+        # Warm up (compiles, allocates state), then capture the launch alone.
+        moving(opt, 0, adam); moving(ref, 0, adam)
+        opt.step(); ref.step()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            opt.upload_hyperparameters()
+            with torch.cuda.graph(graph, stream=stream):
+                if adam:
+                    torch._foreach_add_([opt.state[p]["step"] for p in ps if p.grad is not None], 0.0)
+                opt.launch()
+        torch.cuda.current_stream().wait_stream(stream)
+        for k in range(1, 20):
+            moving(opt, k, adam); moving(ref, k, adam)
+            opt.upload_hyperparameters()
+            if adam:
+                torch._foreach_add_([opt.state[p]["step"] for p in ps if p.grad is not None], 1.0)
+            graph.replay()
+            ref.step()
+        torch.cuda.synchronize()
+        for p, q in zip(ps, twin):
+            assert_close(p, q, 1e-5)
