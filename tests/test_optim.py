@@ -251,3 +251,33 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
         torch.cuda.synchronize()
         for p, q in zip(ps, twin):
             assert_close(p, q, 1e-5)
+
+
+def _nvrtc_library():
+    """The NVRTC library if this machine has one (LOOPKIT_NVRTC=path, a CUDA torch build's, or NVIDIA's
+    nvidia-cuda-nvrtc wheel's), else None."""
+    import ctypes
+    import glob
+    import site
+    import os
+    candidates = [os.environ["LOOPKIT_NVRTC"]] if os.environ.get("LOOPKIT_NVRTC") else []
+    candidates += [p for d in site.getsitepackages() for p in glob.glob(f"{d}/nvidia/*/lib/libnvrtc.so*")]
+    candidates += glob.glob("/usr/local/cuda/lib64/libnvrtc.so*")
+    for path in candidates:
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_kernel_sources_compile_with_nvrtc(name, dtype):
+    """Runs wherever an NVRTC library exists, GPU or not: the exact compile path, for Hopper."""
+    from loopkit.optim import _cuda
+    lib = _nvrtc_library()
+    if lib is None:
+        pytest.skip("no NVRTC library on this machine")
+    ptx = _cuda.nvrtc_ptx(lib, _cuda.source(name), "90", [f"-DPARAM_KIND={_cuda.PARAM_KINDS[dtype]}"])
+    assert f".entry {name}_step(".encode() in ptx

@@ -81,6 +81,10 @@ class FusedOptimizer(torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (parameter of shape "
                                    f"{tuple(p.shape)}); use torch.optim.SparseAdam for sparse embeddings")
+            if p.grad.dtype != p.dtype or p.grad.device != p.device:
+                raise RuntimeError(f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
+                                   f"parameter of {p.dtype} on {p.device} (shape {tuple(p.shape)}); gradients must "
+                                   "match their parameter's dtype and device")
         if not live:
             return loss
         if live[0][1].is_cuda:

@@ -1,11 +1,14 @@
-"""Compiling and launching the fused kernels: NVRTC through torch, cached per device, kernel and dtype.
+"""Compiling and launching the fused kernels: NVRTC at first use, cached per device, kernel and dtype.
 
-``torch.cuda._compile_kernel`` (NVRTC to PTX, loaded with the driver API) needs no nvcc on the user's machine
-and no dependency beyond torch; cuda-python would add a package for the same NVRTC calls.
+We call NVRTC directly (the ``libnvrtc`` that torch's CUDA wheels ship, found by torch's own loader) and load the
+PTX with torch's driver-API module loader. ``torch.cuda._compile_kernel`` would do the same but insists on a CUDA
+toolkit (``CUDA_HOME``) to add include paths; the kernels include no headers, so users need neither nvcc nor a
+toolkit. cuda-python would add a dependency for the same calls.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import pathlib
 
@@ -18,18 +21,52 @@ THREADS = 256
 
 
 @functools.lru_cache(maxsize=None)
-def _source(name: str) -> str:
+def source(name: str) -> str:
+    """The full source of ``kernels/<name>.cu``, with the shared definitions in front."""
     return (KERNELS / "common.cuh").read_text() + "\n" + (KERNELS / f"{name}.cu").read_text()
+
+
+def nvrtc_ptx(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str]) -> bytes:
+    """Compile CUDA C++ ``src`` to PTX for ``sm_<arch>`` with NVRTC; raise with NVRTC's log on failure."""
+    prog = ctypes.c_void_p()
+    check = _checker(libnvrtc)
+    check(libnvrtc.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"loopkit.cu", 0, None, None))
+    try:
+        opts = [f"--gpu-architecture=compute_{arch}".encode(), b"--std=c++17", *(o.encode() for o in options)]
+        result = libnvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
+        if result != 0:
+            size = ctypes.c_size_t()
+            libnvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+            log = ctypes.create_string_buffer(size.value)
+            libnvrtc.nvrtcGetProgramLog(prog, log)
+            raise RuntimeError(f"NVRTC could not compile loopkit's kernel for sm_{arch}:\n{log.value.decode()}")
+        size = ctypes.c_size_t()
+        check(libnvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size)))
+        ptx = ctypes.create_string_buffer(size.value)
+        check(libnvrtc.nvrtcGetPTX(prog, ptx))
+        return ptx.raw
+    finally:
+        libnvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
+
+
+def _checker(libnvrtc: ctypes.CDLL):
+    def check(result: int) -> None:
+        if result != 0:
+            libnvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
+            raise RuntimeError(f"NVRTC error {result}: {libnvrtc.nvrtcGetErrorString(result).decode()}")
+    return check
 
 
 @functools.lru_cache(maxsize=None)
 def compiled(name: str, dtype: torch.dtype, device_index: int):
     """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device."""
+    from torch.cuda._utils import _cuda_load_module, _get_gpu_rtc_library
+
     major, minor = torch.cuda.get_device_capability(device_index)
+    ptx = nvrtc_ptx(_get_gpu_rtc_library(), source(name.removesuffix("_step")), f"{major}{minor}",
+                    [f"-DPARAM_KIND={PARAM_KINDS[dtype]}"])
     with torch.cuda.device(device_index):
-        return torch.cuda._compile_kernel(_source(name.removesuffix("_step")), name,
-                                          compute_capability=f"{major}{minor}",
-                                          nvcc_options=[f"-DPARAM_KIND={PARAM_KINDS[dtype]}", "-O3"])
+        return _cuda_load_module(ptx, [name])[name]
 
 
 def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:

@@ -14,7 +14,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_step(
 {
     const int t = chunks[2 * blockIdx.x];
     const i64 start = (i64)chunks[2 * blockIdx.x + 1] * chunk_size;
-    const i64 end = min(start + (i64)chunk_size, numels[t]);
+    const i64 end = start + (i64)chunk_size < numels[t] ? start + (i64)chunk_size : numels[t];
     const float* h = hyper + 5 * group_of[t];
     const float lr = h[0], beta1 = h[1], beta2 = h[2], eps = h[3], weight_decay = h[4];
     const float step = *reinterpret_cast<const float*>(table[4 * n_tensors + t]);

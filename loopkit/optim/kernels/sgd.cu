@@ -13,7 +13,7 @@ extern "C" __global__ void __launch_bounds__(256) sgd_step(
 {
     const int t = chunks[2 * blockIdx.x];
     const i64 start = (i64)chunks[2 * blockIdx.x + 1] * chunk_size;
-    const i64 end = min(start + (i64)chunk_size, numels[t]);
+    const i64 end = start + (i64)chunk_size < numels[t] ? start + (i64)chunk_size : numels[t];
     const float* h = hyper + 5 * group_of[t];
     const float lr = h[0], momentum = h[1], dampening = h[2], weight_decay = h[3];
     const bool nesterov = h[4] != 0.0f;
