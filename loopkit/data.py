@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ._validate import whole_number
 from .hyperparams import HyperParameter
 
 
@@ -44,8 +45,7 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
                  generator: torch.Generator | None = None) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"ScheduledBatchSampler(n={n!r}) needs the dataset length, a whole number >= 1")
+        whole_number("ScheduledBatchSampler", "n", n)  # the dataset's length
         self.n, self.shuffle, self.drop_last, self.generator = n, shuffle, drop_last, generator
         self.batch_size = batch_size
 
@@ -55,8 +55,7 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
 
     @batch_size.setter
     def batch_size(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got batch_size={value!r}")
+        whole_number("ScheduledBatchSampler", "batch_size", value)
         self._batch_size = value
 
     def __iter__(self) -> Iterator[list[int]]:

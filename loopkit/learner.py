@@ -218,14 +218,7 @@ class Learner:
 
     def _train_batch(self) -> None:
         h = self._handlers
-        step = self.step_logic
-        self.xb, self.yb = step.unpack(self, self.batch)
-        self.pred = step.forward(self)
-        for handler in h["after_pred"]:
-            handler()
-        self.loss = step.loss(self)
-        for handler in h["after_loss"]:
-            handler()
+        self._forward_loss()
         # Zeroing just before backward (not after the step) keeps a cancelled batch from leaking gradients.
         self.optimizer.zero_grad(set_to_none=True)
         self.loss.backward()
@@ -257,14 +250,15 @@ class Learner:
         self.model.eval()
         h = self._handlers
         before, after = h["before_batch"], h["after_batch"]
-        body = self._valid_batch
+        body = self._forward_loss
         with torch.no_grad():
             for batch_idx, batch in enumerate(self.valid_data):
                 self.batch_idx = batch_idx
                 self.batch = batch
                 self._level(before, body, after, CancelBatch)
 
-    def _valid_batch(self) -> None:
+    def _forward_loss(self) -> None:
+        """The part of a batch both phases share: unpack, forward, after_pred, loss, after_loss."""
         h = self._handlers
         step = self.step_logic
         self.xb, self.yb = step.unpack(self, self.batch)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ._validate import whole_number
 from .callback import Callback
 
 _NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.LocalResponseNorm)
@@ -104,8 +105,7 @@ class FreezeUntil(Callback):
     writes = ("model.requires_grad",)
 
     def __init__(self, modules: Sequence[torch.nn.Module], epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"FreezeUntil(epoch={epoch!r}) needs a whole number of epochs >= 0")
+        whole_number("FreezeUntil", "epoch", epoch, 0)
         self.modules = list(modules)
         if not self.modules or not all(isinstance(m, torch.nn.Module) for m in self.modules):
             raise TypeError(f"FreezeUntil needs a non-empty list of modules, got {modules!r}")

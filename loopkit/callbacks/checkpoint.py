@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .._validate import whole_number
 from ..callback import Callback
 from ..checkpoint import save_atomic
 from .metrics import Metrics
@@ -41,11 +42,8 @@ class Checkpoint(Callback):
 
     def __init__(self, dirpath: str | os.PathLike, *, every_n_steps: int | None = None, every_epoch: bool = True,
                  keep_last: int = 2, monitor: str | None = None, mode: str = "min") -> None:
-        if every_n_steps is not None and (isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int)
-                                          or every_n_steps < 1):
-            raise ValueError(f"Checkpoint(every_n_steps={every_n_steps!r}) needs a whole number >= 1, or None")
-        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-            raise ValueError(f"Checkpoint(keep_last={keep_last!r}) needs a whole number >= 1")
+        whole_number("Checkpoint", "every_n_steps", every_n_steps, optional=True)
+        whole_number("Checkpoint", "keep_last", keep_last)
         if mode not in ("min", "max"):
             raise ValueError(f"Checkpoint(mode={mode!r}): use 'min' or 'max'")
         self.dirpath = os.fspath(dirpath)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .._validate import whole_number
 from ..callback import Callback
 from ..events import CancelFit
 from .metrics import Metrics
@@ -32,8 +33,7 @@ class EarlyStopping(Callback):
                  restore_best: bool = False) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping(mode={mode!r}): use 'min' or 'max'")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping(patience={patience!r}) needs a whole number of epochs >= 0")
+        whole_number("EarlyStopping", "patience", patience, 0)
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"EarlyStopping(min_delta={min_delta!r}) needs a number >= 0")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, float(min_delta)

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .._validate import whole_number
 from ..callback import Callback
 from ..events import CancelFit
 
@@ -33,9 +34,7 @@ class NaNGuard(Callback):
     run_before = ("Checkpoint",)
 
     def __init__(self, check_every: int | None = None) -> None:
-        if check_every is not None and (isinstance(check_every, bool) or not isinstance(check_every, int)
-                                        or check_every < 1):
-            raise ValueError(f"NaNGuard(check_every={check_every!r}) needs a whole number >= 1, or None")
+        whole_number("NaNGuard", "check_every", check_every, optional=True)
         self.check_every = check_every
         self.tripped_at: tuple[int, int, int] | None = None
 

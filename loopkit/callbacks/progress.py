@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any
 
+from .._validate import whole_number
 from ..callback import Callback
 
 
@@ -26,8 +27,7 @@ class ProgressBar(Callback):
 
     def __init__(self, *, quiet: bool = False, refresh_every: int = 20, file: IO[str] | None = None,
                  force: bool = False) -> None:
-        if isinstance(refresh_every, bool) or not isinstance(refresh_every, int) or refresh_every < 1:
-            raise ValueError(f"ProgressBar(refresh_every={refresh_every!r}) needs a whole number of steps >= 1")
+        whole_number("ProgressBar", "refresh_every", refresh_every)
         self.quiet, self.refresh_every, self.file, self.force = quiet, refresh_every, file, force
         self.bar = None
 

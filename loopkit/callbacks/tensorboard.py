@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .._validate import whole_number
 from ..callback import Callback
 from ..scheduler import Scheduler
 from .metrics import Metrics
@@ -39,8 +40,7 @@ class TensorBoard(Callback):
     run_after = ("Metrics",)
 
     def __init__(self, logdir: str | os.PathLike, *, flush_every: int = 100) -> None:
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ValueError(f"TensorBoard(flush_every={flush_every!r}) needs a whole number of steps >= 1")
+        whole_number("TensorBoard", "flush_every", flush_every)
         self.logdir = os.fspath(logdir)
         self.flush_every = flush_every
         self.writer = None

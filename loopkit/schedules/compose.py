@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._validate import whole_number
 from .anneal import step as _hold
 from .schedule import Schedule
 
@@ -117,8 +118,7 @@ def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: 
     Cycle ``i`` lasts ``period * period_mult**i`` (``period`` = the schedule's last knot) and its values are
     multiplied by ``decay**i``. After the last cycle the last value holds.
     """
-    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
-        raise ValueError(f"repeat(cycles={cycles!r}) needs a whole number of cycles >= 1")
+    whole_number("repeat", "cycles", cycles)
     if not period_mult > 0:
         raise ValueError(f"repeat(period_mult={period_mult!r}) must be > 0")
     if not decay > 0:

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+from .._validate import whole_number
 from .anneal import linear
 from .compose import repeat
 from .schedule import Schedule
@@ -74,8 +75,7 @@ def _torch_phase_ends(total_steps: int, pct_start: float, three_phase: bool) -> 
 
 
 def _steps_count(total_steps: int) -> int:
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 2:
-        raise ValueError(f"total_steps must be a whole number of steps >= 2, got total_steps={total_steps!r}")
+    whole_number("onecycle_torch", "total_steps", total_steps, 2)
     return total_steps
 
 
@@ -106,8 +106,7 @@ def onecycle_torch_momentum(total_steps: int, *, base_momentum: float = 0.85, ma
 
 def _warmup_knots(num_warmup_steps: int, num_training_steps: int) -> None:
     for name, value in (("num_warmup_steps", num_warmup_steps), ("num_training_steps", num_training_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a whole number >= 0, got {name}={value!r}")
+        whole_number("warmup", name, value, 0)
     if num_training_steps <= num_warmup_steps:
         raise ValueError(f"num_training_steps={num_training_steps} must exceed num_warmup_steps={num_warmup_steps}")
 

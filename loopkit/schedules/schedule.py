@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import whole_number
 from . import anneal as _anneal
 
 UNITS = ("epoch", "step", "fraction")
@@ -177,8 +178,7 @@ class Schedule:
         Step ``k`` is evaluated at ``k`` on the step axis, or at ``epoch_position(*divmod(k, spe), spe)`` on
         the epoch axis. ``n_epochs`` defaults to ``ceil(n_steps / steps_per_epoch)``.
         """
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 0:
-            raise ValueError(f"values(n_steps={n_steps!r}) needs a whole number of steps >= 0")
+        whole_number("values", "n_steps", n_steps, 0)
         if n_epochs is None and steps_per_epoch:
             n_epochs = -(-n_steps // steps_per_epoch)
         bound = self.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
