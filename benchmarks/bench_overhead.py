@@ -110,3 +110,35 @@ def test_epoch_overhead(benchmark, case):
             extra_calls_per_step=calls - raw["calls_per_step"],
         )
     print(f"\n{case}: {per_step * 1e6:.2f} us/step, {calls:.1f} calls/step, extra: {benchmark.extra_info}")
+
+
+def test_interleaved_ratios(benchmark):
+    """Each round times raw, learner and learner_sched back to back; ratios are medians of per-round ratios.
+
+    On a shared machine the sequential cases above drift by several percent between cases; comparing within a
+    round cancels that drift, so these are the ratios to quote.
+    """
+    import statistics
+    import time
+
+    model, data = _problem()
+    runs = {case: make(copy.deepcopy(model), data) for case, make in CASES.items()}
+    for run in runs.values():
+        run()
+    rounds: list[dict[str, float]] = []
+
+    def one_round():
+        times = {}
+        for case, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[case] = time.perf_counter() - start
+        rounds.append(times)
+
+    benchmark.pedantic(one_round, rounds=ROUNDS * 2, iterations=1)
+    for case in ("learner", "learner_sched"):
+        ratio = statistics.median(r[case] / r["raw"] for r in rounds)
+        overhead = statistics.median((r[case] - r["raw"]) / N_BATCHES * 1e6 for r in rounds)
+        benchmark.extra_info[f"{case}_ratio"] = ratio
+        benchmark.extra_info[f"{case}_overhead_us_per_step"] = overhead
+        print(f"\n{case}: median per-round ratio to raw {ratio:.3f}, overhead {overhead:.1f} us/step")

@@ -127,7 +127,15 @@ class Scheduler(Callback):
     def before_batch(self, learner: Any) -> None:
         if self.per == "epoch" or learner.phase != "train":
             return
-        self._apply(learner, learner.batch_idx, learner.global_step - self._step0)
+        # The hot path: _apply's loop, inlined to save a call per step.
+        b, s = learner.batch_idx, learner.global_step - self._step0
+        for set_value, table, by_step, history, beyond in self._plan:
+            try:
+                value = table[s if by_step else b]
+            except IndexError:
+                value = beyond(s if by_step else b)
+            set_value(learner, value)
+            history.append(value)
 
     def _apply(self, learner: Any, b: int, s: int) -> None:
         """Set every hyperparameter to its value at batch ``b`` / step ``s`` of this phase, and record it."""
