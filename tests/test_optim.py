@@ -1,4 +1,9 @@
-"""Fused optimizers against torch.optim over 100 steps with moving hyperparameters; CUDA cases skip without a GPU.
+"""Fused optimizers against torch.optim over 100 steps with moving hyperparameters.
+
+Each parity test runs three ways (the ``device`` fixture): the reference path on the CPU; the CUDA kernel
+sources compiled for the host and driven through the optimizers' real launch path (``cuda_on_host.py``, needs
+g++), which checks the kernels' arithmetic, chunking, vector and scalar paths without a GPU; and the kernels on a
+GPU (skipped without CUDA).
 
 fp32 tolerance 1e-6 relative (the issue's bar): the reference path repeats torch's operations; the kernels
 differ by float32 rounding of the bias corrections (powf) and fused arithmetic.
@@ -18,8 +23,20 @@ from loopkit import Learner, Scheduler, onecycle
 from loopkit.hyperparams import LearningRate, Momentum, WeightDecay
 from loopkit.optim import FusedAdamW, FusedSGD
 
+from . import cuda_on_host
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+HOST_KERNELS = pytest.mark.skipif(cuda_on_host.compiler() is None, reason="needs g++ to run the kernels on the host")
 STEPS = 100
+
+
+@pytest.fixture(params=["reference", pytest.param("kernels-on-host", marks=HOST_KERNELS),
+                        pytest.param("cuda", marks=CUDA)])
+def device(request, monkeypatch):
+    """Where the parameters live ("cpu" or "cuda"); with kernels-on-host the CPU step runs the CUDA sources."""
+    if request.param == "kernels-on-host":
+        cuda_on_host.run_kernels_on_host(monkeypatch)
+    return "cuda" if request.param == "cuda" else "cpu"
 
 
 def params(device="cpu", dtype=torch.float32, seed=0):
@@ -73,7 +90,6 @@ def quiet_reference_warning():
         yield
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 def test_adamw_matches_torch_adamw_with_a_moving_schedule(device):
     ours, theirs = params(device), params(device)
     a = run(FusedAdamW, ours, adam=True, eps=1e-8)
@@ -87,7 +103,6 @@ def test_adamw_matches_torch_adamw_with_a_moving_schedule(device):
     assert ours[-1] not in a.state  # never had a gradient: untouched, no state
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("nesterov, dampening", [(False, 0.0), (True, 0.0), (False, 0.3)])
 def test_sgd_matches_torch_sgd_with_a_moving_schedule(device, nesterov, dampening):
     ours, theirs = params(device), params(device)
@@ -99,7 +114,6 @@ def test_sgd_matches_torch_sgd_with_a_moving_schedule(device, nesterov, dampenin
             assert_close(a.state[p]["momentum_buffer"], b.state[q]["momentum_buffer"], 1e-6)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_low_precision_params_take_one_rounding_of_the_fp32_step(device, dtype):
     # From the same low-precision start, one step of ours equals torch's fp32 step rounded once to dtype:
@@ -220,7 +234,6 @@ def test_a_scheduled_training_step_never_syncs_the_host():
 
 @CUDA
 def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
-    ps, twin = params("cuda"), params("cuda")
     for opt_cls, torch_cls, adam, kw in ((FusedAdamW, torch.optim.AdamW, True, {}),
                                          (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9})):
         ps, twin = params("cuda"), params("cuda")
@@ -237,15 +250,11 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
         with torch.cuda.stream(stream):
             opt.upload_hyperparameters()
             with torch.cuda.graph(graph, stream=stream):
-                if adam:
-                    torch._foreach_add_([opt.state[p]["step"] for p in ps if p.grad is not None], 0.0)
-                opt.launch()
+                opt.launch()  # AdamW's step counts are incremented inside, on the device: captured too
         torch.cuda.current_stream().wait_stream(stream)
         for k in range(1, 20):
             moving(opt, k, adam); moving(ref, k, adam)
             opt.upload_hyperparameters()
-            if adam:
-                torch._foreach_add_([opt.state[p]["step"] for p in ps if p.grad is not None], 1.0)
             graph.replay()
             ref.step()
         torch.cuda.synchronize()
@@ -271,13 +280,106 @@ def _nvrtc_library():
     return None
 
 
+def _ptx(compiler, name, dtype, tmp_path):
+    """PTX for Hopper from loopkit's exact compile path (NVRTC), or from nvcc, whichever this machine has."""
+    import shutil
+    import subprocess
+    from loopkit.optim import _cuda
+    kind = f"-DPARAM_KIND={_cuda.PARAM_KINDS[dtype]}"
+    if compiler == "nvrtc":
+        lib = _nvrtc_library()
+        if lib is None:
+            pytest.skip("no NVRTC library on this machine")
+        return _cuda.nvrtc_ptx(lib, _cuda.source(name), "90", [kind]).decode().rstrip("\0")
+    if shutil.which("nvcc") is None:
+        pytest.skip("no nvcc on this machine")
+    source = tmp_path / f"{name}.cu"
+    source.write_text(_cuda.source(name))
+    subprocess.run(["nvcc", "-ptx", "-arch=compute_90", "-std=c++17", kind, str(source), "-o", str(tmp_path / "k.ptx")],
+                   check=True, capture_output=True)
+    return (tmp_path / "k.ptx").read_text()
+
+
+@pytest.mark.parametrize("compiler", ["nvrtc", "nvcc"])
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_kernel_sources_compile_with_nvrtc(name, dtype):
-    """Runs wherever an NVRTC library exists, GPU or not: the exact compile path, for Hopper."""
-    from loopkit.optim import _cuda
-    lib = _nvrtc_library()
-    if lib is None:
-        pytest.skip("no NVRTC library on this machine")
-    ptx = _cuda.nvrtc_ptx(lib, _cuda.source(name), "90", [f"-DPARAM_KIND={_cuda.PARAM_KINDS[dtype]}"])
-    assert f".entry {name}_step(".encode() in ptx
+def test_kernel_sources_compile_for_hopper_to_vector_accesses(compiler, name, dtype, tmp_path):
+    """Runs wherever a CUDA compiler exists, GPU or not. Bandwidth needs whole 16-byte (state) and 16- or
+    8-byte (parameter) global accesses, gradients through the read-only path."""
+    ptx = _ptx(compiler, name, dtype, tmp_path)
+    assert f".entry {name}_step(" in ptx
+    param = ("v4.f32" if dtype == torch.float32 else "v2.u32")
+    for instruction in (f"ld.global.{param}", f"ld.global.nc.{param}", f"st.global.{param}",
+                        "ld.global.v4.f32", "st.global.v4.f32"):
+        assert instruction in ptx, instruction
+
+
+# ------------------------------------------------------------------------------- kernels, run on the host
+@HOST_KERNELS
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk_size", [1000, 998])
+@pytest.mark.parametrize("offset", [0, 1])
+def test_kernels_take_the_vector_path_when_aligned_and_agree_when_not(monkeypatch, dtype, chunk_size, offset):
+    # 1000-element chunks start 16-byte aligned; 998-element ones mostly do not; a view at element offset 1
+    # misaligns the parameter itself. Every case must agree with torch; aligned data must use vector accesses.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    g = torch.Generator().manual_seed(3)
+    flat = torch.randn(4006, generator=g).to(dtype)
+    ours = [torch.nn.Parameter(flat[offset:offset + 4001]), torch.nn.Parameter(torch.randn(3, generator=g).to(dtype))]
+    theirs = [torch.nn.Parameter(p.detach().float().clone()) for p in ours]
+    for opt_cls, torch_cls, kw in ((FusedAdamW, torch.optim.AdamW, {}), (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
+        opt, ref = opt_cls(ours, lr=0.01, **kw), torch_cls(theirs, lr=0.01, **kw)
+        opt.chunk_size = chunk_size
+        kernel = cuda_on_host.host_kernel(opt.kernel_name, dtype)
+        before = kernel.vector_accesses()
+        for k in range(5):
+            grads(ours, k, seed=7)
+            ours[-1].grad = torch.ones_like(ours[-1])  # grads() leaves the last parameter without one
+            for p, q in zip(ours, theirs):
+                q.grad = p.grad.float()
+                q.data.copy_(p.data.float())  # same start each step: one rounding to dtype per step
+            opt.step()
+            ref.step()
+            ulp = 2.0 ** -8 if dtype == torch.bfloat16 else 1e-6
+            for p, q in zip(ours, theirs):
+                assert_close(p.float(), q.detach().to(dtype).float(), ulp)
+        used_vectors = kernel.vector_accesses() - before
+        if offset == 1:
+            # the big tensor takes the scalar path; the 3-element one is all tail
+            assert used_vectors == 0
+        else:
+            assert used_vectors > 0
+
+
+@HOST_KERNELS
+def test_steady_steps_reuse_the_tables_and_refresh_the_hyperparameters_in_place(monkeypatch):
+    # What a captured CUDA graph relies on: after the first step, a step with gradients at the same addresses
+    # builds no table and writes the new hyperparameters into the same device table the kernels read.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    ours, theirs = params(), params()
+    opt, ref = FusedAdamW(groups(ours)), torch.optim.AdamW(groups(theirs))
+    grads(ours, 0)
+    opt.step()
+    hyper, tables = opt._hyper.data_ptr(), dict(opt._cache)
+    for p in ours:
+        if p.grad is not None:
+            p.grad.mul_(-0.5)  # new values, same storage, as with zero_grad(set_to_none=False) and backward
+    for k in range(1, 4):
+        moving(opt, k, adam=True)
+        opt.step()
+        assert opt._hyper.data_ptr() == hyper
+        assert all(opt._cache[slot][1] is tables[slot][1] for slot in tables)
+        lr, (_, beta2) = opt.param_groups[1]["lr"], opt.param_groups[1]["betas"]
+        assert opt._hyper[1, 0].item() == pytest.approx(lr, rel=1e-7)  # float32 of the python value
+        assert opt._hyper[1, 4].item() == pytest.approx(1 - beta2, rel=1e-7)
+    # and the same four steps through torch, for the values
+    grads(theirs, 0)
+    ref.step()
+    for q in theirs:
+        if q.grad is not None:
+            q.grad.mul_(-0.5)
+    for k in range(1, 4):
+        moving(ref, k, adam=True)
+        ref.step()
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)

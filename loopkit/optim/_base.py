@@ -41,6 +41,10 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     kernel_name = ""
     state_keys: tuple[str, ...] = ()
+    #: Elements per thread block. Tuning knobs, set on an instance before its first step to try another
+    #: value; the defaults are what benchmarks/bench_optim.py's sweep chose (docs/optim.md).
+    chunk_size = 65536
+    kernel_options: tuple[str, ...] = ()
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         super().__init__(params, defaults)
@@ -87,13 +91,19 @@ class FusedOptimizer(torch.optim.Optimizer):
                                    "match their parameter's dtype and device")
         if not live:
             return loss
-        if live[0][1].is_cuda:
+        if self._runs_kernels(live[0][1]):
             self.upload_hyperparameters(live[0][1].device)
             self.launch()
         else:
             warn_reference_once(type(self).__name__)
             self._reference_step()
         return loss
+
+    @staticmethod
+    def _runs_kernels(p: torch.Tensor) -> bool:
+        """Whether this parameter's step runs the fused kernels (else the reference). The tests override it to
+        run the kernel sources on the host (``tests/cuda_on_host.py``)."""
+        return p.is_cuda
 
     def upload_hyperparameters(self, device: torch.device | None = None) -> None:
         """Send every group's current values to the device table, without a host sync."""
@@ -111,7 +121,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         by_dtype: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
         for gi, group in enumerate(self.param_groups):
             for p in group["params"]:
-                if p.grad is not None and p.numel() > 0:
+                if p.grad is not None:  # zero-size tensors get state (as in torch) and no chunk
                     by_dtype.setdefault(p.dtype, []).append((gi, p))
         for dtype, items in by_dtype.items():
             self._launch_dtype(dtype, items)
@@ -119,25 +129,20 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
         raise NotImplementedError
 
-    def _tables(self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor]]):
-        """Pointer, size, group and chunk tables for these tensors, rebuilt only when an address changed.
+    def _run_kernel(self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor]],
+                    *extra: int) -> None:
+        """Launch this optimizer's kernel over ``columns`` (param, grad, state... per tensor of ``items``).
 
-        ``slot`` names the launch (its dtype, say) whose tables are cached.
+        The pointer, size, group and chunk tables are cached under ``slot`` (the launch's dtype, say) and rebuilt
+        only when an address or the chunk size changed, so a steady step uploads nothing but hyperparameters.
         """
-        key = tuple(t.data_ptr() for column in columns for t in column)
+        key = (self.chunk_size, *(t.data_ptr() for column in columns for t in column))
         cached = self._cache.get(slot)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        device = items[0][1].device
-        numels = [p.numel() for _, p in items]
-        chunks = _cuda.chunks_of(numels)
-        tables = (_cuda.device_table([[t.data_ptr() for t in column] for column in columns], device),
-                  _cuda.device_table(numels, device),
-                  _cuda.device_table([gi for gi, _ in items], device, torch.int32),
-                  _cuda.device_table(chunks or [[0, 0]], device, torch.int32),
-                  len(chunks))
-        self._cache[slot] = (key, tables)
-        return tables
+        if cached is None or cached[0] != key:
+            cached = self._cache[slot] = (key, _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size))
+        p = items[0][1]
+        kernel = _cuda.compiled(self.kernel_name, p.dtype, p.device.index or 0, tuple(self.kernel_options))
+        _cuda.launch(kernel, cached[1], self._hyper, len(items), *extra)
 
     def _reference_step(self) -> None:
         raise NotImplementedError

@@ -11,13 +11,13 @@ from __future__ import annotations
 import ctypes
 import functools
 import pathlib
+from typing import NamedTuple
 
 import torch
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 PARAM_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-CHUNK = 65536      # elements per thread block
-THREADS = 256
+THREADS = 256      # per block; the kernels' __launch_bounds__
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,30 +58,48 @@ def _checker(libnvrtc: ctypes.CDLL):
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(name: str, dtype: torch.dtype, device_index: int):
-    """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device."""
+def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()):
+    """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device,
+    compiled with extra NVRTC ``options`` (``("-DILP=4",)``: the benchmark sweep's tuning knobs)."""
     from torch.cuda._utils import _cuda_load_module, _get_gpu_rtc_library
 
     major, minor = torch.cuda.get_device_capability(device_index)
     ptx = nvrtc_ptx(_get_gpu_rtc_library(), source(name.removesuffix("_step")), f"{major}{minor}",
-                    [f"-DPARAM_KIND={PARAM_KINDS[dtype]}"])
+                    [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options])
     with torch.cuda.device(device_index):
         return _cuda_load_module(ptx, [name])[name]
 
 
 def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """A small host table sent to the device through pinned memory, without blocking the host."""
-    host = torch.tensor(rows, dtype=dtype).pin_memory()
-    return host.to(device, non_blocking=True)
+    host = torch.tensor(rows, dtype=dtype)
+    if device.type == "cpu":  # the kernels run on the host only in the tests
+        return host
+    return host.pin_memory().to(device, non_blocking=True)
 
 
-def chunks_of(numels: list[int]) -> list[list[int]]:
-    """(tensor index, chunk index) for every CHUNK-sized piece of every non-empty tensor."""
-    return [[t, c] for t, n in enumerate(numels) for c in range((n + CHUNK - 1) // CHUNK)]
+class Tables(NamedTuple):
+    """What one launch reads besides the hyperparameters, all on the parameters' device."""
+    pointers: torch.Tensor   # int64 [n_columns, n_tensors]: param, grad, state... addresses
+    numels: torch.Tensor     # int64 [n_tensors]
+    group_of: torch.Tensor   # int32 [n_tensors]: each tensor's row in the hyperparameter table
+    chunks: torch.Tensor     # int32 [n_chunks, 2]: tensor index, chunk index; one thread block each
+    n_chunks: int
+    chunk_size: int
 
 
-def launch(kernel, table: torch.Tensor, numels: torch.Tensor, group_of: torch.Tensor, chunks: torch.Tensor,
-           n_chunks: int, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:
-    if n_chunks:
-        kernel(grid=(n_chunks, 1, 1), block=(THREADS, 1, 1),
-               args=[table, numels, group_of, chunks, hyper, n_tensors, CHUNK, *extra])
+def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int) -> Tables:
+    """Build the tables for tensors ``columns[c][t]`` (column 0 the parameters), tensor t in group ``groups[t]``."""
+    device = columns[0][0].device
+    numels = [p.numel() for p in columns[0]]
+    chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
+    return Tables(device_table([[t.data_ptr() for t in column] for column in columns], device),
+                  device_table(numels, device), device_table(groups, device, torch.int32),
+                  device_table(chunks or [[0, 0]], device, torch.int32), len(chunks), chunk_size)
+
+
+def launch(kernel, tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:
+    if tables.n_chunks:
+        kernel(grid=(tables.n_chunks, 1, 1), block=(THREADS, 1, 1),
+               args=[tables.pointers, tables.numels, tables.group_of, tables.chunks, hyper, n_tensors,
+                     tables.chunk_size, *extra])

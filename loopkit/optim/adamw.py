@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
-from . import _cuda
 from ._base import FusedOptimizer, check_number
 from ._reference import adamw_reference
 
@@ -47,7 +47,11 @@ class FusedAdamW(FusedOptimizer):
         check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
 
     def _hyper_row(self, group: dict[str, Any]) -> list[float]:
-        return [group["lr"], group["betas"][0], group["betas"][1], group["eps"], group["weight_decay"]]
+        # Complements and logarithms are taken here, in double precision, as torch does: in float32 on the device
+        # 1 - beta2 (and 1 - beta2**step at small steps) would lose about four digits when beta2 = 0.999.
+        lr, (beta1, beta2) = group["lr"], group["betas"]
+        return [lr, 1 - lr * group["weight_decay"], 1 - beta1, beta2, 1 - beta2, _log(beta1), _log(beta2),
+                group["eps"]]
 
     def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[p]
@@ -77,6 +81,8 @@ class FusedAdamW(FusedOptimizer):
         torch._foreach_add_(steps, 1.0)  # on the device: no sync
         columns = [[p for _, p in items], [p.grad for _, p in items], [s["exp_avg"] for s in states],
                    [s["exp_avg_sq"] for s in states], steps]
-        table, numels, group_of, chunks, n_chunks = self._tables(dtype, items, columns)
-        kernel = _cuda.compiled(self.kernel_name, dtype, items[0][1].device.index or 0)
-        _cuda.launch(kernel, table, numels, group_of, chunks, n_chunks, self._hyper, len(items))
+        self._run_kernel(dtype, items, columns)
+
+
+def _log(beta: float) -> float:
+    return math.log(beta) if beta > 0 else -math.inf  # beta**step = exp(step * log(beta)), 0 when beta = 0

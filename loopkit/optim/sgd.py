@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from . import _cuda
 from ._base import FusedOptimizer, check_number
 from ._reference import sgd_reference
 
@@ -35,7 +34,7 @@ class FusedSGD(FusedOptimizer):
         check_number("weight_decay", group["weight_decay"])
 
     def _hyper_row(self, group: dict[str, Any]) -> list[float]:
-        return [group["lr"], group["momentum"], group["dampening"], group["weight_decay"], float(group["nesterov"])]
+        return [group["lr"], group["momentum"], 1 - group["dampening"], group["weight_decay"], float(group["nesterov"])]
 
     def _reference_step(self) -> None:
         for group in self.param_groups:
@@ -58,6 +57,4 @@ class FusedSGD(FusedOptimizer):
             if part:
                 columns = [[p for _, p in part], [p.grad for _, p in part],
                            [self.state[p]["momentum_buffer"] for _, p in part]]
-                table, numels, group_of, chunks, n_chunks = self._tables((dtype, first), part, columns)
-                kernel = _cuda.compiled(self.kernel_name, dtype, part[0][1].device.index or 0)
-                _cuda.launch(kernel, table, numels, group_of, chunks, n_chunks, self._hyper, len(part), first)
+                self._run_kernel((dtype, first), part, columns, first)
