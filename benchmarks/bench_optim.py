@@ -8,6 +8,10 @@ momentum 20 (read param, grad, buffer = 12; write param, buffer = 8), all float3
 element (read + write). GPU cases skip without CUDA; the ``cpu_small`` case runs anywhere.
 
     pytest benchmarks/bench_optim.py --benchmark-only --benchmark-columns=median,iqr,rounds -s
+
+``test_gpu_sweep`` times loopkit's kernels over chunk sizes and ILP (vector groups in flight per thread) to pick
+the defaults; the single 64M tensor against the 148-tensor list measures what multi-tensor apply costs over one
+flat buffer.
 """
 
 from __future__ import annotations
@@ -59,12 +63,8 @@ def copy_bandwidth() -> float:
     return _copy_gbps["gbps"]
 
 
-@CUDA
-@pytest.mark.parametrize("shape", list(SHAPES))
-@pytest.mark.parametrize("kind", ["adamw", "sgd"])
-@pytest.mark.parametrize("impl", ["loopkit", "fused", "foreach", "forloop"])
-def test_gpu_step(benchmark, shape, kind, impl):
-    ps, opt = make(kind, impl, SHAPES[shape], "cuda")
+def measure(benchmark, ps, opt, kind: str, label: str) -> None:
+    """Median time of one step over rounds of STEPS queued steps, with GB/s and the fraction of copy bandwidth."""
     n = sum(p.numel() for p in ps)
     for _ in range(3):  # compile, allocate state
         opt.step()
@@ -80,8 +80,29 @@ def test_gpu_step(benchmark, shape, kind, impl):
     gbps = BYTES[kind] * n / seconds / 1e9
     benchmark.extra_info.update(params=n, tensors=len(ps), ms_per_step=seconds * 1e3, gbps=gbps,
                                 copy_gbps=copy_bandwidth(), fraction_of_copy=gbps / copy_bandwidth())
-    print(f"\n{kind} {impl} {shape}: {seconds * 1e3:.3f} ms/step, {gbps:.0f} GB/s, "
+    print(f"\n{label}: {seconds * 1e3:.3f} ms/step, {gbps:.0f} GB/s, "
           f"{gbps / copy_bandwidth():.0%} of copy ({copy_bandwidth():.0f} GB/s)")
+
+
+@CUDA
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+@pytest.mark.parametrize("impl", ["loopkit", "fused", "foreach", "forloop"])
+def test_gpu_step(benchmark, shape, kind, impl):
+    ps, opt = make(kind, impl, SHAPES[shape], "cuda")
+    measure(benchmark, ps, opt, kind, f"{kind} {impl} {shape}")
+
+
+@CUDA
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+@pytest.mark.parametrize("chunk_size", [16384, 32768, 65536, 131072])
+@pytest.mark.parametrize("ilp", [1, 2, 4])
+def test_gpu_sweep(benchmark, shape, kind, chunk_size, ilp):
+    """loopkit's tuning knobs: elements per thread block, and vector groups in flight per thread."""
+    ps, opt = make(kind, "loopkit", SHAPES[shape], "cuda")
+    opt.chunk_size, opt.kernel_options = chunk_size, (f"-DILP={ilp}",)
+    measure(benchmark, ps, opt, kind, f"sweep {kind} {shape} chunk={chunk_size} ilp={ilp}")
 
 
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import loopkit.optim._base as base
+from loopkit.optim import _cuda
 from loopkit import Learner, Scheduler, onecycle
 from loopkit.hyperparams import LearningRate, Momentum, WeightDecay
 from loopkit.optim import FusedAdamW, FusedSGD
@@ -262,35 +263,18 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
             assert_close(p, q, 1e-5)
 
 
-def _nvrtc_library():
-    """The NVRTC library if this machine has one (LOOPKIT_NVRTC=path, a CUDA torch build's, or NVIDIA's
-    nvidia-cuda-nvrtc wheel's), else None."""
-    import ctypes
-    import glob
-    import site
-    import os
-    candidates = [os.environ["LOOPKIT_NVRTC"]] if os.environ.get("LOOPKIT_NVRTC") else []
-    candidates += [p for d in site.getsitepackages() for p in glob.glob(f"{d}/nvidia/*/lib/libnvrtc.so*")]
-    candidates += glob.glob("/usr/local/cuda/lib64/libnvrtc.so*")
-    for path in candidates:
-        try:
-            return ctypes.CDLL(path)
-        except OSError:
-            continue
-    return None
-
-
 def _ptx(compiler, name, dtype, tmp_path):
     """PTX for Hopper from loopkit's exact compile path (NVRTC), or from nvcc, whichever this machine has."""
     import shutil
     import subprocess
-    from loopkit.optim import _cuda
     kind = f"-DPARAM_KIND={_cuda.PARAM_KINDS[dtype]}"
     if compiler == "nvrtc":
-        lib = _nvrtc_library()
+        lib = _cuda.nvrtc_library()
         if lib is None:
             pytest.skip("no NVRTC library on this machine")
-        return _cuda.nvrtc_ptx(lib, _cuda.source(name), "90", [kind]).decode().rstrip("\0")
+        cubin = _cuda.nvrtc_compile(lib, _cuda.source(name), "90", [kind])  # what loopkit loads
+        assert cubin[:4] == b"\x7fELF"
+        return _cuda.nvrtc_compile(lib, _cuda.source(name), "90", [kind], output="ptx").decode().rstrip("\0")
     if shutil.which("nvcc") is None:
         pytest.skip("no nvcc on this machine")
     source = tmp_path / f"{name}.cu"
@@ -381,5 +365,28 @@ def test_steady_steps_reuse_the_tables_and_refresh_the_hyperparameters_in_place(
     for k in range(1, 4):
         moving(ref, k, adam=True)
         ref.step()
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)
+
+
+@HOST_KERNELS
+@pytest.mark.parametrize("ilp", [1, 3, 4])
+def test_the_tuning_knobs_reach_the_kernel_and_keep_it_exact(monkeypatch, ilp):
+    # The benchmark sweep sets chunk_size and -DILP on an instance; any setting must give torch's result.
+    # (ILP 2, the default, runs in every other test; 3 leaves a partial group at most chunk ends.)
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    compiled = []
+    monkeypatch.setattr(_cuda, "compiled", lambda *args: compiled.append(args) or cuda_on_host.host_kernel(*args))
+    ours, theirs = params(), params()
+    opt = FusedAdamW(groups(ours))
+    opt.chunk_size, opt.kernel_options = 4096, (f"-DILP={ilp}",)
+    ref = torch.optim.AdamW(groups(theirs))
+    for k in range(10):
+        for o, ps in ((opt, ours), (ref, theirs)):
+            moving(o, k, adam=True)
+            grads(ps, k)
+            o.step()
+    assert compiled[0][3] == (f"-DILP={ilp}",)
+    assert opt._cache[torch.float32][1].chunk_size == 4096
     for p, q in zip(ours, theirs):
         assert_close(p, q, 1e-6)

@@ -1,7 +1,7 @@
 """Compiling and launching the fused kernels: NVRTC at first use, cached per device, kernel and dtype.
 
 We call NVRTC directly (the ``libnvrtc`` that torch's CUDA wheels ship, found by torch's own loader) and load the
-PTX with torch's driver-API module loader. ``torch.cuda._compile_kernel`` would do the same but insists on a CUDA
+cubin with torch's driver-API module loader. ``torch.cuda._compile_kernel`` would do the same but insists on a CUDA
 toolkit (``CUDA_HOME``) to add include paths; the kernels include no headers, so users need neither nvcc nor a
 toolkit. cuda-python would add a dependency for the same calls.
 """
@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import glob
+import os
 import pathlib
+import site
 from typing import NamedTuple
 
 import torch
@@ -26,25 +29,33 @@ def source(name: str) -> str:
     return (KERNELS / "common.cuh").read_text() + "\n" + (KERNELS / f"{name}.cu").read_text()
 
 
-def nvrtc_ptx(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str]) -> bytes:
-    """Compile CUDA C++ ``src`` to PTX for ``sm_<arch>`` with NVRTC; raise with NVRTC's log on failure."""
+def nvrtc_compile(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str], output: str = "cubin") -> bytes:
+    """Compile CUDA C++ ``src`` with NVRTC for ``sm_<arch>``; raise with NVRTC's log on failure.
+
+    ``output="cubin"`` (what loopkit loads) is machine code for that GPU, so the driver has no PTX to JIT: no
+    first-launch delay, and no failure when NVRTC is newer than the driver (which cannot JIT newer PTX).
+    ``output="ptx"`` (for inspection) is PTX for ``compute_<arch>``.
+    """
     prog = ctypes.c_void_p()
     check = _checker(libnvrtc)
     check(libnvrtc.nvrtcCreateProgram(ctypes.byref(prog), src.encode(), b"loopkit.cu", 0, None, None))
     try:
-        opts = [f"--gpu-architecture=compute_{arch}".encode(), b"--std=c++17", *(o.encode() for o in options)]
+        target = f"sm_{arch}" if output == "cubin" else f"compute_{arch}"
+        opts = [f"--gpu-architecture={target}".encode(), b"--std=c++17", *(o.encode() for o in options)]
         result = libnvrtc.nvrtcCompileProgram(prog, len(opts), (ctypes.c_char_p * len(opts))(*opts))
         if result != 0:
             size = ctypes.c_size_t()
             libnvrtc.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
             log = ctypes.create_string_buffer(size.value)
             libnvrtc.nvrtcGetProgramLog(prog, log)
-            raise RuntimeError(f"NVRTC could not compile loopkit's kernel for sm_{arch}:\n{log.value.decode()}")
+            raise RuntimeError(f"NVRTC could not compile loopkit's kernel for {target}:\n{log.value.decode()}")
+        get_size, get = ((libnvrtc.nvrtcGetCUBINSize, libnvrtc.nvrtcGetCUBIN) if output == "cubin"
+                         else (libnvrtc.nvrtcGetPTXSize, libnvrtc.nvrtcGetPTX))
         size = ctypes.c_size_t()
-        check(libnvrtc.nvrtcGetPTXSize(prog, ctypes.byref(size)))
-        ptx = ctypes.create_string_buffer(size.value)
-        check(libnvrtc.nvrtcGetPTX(prog, ptx))
-        return ptx.raw
+        check(get_size(prog, ctypes.byref(size)))
+        binary = ctypes.create_string_buffer(size.value)
+        check(get(prog, binary))
+        return binary.raw
     finally:
         libnvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
 
@@ -57,6 +68,28 @@ def _checker(libnvrtc: ctypes.CDLL):
     return check
 
 
+def nvrtc_library() -> ctypes.CDLL | None:
+    """An NVRTC library to compile with, or None: ``$LOOPKIT_NVRTC`` (a path), else torch's on a CUDA build, else
+    NVIDIA's ``nvidia-cuda-nvrtc`` wheel's or a CUDA toolkit's. The kernels compile without a GPU, so a CPU-only
+    machine with one of these can check them (the tests and ``benchmarks/bench_compile.py`` do)."""
+    if os.environ.get("LOOPKIT_NVRTC"):
+        return ctypes.CDLL(os.environ["LOOPKIT_NVRTC"])
+    if torch.version.cuda:
+        from torch.cuda._utils import _get_gpu_rtc_library
+        try:
+            return _get_gpu_rtc_library()
+        except OSError:
+            pass
+    candidates = [p for d in site.getsitepackages() for p in glob.glob(f"{d}/nvidia/*/lib/libnvrtc.so*")]
+    candidates += glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*")
+    for path in candidates:
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()):
     """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device,
@@ -64,10 +97,10 @@ def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[st
     from torch.cuda._utils import _cuda_load_module, _get_gpu_rtc_library
 
     major, minor = torch.cuda.get_device_capability(device_index)
-    ptx = nvrtc_ptx(_get_gpu_rtc_library(), source(name.removesuffix("_step")), f"{major}{minor}",
-                    [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options])
+    cubin = nvrtc_compile(_get_gpu_rtc_library(), source(name.removesuffix("_step")), f"{major}{minor}",
+                          [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options])
     with torch.cuda.device(device_index):
-        return _cuda_load_module(ptx, [name])[name]
+        return _cuda_load_module(cubin, [name])[name]  # cuModuleLoadData takes a cubin as well as PTX
 
 
 def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:

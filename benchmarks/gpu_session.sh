@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Everything loopkit needs a GPU for, in one command: GPU machines are lent by the minute, so one call checks,
+# sanitizes and times it all. Needs python3 with CUDA PyTorch, pytest and pytest-benchmark; installs nothing.
+#
+#   OUT=gpu-results bash benchmarks/gpu_session.sh
+#
+# Writes under $OUT (eight files at most): env.txt, tests.log, sanitizer.log, compile.json, optim.json,
+# optim.log, sweep.json, summary.txt (the tables for docs/benchmarks.md, from benchmarks/summarize_optim.py).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-gpu-results}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+bench=(python3 -m pytest -p no:cacheprovider --benchmark-only --benchmark-columns=median,iqr,rounds)
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())"
+} >"$OUT/env.txt" 2>&1
+
+# 1. Correctness on the GPU: parity with torch.optim, sync-free scheduled training, CUDA-graph replay.
+timeout 100 python3 -m pytest -p no:cacheprovider -q -rs tests/test_optim.py tests/test_learner.py \
+  tests/test_scheduler.py 2>&1 | tee "$OUT/tests.log"
+
+# 2. Out-of-bounds and misaligned accesses: one parity test's worth of launches under compute-sanitizer.
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+timeout 100 "$sanitizer" --tool memcheck --print-limit 20 python3 -m pytest -p no:cacheprovider -q \
+  "tests/test_optim.py::test_adamw_matches_torch_adamw_with_a_moving_schedule[cuda]" \
+  "tests/test_optim.py::test_low_precision_params_take_one_rounding_of_the_fp32_step[cuda-dtype0]" >"$OUT/sanitizer.log" 2>&1
+echo "compute-sanitizer exit $?" >>"$OUT/sanitizer.log"
+
+# 3. Timing: compile time, the optimizer suite against torch.optim, then the tuning sweep.
+timeout 40 "${bench[@]}" benchmarks/bench_compile.py --benchmark-json="$OUT/compile.json" >/dev/null 2>&1
+timeout 150 "${bench[@]}" -s benchmarks/bench_optim.py -k test_gpu_step --benchmark-json="$OUT/optim.json" \
+  2>&1 | tee "$OUT/optim.log"
+timeout 150 "${bench[@]}" benchmarks/bench_optim.py -k test_gpu_sweep --benchmark-json="$OUT/sweep.json" >/dev/null 2>&1
+
+python3 benchmarks/summarize_optim.py "$OUT"/optim.json "$OUT"/sweep.json "$OUT"/compile.json \
+  | tee "$OUT/summary.txt"
