@@ -136,7 +136,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         The pointer, size, group and chunk tables are cached under ``slot`` (the launch's dtype, say) and rebuilt
         only when an address or the chunk size changed, so a steady step uploads nothing but hyperparameters.
         """
-        key = (self.chunk_size, *(t.data_ptr() for column in columns for t in column))
+        key = (self.chunk_size, *(_cuda.address(t) for column in columns for t in column))
         cached = self._cache.get(slot)
         if cached is None or cached[0] != key:
             cached = self._cache[slot] = (key, _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size))

@@ -122,13 +122,19 @@ class Tables(NamedTuple):
 
 
 def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int) -> Tables:
-    """Build the tables for tensors ``columns[c][t]`` (column 0 the parameters), tensor t in group ``groups[t]``."""
+    """Build the tables for tensors ``columns[c][t]`` (column 0 the parameters; None for a state the kernel will
+    not touch), tensor t in group ``groups[t]``."""
     device = columns[0][0].device
     numels = [p.numel() for p in columns[0]]
     chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
-    return Tables(device_table([[t.data_ptr() for t in column] for column in columns], device),
+    return Tables(device_table([[address(t) for t in column] for column in columns], device),
                   device_table(numels, device), device_table(groups, device, torch.int32),
                   device_table(chunks or [[0, 0]], device, torch.int32), len(chunks), chunk_size)
+
+
+def address(t: torch.Tensor | None) -> int:
+    """A tensor's device address for the pointer table; None (a state the kernel will not touch) is null."""
+    return 0 if t is None else t.data_ptr()
 
 
 def launch(kernel, tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:

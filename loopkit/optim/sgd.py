@@ -48,13 +48,16 @@ class FusedSGD(FusedOptimizer):
                     self.state[p]["momentum_buffer"] = buf
 
     def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
-        # torch's first momentum step sets buf = d_p, undampened: new buffers get their own launch.
-        fresh = [(gi, p) for gi, p in items if "momentum_buffer" not in self.state[p]]
-        known = [(gi, p) for gi, p in items if "momentum_buffer" in self.state[p]]
+        # As in torch, a buffer exists once a step ran with momentum; its first step sets buf = d_p, undampened,
+        # so new buffers get their own launch. A group with momentum 0 needs none (the kernel skips it).
+        fresh = [(gi, p) for gi, p in items
+                 if self.param_groups[gi]["momentum"] != 0 and "momentum_buffer" not in self.state[p]]
+        steady = [(gi, p) for gi, p in items
+                  if self.param_groups[gi]["momentum"] == 0 or "momentum_buffer" in self.state[p]]
         for _, p in fresh:
             self.state[p]["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float32)
-        for part, first in ((known, 0), (fresh, 1)):
+        for part, first in ((steady, 0), (fresh, 1)):
             if part:
                 columns = [[p for _, p in part], [p.grad for _, p in part],
-                           [self.state[p]["momentum_buffer"] for _, p in part]]
+                           [self.state[p].get("momentum_buffer") for _, p in part]]
                 self._run_kernel((dtype, first), part, columns, first)

@@ -21,7 +21,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_step(
     const float step_size = lr / -expm1f(step * log_beta1);
     const float bias_correction2_sqrt = sqrtf(-expm1f(step * log_beta2));
 
-    update_chunk<true>(
+    update_chunk<2>(
         reinterpret_cast<param_t*>(table[t]), reinterpret_cast<const param_t*>(table[n_tensors + t]),
         reinterpret_cast<float*>(table[2 * n_tensors + t]), reinterpret_cast<float*>(table[3 * n_tensors + t]),
         start, end,

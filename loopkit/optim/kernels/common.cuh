@@ -104,26 +104,28 @@ __device__ __forceinline__ int chunk_range(const int* chunks, const i64* numels,
 }
 
 // Calls update(param, grad, state0, state1) (all float, the last three by reference except grad) for every
-// element of [start, end). When every pointer allows it (the usual case: the caching allocator aligns tensors
-// to 512 bytes and chunks start at multiples of VEC) it moves VEC elements per access, ILP groups in flight per
-// thread; otherwise, and for the last end - start mod VEC elements, one at a time. With TWO_STATES false (SGD)
-// s1 is never touched.
-template <bool TWO_STATES, typename Update>
+// element of [start, end), with STATES (0, 1 or 2) float32 state tensors s0, s1; the others are never touched.
+// When every pointer allows it (the usual case: the caching allocator aligns tensors to 512 bytes and chunks
+// start at multiples of VEC) it moves VEC elements per access, ILP groups in flight per thread; otherwise, and
+// for the last (end - start) mod VEC elements, one at a time.
+template <int STATES, typename Update>
 __device__ __forceinline__ void update_chunk(param_t* __restrict__ p, const param_t* __restrict__ g,
                                              float* __restrict__ s0, float* __restrict__ s1, i64 start, i64 end,
                                              Update update) {
     const u64 misaligned = (((u64)(p + start) | (u64)(g + start)) % (VEC * sizeof(param_t)))
-                         | (((u64)(s0 + start) | (TWO_STATES ? (u64)(s1 + start) : 0ull)) % (VEC * sizeof(float)));
+                         | (((STATES >= 1 ? (u64)(s0 + start) : 0ull) | (STATES >= 2 ? (u64)(s1 + start) : 0ull))
+                            % (VEC * sizeof(float)));
     const i64 vector_end = misaligned ? start : start + (end - start) / VEC * VEC;
     const i64 stride = (i64)blockDim.x * VEC;
     for (i64 base = start + (i64)threadIdx.x * VEC; base < vector_end; base += stride * ILP) {
-        float pr[ILP][VEC], gr[ILP][VEC], a[ILP][VEC], b[ILP][VEC] = {};
+        float pr[ILP][VEC], gr[ILP][VEC], a[ILP][VEC] = {}, b[ILP][VEC] = {};
 #pragma unroll
         for (int j = 0; j < ILP; ++j) {
             const i64 i = base + j * stride;
             if (i < vector_end) {
-                load4_p(p, i, pr[j]); load4_grad(g, i, gr[j]); load4(s0, i, a[j]);
-                if (TWO_STATES) load4(s1, i, b[j]);
+                load4_p(p, i, pr[j]); load4_grad(g, i, gr[j]);
+                if (STATES >= 1) load4(s0, i, a[j]);
+                if (STATES >= 2) load4(s1, i, b[j]);
             }
         }
 #pragma unroll
@@ -132,15 +134,17 @@ __device__ __forceinline__ void update_chunk(param_t* __restrict__ p, const para
             if (i < vector_end) {
 #pragma unroll
                 for (int k = 0; k < VEC; ++k) update(pr[j][k], gr[j][k], a[j][k], b[j][k]);
-                store4_p(p, i, pr[j]); store4(s0, i, a[j]);
-                if (TWO_STATES) store4(s1, i, b[j]);
+                store4_p(p, i, pr[j]);
+                if (STATES >= 1) store4(s0, i, a[j]);
+                if (STATES >= 2) store4(s1, i, b[j]);
             }
         }
     }
     for (i64 i = vector_end + threadIdx.x; i < end; i += blockDim.x) {
-        float param = load_p(p, i), a = s0[i], b = TWO_STATES ? s1[i] : 0.0f;
+        float param = load_p(p, i), a = STATES >= 1 ? s0[i] : 0.0f, b = STATES >= 2 ? s1[i] : 0.0f;
         update(param, load_p(g, i), a, b);
-        store_p(p, i, param); s0[i] = a;
-        if (TWO_STATES) s1[i] = b;
+        store_p(p, i, param);
+        if (STATES >= 1) s0[i] = a;
+        if (STATES >= 2) s1[i] = b;
     }
 }
