@@ -181,6 +181,27 @@ def test_state_dicts_move_between_fused_and_torch_optimizers():
         assert set(back.state_dict()["state"][0]) == set(a.state_dict()["state"][0])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_resumed_optimizer_continues_bit_for_bit(device, dtype):
+    # Save after 5 steps, load into a fresh optimizer over copies of the parameters, take 5 more steps on both:
+    # identical to the last bit. (torch's own load would round a bfloat16 model's float32 moments to bfloat16.)
+    for opt_cls, adam, kw in ((FusedAdamW, True, {}), (FusedSGD, False, {"momentum": 0.9})):
+        ps = params(device, dtype)
+        opt = opt_cls(groups(ps), **kw)
+        for k in range(5):
+            moving(opt, k, adam); grads(ps, k); opt.step()
+        twins = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+        resumed = opt_cls(groups(twins), **kw)
+        resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
+        for k in range(5, 10):
+            for o, qs in ((opt, ps), (resumed, twins)):
+                moving(o, k, adam); grads(qs, k); o.step()
+        for p, q in zip(ps, twins):
+            assert torch.equal(p, q)
+            for key, value in opt.state.get(p, {}).items():
+                assert value.dtype == torch.float32 and torch.equal(value, resumed.state[q][key]), key
+
+
 def test_scheduled_training_in_a_learner_matches_torch():
     def train(opt_cls, **kw):
         torch.manual_seed(0)
@@ -412,3 +433,34 @@ def test_the_tuning_knobs_reach_the_kernel_and_keep_it_exact(monkeypatch, ilp):
     assert opt._cache[torch.float32][1].chunk_size == 4096
     for p, q in zip(ours, theirs):
         assert_close(p, q, 1e-6)
+
+
+@HOST_KERNELS
+def test_the_kernels_accept_channels_last_and_refuse_layouts_they_would_misread(monkeypatch):
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    g = torch.Generator().manual_seed(5)
+    conv = torch.randn(8, 3, 5, 5, generator=g).to(memory_format=torch.channels_last)
+    ours, theirs = torch.nn.Parameter(conv.clone()), torch.nn.Parameter(conv.clone())
+    opt, ref = FusedAdamW([ours], lr=0.01), torch.optim.AdamW([theirs], lr=0.01)
+    for k in range(3):
+        grad = torch.randn(conv.shape, generator=g).to(memory_format=torch.channels_last)
+        ours.grad, theirs.grad = grad.clone(), grad.clone()
+        opt.step()
+        ref.step()
+    assert_close(ours, theirs, 1e-6)
+
+    strided = torch.nn.Parameter(torch.randn(4, 8)[:, ::2])
+    with pytest.raises(RuntimeError, match=r"needs dense parameters; one of shape \(4, 4\) has strides \(8, 2\)"):
+        strided.grad = torch.ones(4, 4)
+        FusedSGD([strided], lr=0.1).step()
+    square = torch.nn.Parameter(torch.randn(3, 5))
+    square.grad = torch.randn(5, 3).t()  # right shape, transposed layout
+    with pytest.raises(RuntimeError, match=r"strides \(1, 3\) for a parameter of shape \(3, 5\) and strides \(5, 1\)"):
+        FusedSGD([square], lr=0.1).step()
+    square.grad = torch.randn(3, 5)
+    opt = FusedAdamW([square])
+    opt.step()
+    opt.state[square]["exp_avg"] = opt.state[square]["exp_avg"].double()
+    square.grad = torch.randn(3, 5)  # a new address: the tables are rebuilt, and checked
+    with pytest.raises(RuntimeError, match="optimizer state must be float32, found torch.float64"):
+        opt.step()

@@ -40,7 +40,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     """Base class: subclasses define the kernel, the hyperparameter row, the state and the reference step."""
 
     kernel_name = ""
-    state_keys: tuple[str, ...] = ()
+    #: Leading columns of the pointer table that hold one element per parameter element (param, grad, state).
+    elementwise_columns = 0
     #: Elements per thread block. Tuning knobs, set on an instance before its first step to try another
     #: value; the defaults are what benchmarks/bench_optim.py's sweep chose (docs/optim.md).
     chunk_size = 65536
@@ -59,6 +60,21 @@ class FusedOptimizer(torch.optim.Optimizer):
                                     f"got {p.dtype} (shape {tuple(p.shape)})")
         self._cache: dict[Any, Any] = {}
         self._hyper: torch.Tensor | None = None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's, except that state stays float32 and step counts live on the parameter's device.
+
+        torch casts every floating-point state tensor to its parameter's dtype on load; for a bfloat16 model that
+        would round the float32 moments and break an exact resume, so the saved values are taken as they are.
+        """
+        super().load_state_dict(state_dict)
+        saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for i, p in zip(saved_ids, params):
+            saved = state_dict["state"].get(i)
+            if saved:
+                self.state[p] = {key: torch.as_tensor(value).detach().to(p.device, torch.float32, copy=True)
+                                 for key, value in saved.items() if value is not None}
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -136,13 +152,34 @@ class FusedOptimizer(torch.optim.Optimizer):
         The pointer, size, group and chunk tables are cached under ``slot`` (the launch's dtype, say) and rebuilt
         only when an address or the chunk size changed, so a steady step uploads nothing but hyperparameters.
         """
-        key = (self.chunk_size, *(_cuda.address(t) for column in columns for t in column))
+        key = (self.chunk_size, *map(_cuda.addresses, columns))
         cached = self._cache.get(slot)
         if cached is None or cached[0] != key:
+            self._check_layout(columns[:self.elementwise_columns])
             cached = self._cache[slot] = (key, _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size))
         p = items[0][1]
         kernel = _cuda.compiled(self.kernel_name, p.dtype, p.device.index or 0, tuple(self.kernel_options))
         _cuda.launch(kernel, cached[1], self._hyper, len(items), *extra)
+
+    def _check_layout(self, columns: list[list[torch.Tensor]]) -> None:
+        """The kernels walk each tensor's memory as a flat array: every parameter must be dense, and its gradient
+        and float32 state laid out the same way. Checked when the tables are built, i.e. when an address changes."""
+        name = type(self).__name__
+        for row in zip(*columns):
+            p = row[0]
+            if not (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
+                    or p.is_contiguous(memory_format=torch.channels_last_3d)):
+                raise RuntimeError(f"{name} needs dense parameters; one of shape {tuple(p.shape)} has strides "
+                                   f"{p.stride()}: make it contiguous before creating the optimizer")
+            for t in row[1:]:
+                if t is not None and (t.stride() != p.stride() or t.shape != p.shape):
+                    raise RuntimeError(f"{name}: a gradient or state tensor of shape {tuple(t.shape)} and strides "
+                                       f"{t.stride()} for a parameter of shape {tuple(p.shape)} and strides "
+                                       f"{p.stride()}; they must match (assign gradients laid out like the parameter)")
+            for t in row[2:]:
+                if t is not None and t.dtype != torch.float32:
+                    raise RuntimeError(f"{name}: optimizer state must be float32, found {t.dtype} for a parameter "
+                                       f"of shape {tuple(p.shape)}; was the state edited by hand?")
 
     def _reference_step(self) -> None:
         raise NotImplementedError

@@ -127,14 +127,21 @@ def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int
     device = columns[0][0].device
     numels = [p.numel() for p in columns[0]]
     chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
-    return Tables(device_table([[address(t) for t in column] for column in columns], device),
+    return Tables(device_table([list(addresses(column)) for column in columns], device),
                   device_table(numels, device), device_table(groups, device, torch.int32),
                   device_table(chunks or [[0, 0]], device, torch.int32), len(chunks), chunk_size)
 
 
-def address(t: torch.Tensor | None) -> int:
-    """A tensor's device address for the pointer table; None (a state the kernel will not touch) is null."""
-    return 0 if t is None else t.data_ptr()
+_data_ptr = torch.Tensor.data_ptr
+
+
+def addresses(column: list[torch.Tensor | None]) -> tuple[int, ...]:
+    """The tensors' device addresses for the pointer table; None (a state the kernel will not touch) is null.
+    Computed at every step to notice a moved tensor, hence the map over the method (half the cost of a loop)."""
+    try:
+        return tuple(map(_data_ptr, column))
+    except TypeError:  # a None in the column
+        return tuple(0 if t is None else t.data_ptr() for t in column)
 
 
 def launch(kernel, tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:

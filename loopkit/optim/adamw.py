@@ -31,6 +31,7 @@ class FusedAdamW(FusedOptimizer):
     """
 
     kernel_name = "adamw_step"
+    elementwise_columns = 4
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2) -> None:
@@ -59,11 +60,6 @@ class FusedAdamW(FusedOptimizer):
             state["step"] = torch.zeros((), dtype=torch.float32, device=p.device if p.is_cuda else "cpu")
             state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
-        elif state["exp_avg"].dtype != torch.float32:  # loaded from a low-precision torch AdamW
-            state["exp_avg"] = state["exp_avg"].float()
-            state["exp_avg_sq"] = state["exp_avg_sq"].float()
-        if p.is_cuda and state["step"].device != p.device:
-            state["step"] = state["step"].to(p.device, non_blocking=True)
         return state
 
     def _reference_step(self) -> None:

@@ -18,6 +18,7 @@ class FusedSGD(FusedOptimizer):
     """
 
     kernel_name = "sgd_step"
+    elementwise_columns = 3
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
