@@ -268,7 +268,7 @@ def test_a_scheduled_training_step_never_syncs_the_host():
     opt = FusedAdamW(model.parameters(), lr=1e-3)
     sched = Scheduler({LearningRate: onecycle(2, 1e-3), Momentum: onecycle(2, 0.95, div=0.95 / 0.85, div_final=1.0)})
     learner = Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[sched])
-    learner.fit(1)  # compile and warm up outside the check
+    learner.fit(2)  # compile and warm up outside the check (the schedule spans 2 epochs)
     torch.cuda.set_sync_debug_mode("error")
     try:
         learner.fit(2)
@@ -464,3 +464,28 @@ def test_the_kernels_accept_channels_last_and_refuse_layouts_they_would_misread(
     square.grad = torch.randn(3, 5)  # a new address: the tables are rebuilt, and checked
     with pytest.raises(RuntimeError, match="optimizer state must be float32, found torch.float64"):
         opt.step()
+
+
+@HOST_KERNELS
+def test_a_scheduled_kernel_step_reads_nothing_back_to_the_host(monkeypatch):
+    # The CPU stand-in for set_sync_debug_mode("error"): after warm-up, a scheduled training run through the
+    # kernel path must not turn any tensor into a python value (each would be a device sync on a GPU).
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    data = [(torch.randn(32, 64), torch.randn(32, 1)) for _ in range(6)]
+    sched = Scheduler({LearningRate: onecycle(2, 1e-3), Momentum: onecycle(2, 0.95, div=0.95 / 0.85, div_final=1.0)})
+    learner = Learner(model, data, FusedAdamW(model.parameters(), lr=1e-3), torch.nn.functional.mse_loss,
+                      callbacks=[sched])
+    learner.fit(2)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def read_back(name):
+        def refuse(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name} during a step: a host-device sync on a GPU")
+        return refuse
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, read_back(name))
+    learner.fit(2)
+    monkeypatch.undo()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it did train
