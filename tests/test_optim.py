@@ -285,9 +285,11 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
         grads(ps, 0)
         for p, q in zip(ps, twin):
             q.grad = None if p.grad is None else p.grad.clone()
-        # Warm up (compiles, allocates state), then capture the launch alone.
+        # Warm up (compiles, allocates state and tables; SGD's first momentum step is a launch of its own, so two
+        # steps), then capture the launch alone: nothing may be allocated or uploaded while capturing.
         moving(opt, 0, adam); moving(ref, 0, adam)
-        opt.step(); ref.step()
+        for _ in range(2):
+            opt.step(); ref.step()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
