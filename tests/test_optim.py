@@ -491,3 +491,23 @@ def test_a_scheduled_kernel_step_reads_nothing_back_to_the_host(monkeypatch):
     learner.fit(2)
     monkeypatch.undo()
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # it did train
+
+
+@HOST_KERNELS
+@pytest.mark.parametrize("opt_cls, kw", [(FusedAdamW, {}), (FusedSGD, {"momentum": 0.9})])
+def test_after_two_warm_up_steps_a_launch_builds_and_uploads_nothing(monkeypatch, opt_cls, kw):
+    # The condition for capturing launch() in a CUDA graph (docs/optim.md): no table built, nothing copied from
+    # the host, while capturing.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    ps = params()
+    opt = opt_cls(groups(ps), **kw)
+    grads(ps, 0)
+    opt.step()
+    opt.step()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a device table was built during launch()")
+    monkeypatch.setattr(_cuda, "device_table", refuse)
+    monkeypatch.setattr(_cuda, "tables", refuse)
+    for _ in range(3):
+        opt.launch()
