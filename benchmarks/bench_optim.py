@@ -66,7 +66,7 @@ def copy_bandwidth() -> float:
     return _copy_gbps["gbps"]
 
 
-def measure(benchmark, ps, opt, kind: str, label: str) -> None:
+def measure(benchmark, ps, opt, kind: str, label: str, rounds: int = 10) -> None:
     """Median time of one step over rounds of STEPS queued steps, with GB/s and the fraction of copy bandwidth."""
     n = sum(p.numel() for p in ps)
     for _ in range(3):  # compile, allocate state
@@ -78,7 +78,7 @@ def measure(benchmark, ps, opt, kind: str, label: str) -> None:
             opt.step()
         torch.cuda.synchronize()
 
-    benchmark.pedantic(steps, rounds=10, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(steps, rounds=rounds, iterations=1, warmup_rounds=1)
     seconds = benchmark.stats.stats.median / STEPS
     gbps = BYTES[kind] * n / seconds / 1e9
     benchmark.extra_info.update(params=n, tensors=len(ps), ms_per_step=seconds * 1e3, gbps=gbps,
@@ -105,7 +105,7 @@ def test_gpu_sweep(benchmark, shape, kind, chunk_size, ilp):
     """loopkit's tuning knobs: elements per thread block, and vector groups in flight per thread."""
     ps, opt = make(kind, "loopkit", SHAPES[shape], "cuda")
     opt.chunk_size, opt.kernel_options = chunk_size, (f"-DILP={ilp}",)
-    measure(benchmark, ps, opt, kind, f"sweep {kind} {shape} chunk={chunk_size} ilp={ilp}")
+    measure(benchmark, ps, opt, kind, f"sweep {kind} {shape} chunk={chunk_size} ilp={ilp}", rounds=5)
 
 
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])

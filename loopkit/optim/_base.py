@@ -42,8 +42,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     kernel_name = ""
     #: Leading columns of the pointer table that hold one element per parameter element (param, grad, state).
     elementwise_columns = 0
-    #: Elements per thread block. Tuning knobs, set on an instance before its first step to try another
-    #: value; the defaults are what benchmarks/bench_optim.py's sweep chose (docs/optim.md).
+    #: Elements per thread block, and extra NVRTC flags (``("-DILP=4",)``). Tuning knobs: set them on an
+    #: instance before its first step; benchmarks/bench_optim.py's sweep times the alternatives (docs/optim.md).
     chunk_size = 65536
     kernel_options: tuple[str, ...] = ()
 
