@@ -94,10 +94,14 @@ def nvrtc_library() -> ctypes.CDLL | None:
 def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()):
     """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device,
     compiled with extra NVRTC ``options`` (``("-DILP=4",)``: the benchmark sweep's tuning knobs)."""
-    from torch.cuda._utils import _cuda_load_module, _get_gpu_rtc_library
+    from torch.cuda._utils import _cuda_load_module
 
+    libnvrtc = nvrtc_library()
+    if libnvrtc is None:
+        raise RuntimeError("loopkit's fused optimizers compile their kernels with NVRTC and found none: install "
+                           "a CUDA build of torch (it ships one), or set LOOPKIT_NVRTC=/path/to/libnvrtc.so")
     major, minor = torch.cuda.get_device_capability(device_index)
-    cubin = nvrtc_compile(_get_gpu_rtc_library(), source(name.removesuffix("_step")), f"{major}{minor}",
+    cubin = nvrtc_compile(libnvrtc, source(name.removesuffix("_step")), f"{major}{minor}",
                           [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options])
     with torch.cuda.device(device_index):
         return _cuda_load_module(cubin, [name])[name]  # cuModuleLoadData takes a cubin as well as PTX

@@ -51,12 +51,13 @@ class FusedSGD(FusedOptimizer):
     def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
         # As in torch, a buffer exists once a step ran with momentum; its first step sets buf = d_p, undampened,
         # so new buffers get their own launch. A group with momentum 0 needs none (the kernel skips it).
-        fresh = [(gi, p) for gi, p in items
-                 if self.param_groups[gi]["momentum"] != 0 and "momentum_buffer" not in self.state[p]]
-        steady = [(gi, p) for gi, p in items
-                  if self.param_groups[gi]["momentum"] == 0 or "momentum_buffer" in self.state[p]]
-        for _, p in fresh:
-            self.state[p]["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float32)
+        fresh, steady = [], []
+        for gi, p in items:
+            if self.param_groups[gi]["momentum"] != 0 and "momentum_buffer" not in self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float32)
+                fresh.append((gi, p))
+            else:
+                steady.append((gi, p))
         for part, first in ((steady, 0), (fresh, 1)):
             if part:
                 columns = [[p for _, p in part], [p.grad for _, p in part],
