@@ -68,12 +68,18 @@ def moving(opt, k, adam):
             group["momentum"] = 0.8 + 0.15 * (k % 4) / 4
 
 
-def run(opt_cls, ps, adam, steps=STEPS, **kwargs):
-    opt = opt_cls(groups(ps), **kwargs)
-    for k in range(steps):
+def take_steps(opt, ps, adam, ks):
+    """Step k for each k in ks: the schedule's values for k, gradients seeded by k. Deterministic in k alone, so
+    two optimizers compared over the same ks may take their steps in either order."""
+    for k in ks:
         moving(opt, k, adam)
         grads(ps, k)
         opt.step()
+
+
+def run(opt_cls, ps, adam, steps=STEPS, **kwargs):
+    opt = opt_cls(groups(ps), **kwargs)
+    take_steps(opt, ps, adam, range(steps))
     return opt
 
 
@@ -169,11 +175,8 @@ def test_state_dicts_move_between_fused_and_torch_optimizers():
         b.load_state_dict(copy.deepcopy(a.state_dict()))  # torch may share, not copy, loaded tensors
         for p, q in zip(ps_a, ps_b):
             q.data.copy_(p.data)
-        for k in range(20, 40):
-            for opt, ps in ((a, ps_a), (b, ps_b)):
-                moving(opt, k, adam)
-                grads(ps, k)
-                opt.step()
+        take_steps(a, ps_a, adam, range(20, 40))
+        take_steps(b, ps_b, adam, range(20, 40))
         for p, q in zip(ps_a, ps_b):
             assert_close(q, p, 1e-6)
         back = torch_cls(groups(params()), **kwargs)
@@ -187,15 +190,12 @@ def test_a_resumed_optimizer_continues_bit_for_bit(device, dtype):
     # identical to the last bit. (torch's own load would round a bfloat16 model's float32 moments to bfloat16.)
     for opt_cls, adam, kw in ((FusedAdamW, True, {}), (FusedSGD, False, {"momentum": 0.9})):
         ps = params(device, dtype)
-        opt = opt_cls(groups(ps), **kw)
-        for k in range(5):
-            moving(opt, k, adam); grads(ps, k); opt.step()
+        opt = run(opt_cls, ps, adam, steps=5, **kw)
         twins = [torch.nn.Parameter(p.detach().clone()) for p in ps]
         resumed = opt_cls(groups(twins), **kw)
         resumed.load_state_dict(copy.deepcopy(opt.state_dict()))
-        for k in range(5, 10):
-            for o, qs in ((opt, ps), (resumed, twins)):
-                moving(o, k, adam); grads(qs, k); o.step()
+        take_steps(opt, ps, adam, range(5, 10))
+        take_steps(resumed, twins, adam, range(5, 10))
         for p, q in zip(ps, twins):
             assert torch.equal(p, q)
             for key, value in opt.state.get(p, {}).items():
@@ -426,11 +426,8 @@ def test_the_tuning_knobs_reach_the_kernel_and_keep_it_exact(monkeypatch, ilp):
     opt = FusedAdamW(groups(ours))
     opt.chunk_size, opt.kernel_options = 4096, (f"-DILP={ilp}",)
     ref = torch.optim.AdamW(groups(theirs))
-    for k in range(10):
-        for o, ps in ((opt, ours), (ref, theirs)):
-            moving(o, k, adam=True)
-            grads(ps, k)
-            o.step()
+    take_steps(opt, ours, True, range(10))
+    take_steps(ref, theirs, True, range(10))
     assert compiled[0][3] == (f"-DILP={ilp}",)
     assert opt._cache[torch.float32][1].chunk_size == 4096
     for p, q in zip(ours, theirs):
