@@ -26,8 +26,13 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 @pytest.mark.parametrize("name", ["adamw", "sgd"])
 def test_nvrtc_compile(benchmark, name, dtype, output):
     options = [f"-DPARAM_KIND={_cuda.PARAM_KINDS[DTYPES[dtype]]}"]
-    binary = benchmark.pedantic(_cuda.nvrtc_compile, args=(LIB, _cuda.source(name), "90", options, output),
-                                rounds=5, iterations=1, warmup_rounds=1)
+    binary = benchmark.pedantic(
+        _cuda.nvrtc_compile,
+        args=(LIB, _cuda.source(name), "90", options, output),
+        rounds=5,
+        iterations=1,
+        warmup_rounds=1,
+    )
     assert binary
 
 

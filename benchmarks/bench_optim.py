@@ -32,7 +32,7 @@ def gpt2_shapes(layers: int, d: int, vocab: int = 50257, context: int = 1024) ->
     return [(vocab, d), (context, d)] + block * layers + [(d,), (d,)]
 
 
-SHAPES = {"gpt2_124M": gpt2_shapes(12, 768), "one_64M": [(64 * 2 ** 20,)], "gpt2_355M": gpt2_shapes(24, 1024)}
+SHAPES = {"gpt2_124M": gpt2_shapes(12, 768), "one_64M": [(64 * 2**20,)], "gpt2_355M": gpt2_shapes(24, 1024)}
 # GPT-2 small's 148 tensors at 1/64 of each dimension (about 0.1M parameters): the step is host-bound, so this
 # measures per-step overhead (python, launches) against torch's C++ fused path.
 HOST_BOUND = {"gpt2_148_tiny": [tuple(max(1, d // 64) for d in s) for s in gpt2_shapes(12, 768)]}
@@ -52,7 +52,7 @@ def make(kind: str, impl: str, shapes, device: str):
 
 def copy_bandwidth() -> float:
     if "gbps" not in _copy_gbps:
-        src = torch.empty(256 * 2 ** 20, device="cuda")
+        src = torch.empty(256 * 2**20, device="cuda")
         dst = torch.empty_like(src)
         for _ in range(3):
             dst.copy_(src)
@@ -81,10 +81,18 @@ def measure(benchmark, ps, opt, kind: str, label: str, rounds: int = 10) -> None
     benchmark.pedantic(steps, rounds=rounds, iterations=1, warmup_rounds=1)
     seconds = benchmark.stats.stats.median / STEPS
     gbps = BYTES[kind] * n / seconds / 1e9
-    benchmark.extra_info.update(params=n, tensors=len(ps), ms_per_step=seconds * 1e3, gbps=gbps,
-                                copy_gbps=copy_bandwidth(), fraction_of_copy=gbps / copy_bandwidth())
-    print(f"\n{label}: {seconds * 1e3:.3f} ms/step, {gbps:.0f} GB/s, "
-          f"{gbps / copy_bandwidth():.0%} of copy ({copy_bandwidth():.0f} GB/s)")
+    benchmark.extra_info.update(
+        params=n,
+        tensors=len(ps),
+        ms_per_step=seconds * 1e3,
+        gbps=gbps,
+        copy_gbps=copy_bandwidth(),
+        fraction_of_copy=gbps / copy_bandwidth(),
+    )
+    print(
+        f"\n{label}: {seconds * 1e3:.3f} ms/step, {gbps:.0f} GB/s, "
+        f"{gbps / copy_bandwidth():.0%} of copy ({copy_bandwidth():.0f} GB/s)"
+    )
 
 
 @CUDA
@@ -113,6 +121,7 @@ def test_gpu_sweep(benchmark, shape, kind, chunk_size, ilp):
 def test_cpu_small(benchmark, kind, impl):
     """The reference path on a small list: keeps the suite meaningful on a machine without a GPU."""
     import warnings
+
     warnings.simplefilter("ignore", RuntimeWarning)
     ps, opt = make(kind, impl, [(256, 256)] * 8, "cpu")
     benchmark(opt.step)

@@ -79,9 +79,11 @@ def _learner(model, data, with_scheduler):
     return lambda: learner.fit(1)
 
 
-CASES = {"raw": lambda m, d: _raw(m, d),
-         "learner": lambda m, d: _learner(m, d, False),
-         "learner_sched": lambda m, d: _learner(m, d, True)}
+CASES = {
+    "raw": lambda m, d: _raw(m, d),
+    "learner": lambda m, d: _learner(m, d, False),
+    "learner_sched": lambda m, d: _learner(m, d, True),
+}
 
 
 def _calls_per_step(run) -> float:

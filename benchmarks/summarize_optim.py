@@ -1,6 +1,6 @@
 """Markdown tables for docs/benchmarks.md from the JSON files that benchmarks/gpu_session.sh writes.
 
-    python benchmarks/summarize_optim.py optim.json sweep.json compile.json
+python benchmarks/summarize_optim.py optim.json sweep.json compile.json
 """
 
 from __future__ import annotations
@@ -24,13 +24,20 @@ def optim_table(rows: list[dict]) -> str:
     cells: dict[tuple[str, str], dict[str, dict]] = defaultdict(dict)
     for row in rows:
         cells[(row["params"]["kind"], row["params"]["shape"])][row["params"]["impl"]] = row["extra_info"]
-    lines = ["| optimizer | shape | " + " | ".join(f"{i} ms (% of copy)" for i in impls) + " | loopkit vs fused |",
-             "|---|---|" + "---|" * (len(impls) + 1)]
+    lines = [
+        "| optimizer | shape | " + " | ".join(f"{i} ms (% of copy)" for i in impls) + " | loopkit vs fused |",
+        "|---|---|" + "---|" * (len(impls) + 1),
+    ]
     for (kind, shape), by_impl in sorted(cells.items()):
-        text = [f"{by_impl[i]['ms_per_step']:.3f} ({by_impl[i]['fraction_of_copy']:.0%})" if i in by_impl else "-"
-                for i in impls]
-        speedup = (f"{by_impl['fused']['ms_per_step'] / by_impl['loopkit']['ms_per_step']:.2f}x"
-                   if {"fused", "loopkit"} <= by_impl.keys() else "-")
+        text = [
+            f"{by_impl[i]['ms_per_step']:.3f} ({by_impl[i]['fraction_of_copy']:.0%})" if i in by_impl else "-"
+            for i in impls
+        ]
+        speedup = (
+            f"{by_impl['fused']['ms_per_step'] / by_impl['loopkit']['ms_per_step']:.2f}x"
+            if {"fused", "loopkit"} <= by_impl.keys()
+            else "-"
+        )
         lines.append(f"| {kind} | {shape} | " + " | ".join(text) + f" | {speedup} |")
     copy = next((r["extra_info"]["copy_gbps"] for r in rows), None)
     return "\n".join(lines) + (f"\n\nDevice-to-device copy: {copy:.0f} GB/s (read + write)." if copy else "")
@@ -42,12 +49,19 @@ def sweep_table(rows: list[dict]) -> str:
         p = row["params"]
         grid[(p["kind"], p["shape"])][(p["chunk_size"], p["ilp"])] = row["extra_info"]["fraction_of_copy"]
     settings = sorted({s for cell in grid.values() for s in cell})
-    lines = ["| optimizer | shape | " + " | ".join(f"{c // 1024}K/ilp{i}" for c, i in settings) + " |",
-             "|---|---|" + "---|" * len(settings)]
+    lines = [
+        "| optimizer | shape | " + " | ".join(f"{c // 1024}K/ilp{i}" for c, i in settings) + " |",
+        "|---|---|" + "---|" * len(settings),
+    ]
     for (kind, shape), cell in sorted(grid.items()):
         best = max(cell, key=cell.get)
-        lines.append(f"| {kind} | {shape} | " + " | ".join(
-            ("**{:.0%}**" if s == best else "{:.0%}").format(cell[s]) if s in cell else "-" for s in settings) + " |")
+        lines.append(
+            f"| {kind} | {shape} | "
+            + " | ".join(
+                ("**{:.0%}**" if s == best else "{:.0%}").format(cell[s]) if s in cell else "-" for s in settings
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 

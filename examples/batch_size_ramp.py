@@ -32,25 +32,41 @@ def run(epochs: int = 5, seed: int = 0) -> dict:
     x, y = spirals(n_per_class=600, noise=0.08, seed=seed)
     order = torch.randperm(len(x))
     train = torch.utils.data.TensorDataset(x[order[:1500]], y[order[:1500]])
-    valid = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[order[1500:]], y[order[1500:]]), batch_size=300)
+    valid = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x[order[1500:]], y[order[1500:]]), batch_size=300
+    )
     sampler = ScheduledBatchSampler(len(train), batch_size=16, shuffle=True)
     loader = torch.utils.data.DataLoader(train, batch_sampler=sampler)
-    model = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
-                                torch.nn.Linear(64, 3))
-    sizes = Scheduler({BatchSize: Schedule([0, epochs - 1], [16, 256], anneal="exp")}, per="epoch",
-                      name="BatchSizeScheduler")
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
+    )
+    sizes = Scheduler(
+        {BatchSize: Schedule([0, epochs - 1], [16, 256], anneal="exp")}, per="epoch", name="BatchSizeScheduler"
+    )
     lr = Scheduler({LearningRate: onecycle(epochs, 2e-2)})
     counter, metrics = StepsPerEpoch(), Metrics(accuracy)
-    Learner(model, loader, torch.optim.AdamW(model.parameters(), lr=2e-2), torch.nn.functional.cross_entropy,
-            valid_data=valid, callbacks=[sizes, lr, metrics, counter]).fit(epochs)
-    return {"batch_sizes": [int(round(v)) for v in sizes.history["BatchSize"]], "steps_per_epoch": counter.counts,
-            "history": metrics.history, "lr": lr.history["lr"]}
+    Learner(
+        model,
+        loader,
+        torch.optim.AdamW(model.parameters(), lr=2e-2),
+        torch.nn.functional.cross_entropy,
+        valid_data=valid,
+        callbacks=[sizes, lr, metrics, counter],
+    ).fit(epochs)
+    return {
+        "batch_sizes": [int(round(v)) for v in sizes.history["BatchSize"]],
+        "steps_per_epoch": counter.counts,
+        "history": metrics.history,
+        "lr": lr.history["lr"],
+    }
 
 
 def main() -> None:
     result = run()
     for size, steps, row in zip(result["batch_sizes"], result["steps_per_epoch"], result["history"]):
-        print(f"epoch {row['epoch']}: batch size {size:>3}, {steps:>3} steps, valid accuracy {row['valid_accuracy']:.3f}")
+        print(
+            f"epoch {row['epoch']}: batch size {size:>3}, {steps:>3} steps, valid accuracy {row['valid_accuracy']:.3f}"
+        )
 
 
 if __name__ == "__main__":

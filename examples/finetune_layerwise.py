@@ -29,20 +29,29 @@ def tasks(n: int = 2000, seed: int = 0):
 def loaders(x, y, batch_size=64, valid_from=1600):
     train = torch.utils.data.TensorDataset(x[:valid_from], y[:valid_from])
     valid = torch.utils.data.TensorDataset(x[valid_from:], y[valid_from:])
-    return (torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True),
-            torch.utils.data.DataLoader(valid, batch_size=400))
+    return (
+        torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True),
+        torch.utils.data.DataLoader(valid, batch_size=400),
+    )
 
 
 def run(pretrain_epochs: int = 5, finetune_epochs: int = 4, decay: float = 0.5, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     x, hidden, y_b = tasks(seed=seed)
-    blocks = [torch.nn.Sequential(torch.nn.Linear(10, 64), torch.nn.LayerNorm(64), torch.nn.ReLU()),
-              torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64), torch.nn.ReLU())]
+    blocks = [
+        torch.nn.Sequential(torch.nn.Linear(10, 64), torch.nn.LayerNorm(64), torch.nn.ReLU()),
+        torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64), torch.nn.ReLU()),
+    ]
     pretrain_head = torch.nn.Linear(64, 4)
     model_a = torch.nn.Sequential(*blocks, pretrain_head)
     train_a, valid_a = loaders(x, hidden)
-    Learner(model_a, train_a, torch.optim.AdamW(model_a.parameters(), lr=3e-3), torch.nn.functional.mse_loss,
-            valid_data=valid_a).fit(pretrain_epochs)
+    Learner(
+        model_a,
+        train_a,
+        torch.optim.AdamW(model_a.parameters(), lr=3e-3),
+        torch.nn.functional.mse_loss,
+        valid_data=valid_a,
+    ).fit(pretrain_epochs)
 
     head = torch.nn.Linear(64, 2)
     model_b = torch.nn.Sequential(*blocks, head)
@@ -51,11 +60,20 @@ def run(pretrain_epochs: int = 5, finetune_epochs: int = 4, decay: float = 0.5, 
     steps = finetune_epochs * len(train_b)
     metrics = Metrics(accuracy)
     scheduler = Scheduler({LearningRate: warmup_linear(len(train_b) // 2, steps, 3e-3)})
-    learner = Learner(model_b, train_b, torch.optim.AdamW(groups), torch.nn.functional.cross_entropy,
-                      valid_data=valid_b, callbacks=[FreezeUntil(blocks, epoch=1), scheduler, metrics])
+    learner = Learner(
+        model_b,
+        train_b,
+        torch.optim.AdamW(groups),
+        torch.nn.functional.cross_entropy,
+        valid_data=valid_b,
+        callbacks=[FreezeUntil(blocks, epoch=1), scheduler, metrics],
+    )
     learner.fit(finetune_epochs)
-    return {"history": metrics.history, "lr": scheduler.history["lr"],
-            "group_lrs": {g["name"]: g["lr"] for g in learner.optimizer.param_groups}}
+    return {
+        "history": metrics.history,
+        "lr": scheduler.history["lr"],
+        "group_lrs": {g["name"]: g["lr"] for g in learner.optimizer.param_groups},
+    }
 
 
 def main() -> None:

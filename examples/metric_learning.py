@@ -80,23 +80,37 @@ def run(epochs: int = 15, seed: int = 0) -> dict:
     model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
     before = recall_at_1(model, x[test], y[test])
     step = MinedTripletStep(HardNegativeMiner(margin=0.05))
-    scheduler = Scheduler({
-        Attribute("loss_fn.margin"): Schedule([0, epochs], [0.1, 0.4], anneal="cos"),
-        Attribute("step_logic.miner.margin"): Schedule([0, epochs], [0.05, 0.3], anneal="cos"),
-    })
-    learner = Learner(model, loader, torch.optim.Adam(model.parameters(), lr=3e-3),
-                      torch.nn.TripletMarginLoss(margin=0.1), step=step, callbacks=[scheduler])
+    scheduler = Scheduler(
+        {
+            Attribute("loss_fn.margin"): Schedule([0, epochs], [0.1, 0.4], anneal="cos"),
+            Attribute("step_logic.miner.margin"): Schedule([0, epochs], [0.05, 0.3], anneal="cos"),
+        }
+    )
+    learner = Learner(
+        model,
+        loader,
+        torch.optim.Adam(model.parameters(), lr=3e-3),
+        torch.nn.TripletMarginLoss(margin=0.1),
+        step=step,
+        callbacks=[scheduler],
+    )
     learner.fit(epochs)
-    return {"recall_before": before, "recall_after": recall_at_1(model, x[test], y[test]),
-            "loss_margin": scheduler.history["loss_fn.margin"], "miner_margin": scheduler.history["step_logic.miner.margin"],
-            "final_margins": (learner.loss_fn.margin, step.miner.margin)}
+    return {
+        "recall_before": before,
+        "recall_after": recall_at_1(model, x[test], y[test]),
+        "loss_margin": scheduler.history["loss_fn.margin"],
+        "miner_margin": scheduler.history["step_logic.miner.margin"],
+        "final_margins": (learner.loss_fn.margin, step.miner.margin),
+    }
 
 
 def main() -> None:
     result = run()
-    print(f"recall@1 on held-out points: {result['recall_before']:.3f} untrained -> {result['recall_after']:.3f} "
-          f"trained (chance 0.1); margins ended at loss {result['final_margins'][0]:.3f}, "
-          f"miner {result['final_margins'][1]:.3f}")
+    print(
+        f"recall@1 on held-out points: {result['recall_before']:.3f} untrained -> {result['recall_after']:.3f} "
+        f"trained (chance 0.1); margins ended at loss {result['final_margins'][0]:.3f}, "
+        f"miner {result['final_margins'][1]:.3f}"
+    )
 
 
 if __name__ == "__main__":

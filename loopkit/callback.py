@@ -94,7 +94,9 @@ def validate_callback(callback: object) -> None:
     of strings.
     """
     if isinstance(callback, type):
-        raise CallbackError(f"callbacks must be instances, got the class {callback.__name__}; pass {callback.__name__}()")
+        raise CallbackError(
+            f"callbacks must be instances, got the class {callback.__name__}; pass {callback.__name__}()"
+        )
     name = callback_name(callback)
     if isinstance(callback, _FUNCTION_TYPES):
         raise CallbackError(
@@ -108,8 +110,7 @@ def validate_callback(callback: object) -> None:
             raise CallbackError(f"callback {name} has method {attr!r}, which is not an event{hint}")
     if not handled_events(callback) and not isinstance(callback, Callback):
         raise CallbackError(
-            f"{callback!r} ({name}) is not a callback: it has no method named after an event "
-            f"({', '.join(EVENTS)})"
+            f"{callback!r} ({name}) is not a callback: it has no method named after an event ({', '.join(EVENTS)})"
         )
     for decl in ("reads", "writes"):
         value = getattr(callback, decl, ())

@@ -43,8 +43,15 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         generator: an optional ``torch.Generator`` for the permutation.
     """
 
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         whole_number("ScheduledBatchSampler", "n", n)  # the dataset's length
         self.n, self.shuffle, self.drop_last, self.generator = n, shuffle, drop_last, generator
         self.batch_size = batch_size
@@ -68,7 +75,7 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
             size = self._batch_size  # read per batch: a change applies to the next batch drawn
             if self.drop_last and start + size > self.n:
                 return
-            yield order[start:start + size]
+            yield order[start : start + size]
             start += size
 
     def __len__(self) -> int:

@@ -13,8 +13,9 @@ import math
 import torch
 
 
-def spirals(n_per_class: int = 1000, n_classes: int = 3, *, noise: float = 0.15, turns: float = 1.25,
-            seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def spirals(
+    n_per_class: int = 1000, n_classes: int = 3, *, noise: float = 0.15, turns: float = 1.25, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Interleaved spiral arms in the plane, one class per arm: not linearly separable, easy to draw.
 
     Args:

@@ -23,8 +23,14 @@ from .schedules import onecycle, onecycle_momentum
 GLYPHS = "ox+*#@"
 
 
-def build(epochs: int = 20, batch_size: int = 64, peak_lr: float = 2e-2, seed: int = 0, logdir: str | None = None,
-          quiet: bool = False) -> Learner:
+def build(
+    epochs: int = 20,
+    batch_size: int = 64,
+    peak_lr: float = 2e-2,
+    seed: int = 0,
+    logdir: str | None = None,
+    quiet: bool = False,
+) -> Learner:
     """Assemble the demo's Learner: data, model, optimizer and callbacks."""
     torch.manual_seed(seed)
     x, y = spirals(n_per_class=1000, n_classes=3, noise=0.08, seed=seed)
@@ -32,8 +38,9 @@ def build(epochs: int = 20, batch_size: int = 64, peak_lr: float = 2e-2, seed: i
     cut = int(0.8 * len(x))
     train = torch.utils.data.TensorDataset(x[order[:cut]], y[order[:cut]])
     valid = torch.utils.data.TensorDataset(x[order[cut:]], y[order[cut:]])
-    model = torch.nn.Sequential(torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(),
-                                torch.nn.Linear(64, 3))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 3)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=1e-4)
     callbacks = [
         Scheduler({LearningRate: onecycle(epochs, peak_lr), Momentum: onecycle_momentum(epochs)}),
@@ -42,9 +49,14 @@ def build(epochs: int = 20, batch_size: int = 64, peak_lr: float = 2e-2, seed: i
     ]
     if logdir is not None:
         callbacks.append(TensorBoard(logdir))
-    return Learner(model, torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True),
-                   optimizer, torch.nn.functional.cross_entropy,
-                   valid_data=torch.utils.data.DataLoader(valid, batch_size=512), callbacks=callbacks)
+    return Learner(
+        model,
+        torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True),
+        optimizer,
+        torch.nn.functional.cross_entropy,
+        valid_data=torch.utils.data.DataLoader(valid, batch_size=512),
+        callbacks=callbacks,
+    )
 
 
 def decision_map(model: torch.nn.Module, width: int = 64, height: int = 24) -> str:
@@ -70,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     learner = build(args.epochs, args.batch_size, args.lr, args.seed, args.logdir or None, args.quiet)
-    print(f"Training a 2-64-64-3 MLP on 3 spirals ({len(learner.train_data.dataset)} train / "
-          f"{len(learner.valid_data.dataset)} valid points), one-cycle lr peaking at {args.lr:g}, "
-          f"{args.epochs} epochs")
+    print(
+        f"Training a 2-64-64-3 MLP on 3 spirals ({len(learner.train_data.dataset)} train / "
+        f"{len(learner.valid_data.dataset)} valid points), one-cycle lr peaking at {args.lr:g}, "
+        f"{args.epochs} epochs"
+    )
     print("Callback order per event:\n  " + learner.describe().replace("\n", "\n  "))
     start = time.perf_counter()
     learner.fit(args.epochs)
@@ -84,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['epoch']:>5} {row['train_loss']:>10.4f} {row['valid_loss']:>10.4f} {row['valid_accuracy']:>14.3f}")
     final = metrics.history[-1]
     lrs = learner.callback(Scheduler).history["lr"]
-    print(f"\nTrained {learner.global_step} steps in {elapsed:.1f} s; lr went {lrs[0]:.2e} -> {max(lrs):.2e} -> "
-          f"{lrs[-1]:.2e}.")
-    print(f"What it learned: {final['valid_accuracy']:.1%} of held-out points classified correctly "
-          f"(chance is 33.3%). Decision regions (one glyph per class):\n")
+    print(
+        f"\nTrained {learner.global_step} steps in {elapsed:.1f} s; lr went {lrs[0]:.2e} -> {max(lrs):.2e} -> "
+        f"{lrs[-1]:.2e}."
+    )
+    print(
+        f"What it learned: {final['valid_accuracy']:.1%} of held-out points classified correctly "
+        f"(chance is 33.3%). Decision regions (one glyph per class):\n"
+    )
     print(decision_map(learner.model))
     if args.logdir:
         print(f"\nTensorBoard logs are in {args.logdir}/ ; open them with:  tensorboard --logdir {args.logdir}")

@@ -47,8 +47,16 @@ def guarded_view(learner: object, callback: object) -> object:
         object.__delattr__(self, name)
 
     base = type(learner)
-    view_type = type(base.__name__, (base,), {"__setattr__": __setattr__, "__delattr__": __delattr__,
-                                              "__module__": base.__module__, "__qualname__": base.__qualname__})
+    view_type = type(
+        base.__name__,
+        (base,),
+        {
+            "__setattr__": __setattr__,
+            "__delattr__": __delattr__,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+        },
+    )
     view = object.__new__(view_type)
     object.__setattr__(view, "__dict__", learner.__dict__)
     return view

@@ -199,7 +199,11 @@ class Attribute(HyperParameter):
     """
 
     def __init__(self, path: str) -> None:
-        if not isinstance(path, str) or not path or any(not part.isidentifier() and not part.isdigit() for part in path.split(".")):
+        if (
+            not isinstance(path, str)
+            or not path
+            or any(not part.isidentifier() and not part.isdigit() for part in path.split("."))
+        ):
             raise ValueError(f"Attribute(path={path!r}): give a dotted path from the learner such as 'loss_fn.margin'")
         if "." not in path:
             raise ValueError(
@@ -236,8 +240,10 @@ class Attribute(HyperParameter):
     def check(self, learner: Any) -> None:
         parent, leaf = self._resolve(learner)
         value = getattr(parent, leaf)
-        if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)) or (
-            isinstance(value, torch.Tensor) and value.numel() != 1
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, torch.Tensor))
+            or (isinstance(value, torch.Tensor) and value.numel() != 1)
         ):
             raise TypeError(f"{self!r} points at {value!r}; only a number or a one-element tensor can be scheduled")
 

@@ -370,7 +370,9 @@ class Learner:
     def callback(self, kind: type | str) -> Any:
         """Return the one callback of class (or class name) ``kind``; ``KeyError`` if there is none."""
         for cb in self.callbacks:
-            if (isinstance(kind, str) and callback_name(cb) == kind) or (isinstance(kind, type) and isinstance(cb, kind)):
+            if (isinstance(kind, str) and callback_name(cb) == kind) or (
+                isinstance(kind, type) and isinstance(cb, kind)
+            ):
                 return cb
         raise KeyError(f"no callback {kind!r} among {[callback_name(cb) for cb in self.callbacks]}")
 

@@ -21,8 +21,21 @@ from typing import Any
 
 import torch
 
-TORCH_OPTIMIZERS = ("Adadelta", "Adagrad", "Adam", "AdamW", "SparseAdam", "Adamax", "ASGD", "LBFGS", "NAdam",
-                    "RAdam", "RMSprop", "Rprop", "SGD")
+TORCH_OPTIMIZERS = (
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "SparseAdam",
+    "Adamax",
+    "ASGD",
+    "LBFGS",
+    "NAdam",
+    "RAdam",
+    "RMSprop",
+    "Rprop",
+    "SGD",
+)
 FUSED_OPTIMIZERS = ("FusedAdamW", "FusedSGD")
 
 
@@ -39,8 +52,9 @@ def available_optimizers() -> dict[str, type]:
     return found
 
 
-def make_optimizer(name: str, params: Iterable[Any], options: Mapping[str, Any] | None = None,
-                   **more: Any) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, params: Iterable[Any], options: Mapping[str, Any] | None = None, **more: Any
+) -> torch.optim.Optimizer:
     """Return ``OptimizerClass(params, **options, **more)`` for the optimizer called ``name``.
 
     Args:
@@ -60,6 +74,7 @@ def make_optimizer(name: str, params: Iterable[Any], options: Mapping[str, Any] 
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(f"{cls.__name__} has no option(s) {', '.join(map(repr, unknown))}; its options are "
-                         f"{', '.join(accepted)}")
+        raise ValueError(
+            f"{cls.__name__} has no option(s) {', '.join(map(repr, unknown))}; its options are {', '.join(accepted)}"
+        )
     return cls(params, **kwargs)

@@ -139,7 +139,7 @@ def _find_cycle(remaining: set[int], edges: dict[int, dict[int, str]]) -> list[i
         seen[node] = len(path)
         path.append(node)
         node = next(p for p in sorted(remaining) if node in edges[p])
-    cycle = path[seen[node]:] + [node]
+    cycle = path[seen[node] :] + [node]
     return cycle[::-1]
 
 

@@ -41,8 +41,15 @@ def _no_decay_names(block: torch.nn.Module) -> set[str]:
     return names
 
 
-def layerwise_groups(blocks: Sequence[torch.nn.Module], lr: float, decay: float, *, weight_decay: float = 0.0,
-                     no_decay_bias_and_norm: bool = True, no_decay_head: bool = False) -> list[dict[str, Any]]:
+def layerwise_groups(
+    blocks: Sequence[torch.nn.Module],
+    lr: float,
+    decay: float,
+    *,
+    weight_decay: float = 0.0,
+    no_decay_bias_and_norm: bool = True,
+    no_decay_head: bool = False,
+) -> list[dict[str, Any]]:
     """Param groups with ``lr * decay**k`` for the block ``k`` places below the head (the last block).
 
     Args:
@@ -73,8 +80,10 @@ def layerwise_groups(blocks: Sequence[torch.nn.Module], lr: float, decay: float,
         decayed, plain = [], []
         for param_name, param in block.named_parameters():
             if id(param) in seen:
-                raise ValueError(f"a parameter of {name} ({param_name}) also belongs to an earlier block; "
-                                 "give each parameter to one block")
+                raise ValueError(
+                    f"a parameter of {name} ({param_name}) also belongs to an earlier block; "
+                    "give each parameter to one block"
+                )
             seen.add(id(param))
             no_decay = param_name in skip or (no_decay_head and index == top)
             (plain if no_decay else decayed).append(param)

@@ -57,8 +57,9 @@ class Scheduler(Callback):
     # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
     reads = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase", "train_data")
 
-    def __init__(self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error",
-                 name: str | None = None) -> None:
+    def __init__(
+        self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error", name: str | None = None
+    ) -> None:
         if not isinstance(schedules, Mapping) or not schedules:
             raise TypeError(
                 f"Scheduler needs a non-empty mapping from HyperParameter to schedule, got {schedules!r}; "
@@ -178,8 +179,9 @@ class Scheduler(Callback):
     def _build_plan(self, learner: Any) -> None:
         n = learner.n_batches
         plan = []
-        for (hp, _), bound, (offset, scale), history in zip(self.entries, self._bound, self._maps,
-                                                           self.history.values()):
+        for (hp, _), bound, (offset, scale), history in zip(
+            self.entries, self._bound, self._maps, self.history.values()
+        ):
             by_step = bound.axis == "step"
             if self.per == "epoch":  # one value, at the epoch's first batch
                 t = np.array([self._step0 if by_step else learner.epoch], dtype=np.float64)
@@ -190,8 +192,9 @@ class Scheduler(Callback):
             else:
                 # Same arithmetic as schedules.epoch_position: e + b / n, element by element.
                 t = learner.epoch + np.arange(n, dtype=np.float64) / n
-            beyond = _ScalarClock(bound, offset, scale, self._step0 if by_step else learner.epoch,
-                                  1 if by_step else (n or 1))
+            beyond = _ScalarClock(
+                bound, offset, scale, self._step0 if by_step else learner.epoch, 1 if by_step else (n or 1)
+            )
             if t is None:
                 table: Any = beyond
             else:
@@ -230,7 +233,9 @@ class Scheduler(Callback):
                     "rest of the schedule onto the rest of the fit, or on_mismatch='hold' to keep its timing"
                 )
             if self.on_mismatch == "stretch":
-                self._maps = [self._stretched(bound, m, saved, now, learner) for bound, m in zip(self._bound, self._maps)]
+                self._maps = [
+                    self._stretched(bound, m, saved, now, learner) for bound, m in zip(self._bound, self._maps)
+                ]
             self._geometry = now
         self._build_plan(learner)
 

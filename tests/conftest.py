@@ -12,7 +12,7 @@ def make_regression(n: int = 64, batch: int = 16, seed: int = 0):
     x = torch.randn(n, 3, generator=g)
     w = torch.tensor([[1.0], [-2.0], [0.5]])
     y = x @ w
-    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)], x, y
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)], x, y
 
 
 @pytest.fixture

@@ -75,28 +75,49 @@ class HostKernel:
         misaligned = self._misaligned()
         self._launch(grid[0], block[0], pointers)
         if self._misaligned() != misaligned:
-            raise RuntimeError(f"{self.name} made {self._misaligned() - misaligned} misaligned vector accesses, "
-                               "which fault on a GPU")
+            raise RuntimeError(
+                f"{self.name} made {self._misaligned() - misaligned} misaligned vector accesses, which fault on a GPU"
+            )
 
 
 @functools.lru_cache(maxsize=None)
 def host_kernel(name: str, dtype: torch.dtype, device_index: int = 0, options: tuple[str, ...] = ()) -> HostKernel:
     """Same signature as ``loopkit.optim._cuda.compiled``; compiles once per source, dtype and options."""
-    text = (PRELUDE.read_text() + _cuda.source(name.removesuffix("_step"))
-            + f'\nextern "C" void launch_{name}(unsigned grid, unsigned block, void** args)'
-              f" {{ loopkit_launch({name}, grid, block, args); }}"
-            + f'\nextern "C" const char* signature_{name}() {{ return loopkit_signature({name}); }}'
-            + '\nextern "C" unsigned long long vector_accesses() { return loopkit_vector_accesses; }'
-            + '\nextern "C" unsigned long long misaligned_accesses() { return loopkit_misaligned; }\n')
+    text = (
+        PRELUDE.read_text()
+        + _cuda.source(name.removesuffix("_step"))
+        + f'\nextern "C" void launch_{name}(unsigned grid, unsigned block, void** args)'
+        f" {{ loopkit_launch({name}, grid, block, args); }}"
+        + f'\nextern "C" const char* signature_{name}() {{ return loopkit_signature({name}); }}'
+        + '\nextern "C" unsigned long long vector_accesses() { return loopkit_vector_accesses; }'
+        + '\nextern "C" unsigned long long misaligned_accesses() { return loopkit_misaligned; }\n'
+    )
     flags = [f"-DPARAM_KIND={_cuda.PARAM_KINDS[dtype]}", *options]
     digest = hashlib.sha256((text + " ".join(flags)).encode()).hexdigest()[:16]
     library = BUILD / f"{name}-{digest}.so"
     if not library.exists():
         BUILD.mkdir(exist_ok=True)
         partial = library.with_suffix(f".{digest}.tmp")
-        subprocess.run([compiler(), "-std=c++17", "-O2", "-shared", "-fPIC", "-Wall", "-Wno-unknown-pragmas",
-                        *flags, "-x", "c++", "-", "-o", str(partial)],
-                       input=text.encode(), check=True, capture_output=True)
+        subprocess.run(
+            [
+                compiler(),
+                "-std=c++17",
+                "-O2",
+                "-shared",
+                "-fPIC",
+                "-Wall",
+                "-Wno-unknown-pragmas",
+                *flags,
+                "-x",
+                "c++",
+                "-",
+                "-o",
+                str(partial),
+            ],
+            input=text.encode(),
+            check=True,
+            capture_output=True,
+        )
         partial.replace(library)  # atomic: parallel test runs never load a half-written library
     return HostKernel(ctypes.CDLL(str(library)), name)
 

@@ -45,9 +45,12 @@ def build(run_dir, sleep):
     valid = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x[100:], y[100:]), batch_size=10)
     model = torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Dropout(0.25), torch.nn.Linear(32, 2))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    callbacks = [Scheduler({LearningRate: onecycle(EPOCHS, 1e-2), Momentum: onecycle_momentum(EPOCHS)}),
-                 Metrics(accuracy), Checkpoint(os.path.join(run_dir, "ckpt"), every_n_steps=1, keep_last=3),
-                 Progress(os.path.join(run_dir, "progress"), sleep)]
+    callbacks = [
+        Scheduler({LearningRate: onecycle(EPOCHS, 1e-2), Momentum: onecycle_momentum(EPOCHS)}),
+        Metrics(accuracy),
+        Checkpoint(os.path.join(run_dir, "ckpt"), every_n_steps=1, keep_last=3),
+        Progress(os.path.join(run_dir, "progress"), sleep),
+    ]
     return Learner(model, train, opt, torch.nn.functional.cross_entropy, valid_data=valid, callbacks=callbacks)
 
 
@@ -62,9 +65,16 @@ def main():
     if args.resume and torch.initial_seed() is not None:
         torch.manual_seed(12345)  # a resumed process starts from a different RNG state: the checkpoint must fix it
     learner.fit(EPOCHS, resume_from=resume)
-    torch.save({"model": learner.model.state_dict(), "optimizer": learner.optimizer.state_dict(),
-                "metrics": learner.callback(Metrics).history, "schedule": learner.callback(Scheduler).history,
-                "resumed_from": resume}, os.path.join(args.run_dir, "final.pt"))
+    torch.save(
+        {
+            "model": learner.model.state_dict(),
+            "optimizer": learner.optimizer.state_dict(),
+            "metrics": learner.callback(Metrics).history,
+            "schedule": learner.callback(Scheduler).history,
+            "resumed_from": resume,
+        },
+        os.path.join(args.run_dir, "final.pt"),
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,14 @@ def small_learner(callbacks, n_batches=4):
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(8, 3, generator=g), torch.randint(0, 2, (8,), generator=g)) for _ in range(n_batches)]
     model = torch.nn.Linear(3, 2)
-    return Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy,
-                   valid_data=data[:2], callbacks=callbacks)
+    return Learner(
+        model,
+        data,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.cross_entropy,
+        valid_data=data[:2],
+        callbacks=callbacks,
+    )
 
 
 def test_keep_last_and_resume_from_the_newest(tmp_path):
@@ -107,8 +113,9 @@ def test_bad_arguments():
 # ----------------------------------------------------------------------------------------------- SIGKILL
 def run_worker(run_dir, *extra):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, WORKER, str(run_dir), *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, WORKER, str(run_dir), *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def finished(proc):

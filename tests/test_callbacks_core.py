@@ -61,8 +61,17 @@ def test_duplicate_callback_names_are_rejected(regression):
 
 # ----------------------------------------------------------------------------------------------- ordering
 def _cb(name, reads=(), writes=(), run_after=(), run_before=()):
-    return type(name, (Callback,), {"reads": reads, "writes": writes, "run_after": run_after,
-                                    "run_before": run_before, "after_loss": lambda self, learner: None})()
+    return type(
+        name,
+        (Callback,),
+        {
+            "reads": reads,
+            "writes": writes,
+            "run_after": run_after,
+            "run_before": run_before,
+            "after_loss": lambda self, learner: None,
+        },
+    )()
 
 
 def test_writers_run_before_readers_whatever_the_list_order():

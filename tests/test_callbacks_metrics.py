@@ -13,7 +13,7 @@ def classification(n=50, batch=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 4, generator=g)
     y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)]  # last batch has 2 samples
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)]  # last batch has 2 samples
 
 
 def test_epoch_averages_are_weighted_by_batch_size():
@@ -25,18 +25,26 @@ def test_epoch_averages_are_weighted_by_batch_size():
 
     class Spy:
         """Records per-batch loss, accuracy and size independently of Metrics."""
+
         reads = ("loss", "pred", "yb", "phase")
 
         def after_loss(self, learner):
-            seen[learner.phase].append((learner.loss.item(), accuracy(learner.pred, learner.yb).item(),
-                                        len(learner.yb)))
+            seen[learner.phase].append(
+                (learner.loss.item(), accuracy(learner.pred, learner.yb).item(), len(learner.yb))
+            )
 
-    Learner(model, train, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy,
-            valid_data=valid, callbacks=[metrics, Spy()]).fit(2)
+    Learner(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.cross_entropy,
+        valid_data=valid,
+        callbacks=[metrics, Spy()],
+    ).fit(2)
     assert [row["epoch"] for row in metrics.history] == [0, 1]
     for epoch, row in enumerate(metrics.history):
         for phase, per_epoch in (("train", len(train)), ("valid", len(valid))):
-            batches = seen[phase][epoch * per_epoch:(epoch + 1) * per_epoch]
+            batches = seen[phase][epoch * per_epoch : (epoch + 1) * per_epoch]
             n = sum(size for _, _, size in batches)
             loss = sum(l * size for l, _, size in batches) / n
             acc = sum(a * size for _, a, size in batches) / n
@@ -54,8 +62,13 @@ def test_metrics_expose_the_schedulers_per_step_values():
     model = torch.nn.Linear(4, 3)
     scheduler = Scheduler({LearningRate: Schedule([0, 2], [0.1, 0.0])})
     metrics = Metrics()
-    Learner(model, train, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy,
-            callbacks=[metrics, scheduler]).fit(2)
+    Learner(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.cross_entropy,
+        callbacks=[metrics, scheduler],
+    ).fit(2)
     assert metrics.hyperparams["lr"] is scheduler.history["lr"]
     assert len(metrics.hyperparams["lr"]) == 2 * len(train)
 
@@ -71,8 +84,13 @@ def test_state_round_trip_mid_phase():
     train = classification()
     model = torch.nn.Linear(4, 3)
     metrics = Metrics(accuracy)
-    Learner(model, train, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy,
-            callbacks=[metrics]).fit(1)
+    Learner(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.cross_entropy,
+        callbacks=[metrics],
+    ).fit(1)
     other = Metrics(accuracy)
     other.load_state_dict(metrics.state_dict())
     assert other.history == metrics.history and other._count == metrics._count

@@ -13,8 +13,9 @@ from loopkit import Learner, ProgressBar
 def fit_with(bar, epochs=2):
     model = torch.nn.Linear(2, 1)
     data = [(torch.randn(4, 2), torch.randn(4, 1))] * 5
-    Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.05), torch.nn.functional.mse_loss,
-            callbacks=[bar]).fit(epochs)
+    Learner(
+        model, data, torch.optim.SGD(model.parameters(), lr=0.05), torch.nn.functional.mse_loss, callbacks=[bar]
+    ).fit(epochs)
 
 
 def test_forced_bar_shows_epochs_loss_and_lr():

@@ -30,16 +30,25 @@ def learner_with(callbacks, n_batches=3, lr=0.1):
     torch.manual_seed(0)
     model = torch.nn.Linear(2, 1)
     data = [(torch.randn(4, 2), torch.randn(4, 1)) for _ in range(n_batches)]
-    return Learner(model, data, torch.optim.SGD(model.parameters(), lr=lr), torch.nn.functional.mse_loss,
-                   valid_data=data[:1], callbacks=callbacks)
+    return Learner(
+        model,
+        data,
+        torch.optim.SGD(model.parameters(), lr=lr),
+        torch.nn.functional.mse_loss,
+        valid_data=data[:1],
+        callbacks=callbacks,
+    )
 
 
-@pytest.mark.parametrize("values, patience, min_delta, stopped", [
-    ([5, 4, 4.5, 4.2, 4.1, 3.0, 2.0], 3, 0.0, 4),      # 3 epochs without beating 4 -> stop after epoch 4
-    ([5, 4, 4.5, 4.2, 3.0, 2.9, 2.8], 3, 0.0, None),   # improvement at epoch 4 resets the wait
-    ([5, 4, 3.95, 3.9, 3.85, 3.8, 3.7], 2, 0.1, 3),    # steps of 0.05 are below min_delta
-    ([5, 6, 1, 1, 1, 1, 1], 0, 0.0, 1),                # patience 0: the first non-improvement stops
-])
+@pytest.mark.parametrize(
+    "values, patience, min_delta, stopped",
+    [
+        ([5, 4, 4.5, 4.2, 4.1, 3.0, 2.0], 3, 0.0, 4),  # 3 epochs without beating 4 -> stop after epoch 4
+        ([5, 4, 4.5, 4.2, 3.0, 2.9, 2.8], 3, 0.0, None),  # improvement at epoch 4 resets the wait
+        ([5, 4, 3.95, 3.9, 3.85, 3.8, 3.7], 2, 0.1, 3),  # steps of 0.05 are below min_delta
+        ([5, 6, 1, 1, 1, 1, 1], 0, 0.0, 1),  # patience 0: the first non-improvement stops
+    ],
+)
 def test_early_stopping_follows_patience_and_min_delta(values, patience, min_delta, stopped):
     stopper = EarlyStopping("valid_loss", patience=patience, min_delta=min_delta)
     learner = learner_with([Metrics(), Scripted(values), stopper])
@@ -121,6 +130,7 @@ def test_a_deferred_check_reports_the_first_bad_step_and_keeps_the_good_checkpoi
     # NaN gradients reached the weights at step 6; the checkpoint stayed at the last good step.
     assert os.path.basename(ckpt.last) == "step-000000006.pt"
     from loopkit.checkpoint import load_checkpoint
+
     state = load_checkpoint(ckpt.last)
     assert all(torch.isfinite(t).all() for t in state["model"].values())
     assert not torch.isfinite(learner.model.weight).all()

@@ -48,11 +48,18 @@ def test_event_files_hold_losses_hyperparameters_and_metrics(tmp_path):
             if learner.phase == "train":
                 losses.append(learner.loss.item())
 
-    scheduler = Scheduler({LearningRate: Schedule([0, 3], [0.1, 0.01], anneal="cos"),
-                           Temperature: Schedule([0, 3], [2.0, 1.0])})
+    scheduler = Scheduler(
+        {LearningRate: Schedule([0, 3], [0.1, 0.01], anneal="cos"), Temperature: Schedule([0, 3], [2.0, 1.0])}
+    )
     metrics = Metrics(accuracy)
-    Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), TempCE(), valid_data=data[:2],
-            callbacks=[TensorBoard(tmp_path, flush_every=4), scheduler, metrics, Spy()]).fit(3)
+    Learner(
+        model,
+        data,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        TempCE(),
+        valid_data=data[:2],
+        callbacks=[TensorBoard(tmp_path, flush_every=4), scheduler, metrics, Spy()],
+    ).fit(3)
     acc = read(tmp_path)
     # Event files store float32: compare at float32 precision.
     assert [s for s, _ in scalars(acc, "train/loss")] == list(range(15))
@@ -78,8 +85,13 @@ def test_nothing_is_imported_before_fit_and_the_writer_closes_on_error(tmp_path)
         def after_step(self, learner):
             raise RuntimeError("boom")
 
-    learner = Learner(model, [(torch.randn(2, 2), torch.randn(2, 1))] * 3, torch.optim.SGD(model.parameters(), lr=0.1),
-                      torch.nn.functional.mse_loss, callbacks=[tb, Boom()])
+    learner = Learner(
+        model,
+        [(torch.randn(2, 2), torch.randn(2, 1))] * 3,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
+        callbacks=[tb, Boom()],
+    )
     assert tb.writer is None
     with pytest.raises(RuntimeError, match="boom"):
         learner.fit(1)

@@ -38,8 +38,13 @@ class Seen:
 def fit(loader, schedulers, epochs):
     model = torch.nn.Linear(1, 1)
     seen = Seen()
-    Learner(model, loader, torch.optim.SGD(model.parameters(), lr=0.01), torch.nn.functional.mse_loss,
-            callbacks=[*schedulers, seen]).fit(epochs)
+    Learner(
+        model,
+        loader,
+        torch.optim.SGD(model.parameters(), lr=0.01),
+        torch.nn.functional.mse_loss,
+        callbacks=[*schedulers, seen],
+    ).fit(epochs)
     return seen
 
 
@@ -84,13 +89,23 @@ def test_batch_size_needs_the_scheduled_sampler():
     loader = torch.utils.data.DataLoader(Indexed(8), batch_size=2)
     model = torch.nn.Linear(1, 1)
     with pytest.raises(TypeError, match="batch_sampler=ScheduledBatchSampler"):
-        Learner(model, loader, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
-                callbacks=[Scheduler({BatchSize: Schedule([0, 1], [2, 4])})])
+        Learner(
+            model,
+            loader,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            torch.nn.functional.mse_loss,
+            callbacks=[Scheduler({BatchSize: Schedule([0, 1], [2, 4])})],
+        )
 
 
-@pytest.mark.parametrize("kwargs, message", [({"n": 0, "batch_size": 2}, "n=0"),
-                                             ({"n": 10, "batch_size": 0}, "batch_size=0"),
-                                             ({"n": 10, "batch_size": 2.5}, "batch_size=2.5")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n": 0, "batch_size": 2}, "n=0"),
+        ({"n": 10, "batch_size": 0}, "batch_size=0"),
+        ({"n": 10, "batch_size": 2.5}, "batch_size=2.5"),
+    ],
+)
 def test_sampler_arguments_are_validated(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ScheduledBatchSampler(**kwargs)

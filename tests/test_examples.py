@@ -21,7 +21,7 @@ def load(name):
 def test_metric_learning_improves_recall_while_the_margins_follow_their_schedules():
     epochs = 8
     result = load("metric_learning").run(epochs=epochs)
-    assert result["recall_before"] < 0.35                  # chance is 0.1; nuisance noise dominates at init
+    assert result["recall_before"] < 0.35  # chance is 0.1; nuisance noise dominates at init
     assert result["recall_after"] > result["recall_before"] + 0.3
     # cos from 0.1 to 0.4 over the fit, one value per batch; the last batch sits just before the end.
     margins = result["loss_margin"]
@@ -37,7 +37,7 @@ def test_finetuning_with_layerwise_decay_and_head_only_warm_up():
     assert lrs["block1"] == pytest.approx(lrs["head"] * 0.5, rel=1e-12)
     assert lrs["block0"] == pytest.approx(lrs["head"] * 0.25, rel=1e-12)
     lr = result["lr"]
-    steps, warmup = len(lr), len(lr) // 3 // 2             # 3 epochs; warmup is half an epoch
+    steps, warmup = len(lr), len(lr) // 3 // 2  # 3 epochs; warmup is half an epoch
     assert lr[0] == 0.0 and max(lr) == pytest.approx(3e-3, rel=1e-12) and lr.index(max(lr)) == warmup
     assert lr[-1] == pytest.approx(3e-3 * (steps - (steps - 1)) / (steps - warmup), rel=1e-12)
 
@@ -47,4 +47,4 @@ def test_batch_size_ramp_doubles_the_batch_and_halves_the_steps():
     assert result["batch_sizes"] == [round(16 * 16 ** (e / 3)) for e in range(4)]  # geometric 16 -> 256
     assert result["steps_per_epoch"] == [math.ceil(1500 / b) for b in result["batch_sizes"]]
     assert len(result["lr"]) == sum(result["steps_per_epoch"])
-    assert result["history"][-1]["valid_accuracy"] > 0.6    # chance is 1/3
+    assert result["history"][-1]["valid_accuracy"] > 0.6  # chance is 1/3

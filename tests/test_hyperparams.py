@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from loopkit.hyperparams import (Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay)
+from loopkit.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
 
 
 def fake_learner(optimizer=None, **attrs):
@@ -17,8 +17,11 @@ def fake_learner(optimizer=None, **attrs):
 
 def two_group_sgd(lrs=(1e-3, 1e-4)):
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    return torch.optim.SGD([{"params": a.parameters(), "lr": lrs[0]}, {"params": b.parameters(), "lr": lrs[1]}],
-                           momentum=0.9, weight_decay=0.01)
+    return torch.optim.SGD(
+        [{"params": a.parameters(), "lr": lrs[0]}, {"params": b.parameters(), "lr": lrs[1]}],
+        momentum=0.9,
+        weight_decay=0.01,
+    )
 
 
 def bound(hp, learner):
@@ -104,11 +107,14 @@ def test_attribute_reaches_module_children_by_name():
     assert model[1].p == 0.4
 
 
-@pytest.mark.parametrize("path, error, message", [
-    ("loss_fn.margn", AttributeError, r"learner.loss_fn has no attribute 'margn'"),
-    ("los_fn.margin", AttributeError, r"learner has no attribute 'los_fn'"),
-    ("loss_fn.reduction", TypeError, r"points at 'mean'"),
-])
+@pytest.mark.parametrize(
+    "path, error, message",
+    [
+        ("loss_fn.margn", AttributeError, r"learner.loss_fn has no attribute 'margn'"),
+        ("los_fn.margin", AttributeError, r"learner has no attribute 'los_fn'"),
+        ("loss_fn.reduction", TypeError, r"points at 'mean'"),
+    ],
+)
 def test_attribute_errors_quote_the_path(path, error, message):
     learner = fake_learner(loss_fn=torch.nn.TripletMarginLoss())
     with pytest.raises(error, match=message):

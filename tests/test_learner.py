@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from loopkit import (EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase, Learner, Step)
+from loopkit import EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase, Learner, Step
 from tests.conftest import make_regression
 
 
@@ -35,10 +35,23 @@ def test_event_sequence_matches_the_documented_loop(regression):
         setattr(rec, event, getattr(rec, event))
     Learner(model, train, opt, loss, valid_data=valid, callbacks=[rec]).fit(1)
     names = [e for e, _ in rec.seen]
-    train_batch = ["before_batch", "after_pred", "after_loss", "after_backward", "before_step", "after_step", "after_batch"]
+    train_batch = [
+        "before_batch",
+        "after_pred",
+        "after_loss",
+        "after_backward",
+        "before_step",
+        "after_step",
+        "after_batch",
+    ]
     valid_batch = ["before_batch", "after_pred", "after_loss", "after_batch"]
-    expected = (["before_fit", "before_epoch", "before_train"] + train_batch * 2 + ["after_train", "before_valid"]
-                + valid_batch + ["after_valid", "after_epoch", "after_fit"])
+    expected = (
+        ["before_fit", "before_epoch", "before_train"]
+        + train_batch * 2
+        + ["after_train", "before_valid"]
+        + valid_batch
+        + ["after_valid", "after_epoch", "after_fit"]
+    )
     assert names == expected
     assert {p for e, p in rec.seen if e == "after_step"} == {"train"}
     assert {p for e, p in rec.seen[-6:-2]} == {"valid"}
@@ -208,8 +221,15 @@ def test_custom_step_keeps_every_event_and_trains_a_two_loss_model():
     rec = Recorder()
     for event in EVENTS:
         setattr(rec, event, getattr(rec, event))
-    learner = Learner(model, data, torch.optim.Adam(model.parameters(), lr=0.02), torch.nn.functional.mse_loss,
-                      step=TwoLoss(), callbacks=[rec], valid_data=data[:1])
+    learner = Learner(
+        model,
+        data,
+        torch.optim.Adam(model.parameters(), lr=0.02),
+        torch.nn.functional.mse_loss,
+        step=TwoLoss(),
+        callbacks=[rec],
+        valid_data=data[:1],
+    )
     with torch.no_grad():
         before = [torch.nn.functional.mse_loss(p, t).item() for p, t in zip(model(x), (y, -y))]
     learner.fit(30)
@@ -230,8 +250,14 @@ def test_device_argument_moves_model_and_batches():
         def after_pred(self, learner):
             devices.append(learner.xb.device)
 
-    Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
-            device="cpu", callbacks=[Probe()]).fit(1)
+    Learner(
+        model,
+        data,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
+        device="cpu",
+        callbacks=[Probe()],
+    ).fit(1)
     assert devices == [torch.device("cpu")] * len(data)
 
 

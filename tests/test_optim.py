@@ -31,8 +31,9 @@ HOST_KERNELS = pytest.mark.skipif(cuda_on_host.compiler() is None, reason="needs
 STEPS = 100
 
 
-@pytest.fixture(params=["reference", pytest.param("kernels-on-host", marks=HOST_KERNELS),
-                        pytest.param("cuda", marks=CUDA)])
+@pytest.fixture(
+    params=["reference", pytest.param("kernels-on-host", marks=HOST_KERNELS), pytest.param("cuda", marks=CUDA)]
+)
 def device(request, monkeypatch):
     """Where the parameters live ("cpu" or "cuda"); with kernels-on-host the CPU step runs the CUDA sources."""
     if request.param == "kernels-on-host":
@@ -147,7 +148,7 @@ def test_sgd_keeps_no_buffer_until_a_schedule_turns_momentum_on(device):
 def test_low_precision_params_take_one_rounding_of_the_fp32_step(device, dtype):
     # From the same low-precision start, one step of ours equals torch's fp32 step rounded once to dtype:
     # tolerance = one unit in the last place of dtype (2**-8 for bf16, 2**-11 for fp16), relative.
-    ulp = 2.0 ** -8 if dtype == torch.bfloat16 else 2.0 ** -11
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
     for opt_cls, adam, kwargs in ((FusedAdamW, True, {}), (FusedSGD, False, {"momentum": 0.9})):
         low = params(device, dtype)
         high = [torch.nn.Parameter(p.detach().float()) for p in low]
@@ -167,7 +168,10 @@ def test_low_precision_params_take_one_rounding_of_the_fp32_step(device, dtype):
 
 
 def test_state_dicts_move_between_fused_and_torch_optimizers():
-    for fused_cls, torch_cls, kwargs in ((FusedAdamW, torch.optim.AdamW, {}), (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
+    for fused_cls, torch_cls, kwargs in (
+        (FusedAdamW, torch.optim.AdamW, {}),
+        (FusedSGD, torch.optim.SGD, {"momentum": 0.9}),
+    ):
         adam = fused_cls is FusedAdamW
         ps_a, ps_b = params(), params()
         a = run(torch_cls, ps_a, adam, steps=20, **kwargs)
@@ -207,13 +211,22 @@ def test_scheduled_training_in_a_learner_matches_torch():
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
         data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(10)]
-        sched = Scheduler({LearningRate: onecycle(3, 1e-2), WeightDecay: onecycle(3, 0.1),
-                           Momentum: onecycle(3, 0.95, div=0.95 / 0.85, div_final=1.0)})
-        Learner(model, data, opt_cls(model.parameters(), lr=1e-2, **kw), torch.nn.functional.mse_loss,
-                callbacks=[sched]).fit(3)
+        sched = Scheduler(
+            {
+                LearningRate: onecycle(3, 1e-2),
+                WeightDecay: onecycle(3, 0.1),
+                Momentum: onecycle(3, 0.95, div=0.95 / 0.85, div_final=1.0),
+            }
+        )
+        Learner(
+            model, data, opt_cls(model.parameters(), lr=1e-2, **kw), torch.nn.functional.mse_loss, callbacks=[sched]
+        ).fit(3)
         return model
-    for fused_cls, torch_cls, kw in ((FusedAdamW, torch.optim.AdamW, {}),
-                                     (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
+
+    for fused_cls, torch_cls, kw in (
+        (FusedAdamW, torch.optim.AdamW, {}),
+        (FusedSGD, torch.optim.SGD, {"momentum": 0.9}),
+    ):
         for p, q in zip(train(fused_cls, **kw).parameters(), train(torch_cls, **kw).parameters()):
             assert_close(p.detach(), q.detach(), 1e-6)
 
@@ -228,19 +241,23 @@ def test_the_reference_path_warns_once_per_process(monkeypatch):
             grads(ps, k)
             opt.step()
     assert [str(w.message) for w in caught].count(
-        "FusedAdamW: parameters are not on a CUDA device, so the reference implementation runs (correct, not fused)") == 1
+        "FusedAdamW: parameters are not on a CUDA device, so the reference implementation runs (correct, not fused)"
+    ) == 1
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda ps: FusedAdamW(ps, lr=-1e-3), "invalid lr=-0.001"),
-    (lambda ps: FusedAdamW(ps, betas=(0.9, 1.0)), r"invalid betas\[1\]=1.0"),
-    (lambda ps: FusedAdamW(ps, betas=(-0.1, 0.9)), r"invalid betas\[0\]=-0.1"),
-    (lambda ps: FusedAdamW(ps, weight_decay=float("nan")), "invalid weight_decay=nan"),
-    (lambda ps: FusedSGD(ps, lr=0.1, momentum=-0.5), "invalid momentum=-0.5"),
-    (lambda ps: FusedSGD(ps, lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
-    (lambda ps: FusedSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=0.1), "complex"),
-    (lambda ps: FusedSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1), "torch.float64"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda ps: FusedAdamW(ps, lr=-1e-3), "invalid lr=-0.001"),
+        (lambda ps: FusedAdamW(ps, betas=(0.9, 1.0)), r"invalid betas\[1\]=1.0"),
+        (lambda ps: FusedAdamW(ps, betas=(-0.1, 0.9)), r"invalid betas\[0\]=-0.1"),
+        (lambda ps: FusedAdamW(ps, weight_decay=float("nan")), "invalid weight_decay=nan"),
+        (lambda ps: FusedSGD(ps, lr=0.1, momentum=-0.5), "invalid momentum=-0.5"),
+        (lambda ps: FusedSGD(ps, lr=0.1, nesterov=True), "Nesterov momentum needs momentum > 0"),
+        (lambda ps: FusedSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.complex64))], lr=0.1), "complex"),
+        (lambda ps: FusedSGD([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))], lr=0.1), "torch.float64"),
+    ],
+)
 def test_bad_input_fails_at_construction(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make(params())
@@ -278,8 +295,10 @@ def test_a_scheduled_training_step_never_syncs_the_host():
 
 @CUDA
 def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
-    for opt_cls, torch_cls, adam, kw in ((FusedAdamW, torch.optim.AdamW, True, {}),
-                                         (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9})):
+    for opt_cls, torch_cls, adam, kw in (
+        (FusedAdamW, torch.optim.AdamW, True, {}),
+        (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9}),
+    ):
         ps, twin = params("cuda"), params("cuda")
         opt, ref = opt_cls(groups(ps), **kw), torch_cls(groups(twin), **kw)
         grads(ps, 0)
@@ -287,9 +306,11 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
             q.grad = None if p.grad is None else p.grad.clone()
         # Warm up (compiles, allocates state and tables; SGD's first momentum step is a launch of its own, so two
         # steps), then capture the launch alone: nothing may be allocated or uploaded while capturing.
-        moving(opt, 0, adam); moving(ref, 0, adam)
+        moving(opt, 0, adam)
+        moving(ref, 0, adam)
         for _ in range(2):
-            opt.step(); ref.step()
+            opt.step()
+            ref.step()
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         graph = torch.cuda.CUDAGraph()
@@ -299,7 +320,8 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
                 opt.launch()  # AdamW's step counts are incremented inside, on the device: captured too
         torch.cuda.current_stream().wait_stream(stream)
         for k in range(1, 20):
-            moving(opt, k, adam); moving(ref, k, adam)
+            moving(opt, k, adam)
+            moving(ref, k, adam)
             opt.upload_hyperparameters()
             graph.replay()
             ref.step()
@@ -312,6 +334,7 @@ def _ptx(compiler, name, dtype, tmp_path):
     """PTX for Hopper from loopkit's exact compile path (NVRTC), or from nvcc, whichever this machine has."""
     import shutil
     import subprocess
+
     kind = f"-DPARAM_KIND={_cuda.PARAM_KINDS[dtype]}"
     if compiler == "nvrtc":
         lib = _cuda.nvrtc_library()
@@ -324,8 +347,11 @@ def _ptx(compiler, name, dtype, tmp_path):
         pytest.skip("no nvcc on this machine")
     source = tmp_path / f"{name}.cu"
     source.write_text(_cuda.source(name))
-    subprocess.run(["nvcc", "-ptx", "-arch=compute_90", "-std=c++17", kind, str(source), "-o", str(tmp_path / "k.ptx")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["nvcc", "-ptx", "-arch=compute_90", "-std=c++17", kind, str(source), "-o", str(tmp_path / "k.ptx")],
+        check=True,
+        capture_output=True,
+    )
     return (tmp_path / "k.ptx").read_text()
 
 
@@ -337,9 +363,14 @@ def test_kernel_sources_compile_for_hopper_to_vector_accesses(compiler, name, dt
     8-byte (parameter) global accesses, gradients through the read-only path."""
     ptx = _ptx(compiler, name, dtype, tmp_path)
     assert f".entry {name}_step(" in ptx
-    param = ("v4.f32" if dtype == torch.float32 else "v2.u32")
-    for instruction in (f"ld.global.{param}", f"ld.global.nc.{param}", f"st.global.{param}",
-                        "ld.global.v4.f32", "st.global.v4.f32"):
+    param = "v4.f32" if dtype == torch.float32 else "v2.u32"
+    for instruction in (
+        f"ld.global.{param}",
+        f"ld.global.nc.{param}",
+        f"st.global.{param}",
+        "ld.global.v4.f32",
+        "st.global.v4.f32",
+    ):
         assert instruction in ptx, instruction
 
 
@@ -354,7 +385,7 @@ def test_kernels_take_the_vector_path_when_aligned_and_agree_when_not(monkeypatc
     cuda_on_host.run_kernels_on_host(monkeypatch)
     g = torch.Generator().manual_seed(3)
     flat = torch.randn(4006, generator=g).to(dtype)
-    ours = [torch.nn.Parameter(flat[offset:offset + 4001]), torch.nn.Parameter(torch.randn(3, generator=g).to(dtype))]
+    ours = [torch.nn.Parameter(flat[offset : offset + 4001]), torch.nn.Parameter(torch.randn(3, generator=g).to(dtype))]
     theirs = [torch.nn.Parameter(p.detach().float().clone()) for p in ours]
     for opt_cls, torch_cls, kw in ((FusedAdamW, torch.optim.AdamW, {}), (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
         opt, ref = opt_cls(ours, lr=0.01, **kw), torch_cls(theirs, lr=0.01, **kw)
@@ -369,7 +400,7 @@ def test_kernels_take_the_vector_path_when_aligned_and_agree_when_not(monkeypatc
                 q.data.copy_(p.data.float())  # same start each step: one rounding to dtype per step
             opt.step()
             ref.step()
-            ulp = 2.0 ** -8 if dtype == torch.bfloat16 else 1e-6
+            ulp = 2.0**-8 if dtype == torch.bfloat16 else 1e-6
             for p, q in zip(ours, theirs):
                 assert_close(p.float(), q.detach().to(dtype).float(), ulp)
         used_vectors = kernel.vector_accesses() - before
@@ -474,15 +505,18 @@ def test_a_scheduled_kernel_step_reads_nothing_back_to_the_host(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
     data = [(torch.randn(32, 64), torch.randn(32, 1)) for _ in range(6)]
     sched = Scheduler({LearningRate: onecycle(2, 1e-3), Momentum: onecycle(2, 0.95, div=0.95 / 0.85, div_final=1.0)})
-    learner = Learner(model, data, FusedAdamW(model.parameters(), lr=1e-3), torch.nn.functional.mse_loss,
-                      callbacks=[sched])
+    learner = Learner(
+        model, data, FusedAdamW(model.parameters(), lr=1e-3), torch.nn.functional.mse_loss, callbacks=[sched]
+    )
     learner.fit(2)
     before = [p.detach().clone() for p in model.parameters()]
 
     def read_back(name):
         def refuse(self, *args, **kwargs):
             raise AssertionError(f"Tensor.{name} during a step: a host-device sync on a GPU")
+
         return refuse
+
     for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, read_back(name))
     learner.fit(2)
@@ -504,6 +538,7 @@ def test_after_two_warm_up_steps_a_launch_builds_and_uploads_nothing(monkeypatch
 
     def refuse(*args, **kwargs):
         raise AssertionError("a device table was built during launch()")
+
     monkeypatch.setattr(_cuda, "device_table", refuse)
     monkeypatch.setattr(_cuda, "tables", refuse)
     for _ in range(3):

@@ -8,8 +8,14 @@ import torch
 from loopkit import Learner
 from loopkit.optimizers import TORCH_OPTIMIZERS, make_optimizer
 
-OPTIONS = {"SGD": {"lr": 0.05, "momentum": 0.9}, "LBFGS": {"lr": 0.5, "max_iter": 5}, "Adadelta": {"lr": 10.0},
-           "Rprop": {"lr": 0.01}, "ASGD": {"lr": 0.05}, "Adagrad": {"lr": 0.1}}
+OPTIONS = {
+    "SGD": {"lr": 0.05, "momentum": 0.9},
+    "LBFGS": {"lr": 0.5, "max_iter": 5},
+    "Adadelta": {"lr": 10.0},
+    "Rprop": {"lr": 0.01},
+    "ASGD": {"lr": 0.05},
+    "Adagrad": {"lr": 0.1},
+}
 
 
 def regression():
@@ -26,8 +32,9 @@ def test_each_torch_optimizer_builds_by_name_and_reduces_the_loss(name):
     opt = make_optimizer(spelled, model.parameters(), OPTIONS.get(name, {"lr": 0.05}))
     assert type(opt) is getattr(torch.optim, name)
     before = torch.nn.functional.mse_loss(model(x), y).item()
-    Learner(model, [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)], opt,
-            torch.nn.functional.mse_loss).fit(10)
+    Learner(model, [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)], opt, torch.nn.functional.mse_loss).fit(
+        10
+    )
     assert torch.nn.functional.mse_loss(model(x), y).item() < 0.5 * before
 
 
@@ -50,7 +57,9 @@ def test_options_are_passed_and_merged():
 
 def test_unknown_names_and_options_list_the_valid_ones():
     model = torch.nn.Linear(2, 1)
-    with pytest.raises(ValueError, match=r"unknown optimizer 'adamx'; valid names \(any case\): Adadelta, .*AdamW.*SGD"):
+    with pytest.raises(
+        ValueError, match=r"unknown optimizer 'adamx'; valid names \(any case\): Adadelta, .*AdamW.*SGD"
+    ):
         make_optimizer("adamx", model.parameters())
     with pytest.raises(ValueError, match=r"SGD has no option\(s\) 'beta'; its options are lr, momentum"):
         make_optimizer("sgd", model.parameters(), {"lr": 0.1, "beta": 0.9})
@@ -60,6 +69,7 @@ def test_unknown_names_and_options_list_the_valid_ones():
 
 def test_loopkits_fused_optimizers_build_by_name():
     from loopkit.optim import FusedAdamW, FusedSGD
+
     model = torch.nn.Linear(2, 1)
     assert type(make_optimizer("fusedadamw", model.parameters(), {"lr": 1e-3})) is FusedAdamW
     assert type(make_optimizer("FusedSGD", model.parameters(), {"lr": 1e-3, "momentum": 0.9})) is FusedSGD

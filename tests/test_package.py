@@ -15,8 +15,10 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_import_loopkit_does_not_import_tensorboard_or_scipy():
-    code = ("import sys, loopkit, loopkit.callbacks, loopkit.schedules; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorboard', 'scipy', 'matplotlib'}))")
+    code = (
+        "import sys, loopkit, loopkit.callbacks, loopkit.schedules; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorboard', 'scipy', 'matplotlib'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

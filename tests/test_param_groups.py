@@ -12,16 +12,18 @@ from loopkit.param_groups import FreezeUntil, layerwise_groups
 
 def network():
     torch.manual_seed(0)
-    blocks = [torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.ReLU()),
-              torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU()),
-              torch.nn.Linear(8, 1)]
+    blocks = [
+        torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.ReLU()),
+        torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU()),
+        torch.nn.Linear(8, 1),
+    ]
     return blocks, torch.nn.Sequential(*blocks)
 
 
 def data():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=g)
-    return [(x[i:i + 16], x[i:i + 16].sum(1, keepdim=True).sin()) for i in range(0, 64, 16)]
+    return [(x[i : i + 16], x[i : i + 16].sum(1, keepdim=True).sin()) for i in range(0, 64, 16)]
 
 
 def group(groups, name):

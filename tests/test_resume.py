@@ -75,8 +75,9 @@ def run_resumed(n_epochs, state):
     model, loader, valid, opt = make_run(seed=999)
     torch.manual_seed(4242)
     log = LossLog()
-    Learner(model, loader, opt, torch.nn.functional.mse_loss, valid_data=valid,
-            callbacks=[Snapshot(), log]).fit(n_epochs, resume_from=state)
+    Learner(model, loader, opt, torch.nn.functional.mse_loss, valid_data=valid, callbacks=[Snapshot(), log]).fit(
+        n_epochs, resume_from=state
+    )
     return model, opt, log
 
 
@@ -92,8 +93,7 @@ def assert_identical(a, b):
         assert pa == pb and torch.equal(la, lb)
 
 
-@pytest.mark.parametrize("snapshot", [{"at_step": 3}, {"at_step": 6}, {"at_step": 13}, {"at_epoch": 0},
-                                      {"at_step": 1}])
+@pytest.mark.parametrize("snapshot", [{"at_step": 3}, {"at_step": 6}, {"at_step": 13}, {"at_epoch": 0}, {"at_step": 1}])
 def test_resume_from_mid_epoch_or_epoch_end_is_bit_identical(snapshot):
     # 90 samples / 16 = 6 batches per epoch (last one of 10): step 6 is the end of epoch 0's train phase.
     straight = run_straight(3, **snapshot)
@@ -108,8 +108,9 @@ def test_resume_with_dataloader_workers_is_bit_identical():
     Learner(model, loader, opt, torch.nn.functional.mse_loss, valid_data=valid, callbacks=[snap, log]).fit(2)
     model2, loader2, valid2, opt2 = make_run(seed=5, num_workers=2)
     log2 = LossLog()
-    Learner(model2, loader2, opt2, torch.nn.functional.mse_loss, valid_data=valid2,
-            callbacks=[Snapshot(), log2]).fit(2, resume_from=snap.state)
+    Learner(model2, loader2, opt2, torch.nn.functional.mse_loss, valid_data=valid2, callbacks=[Snapshot(), log2]).fit(
+        2, resume_from=snap.state
+    )
     assert_identical((model, opt, log), (model2, opt2, log2))
 
 
@@ -130,8 +131,7 @@ def test_state_dict_is_refused_during_validation():
                 learner.state_dict()
 
     with pytest.raises(RuntimeError, match="not during validation"):
-        Learner(model, loader, opt, torch.nn.functional.mse_loss, valid_data=valid,
-                callbacks=[TakeInValid()]).fit(1)
+        Learner(model, loader, opt, torch.nn.functional.mse_loss, valid_data=valid, callbacks=[TakeInValid()]).fit(1)
 
 
 def test_resume_checks_the_checkpoint_and_the_epoch_count():

@@ -123,8 +123,12 @@ def test_attribute_and_custom_types_are_scheduled_and_recorded():
             return torch.nn.functional.mse_loss(pred / self.temperature, target)
 
     loss = TempLoss()
-    scheduler = Scheduler({Temperature: Schedule([0, 1], [1.0, 0.5]),
-                           Attribute("loss_fn.margin"): Schedule([0, 1], [0.0, 2.0], anneal="cos")})
+    scheduler = Scheduler(
+        {
+            Temperature: Schedule([0, 1], [1.0, 0.5]),
+            Attribute("loss_fn.margin"): Schedule([0, 1], [0.0, 2.0], anneal="cos"),
+        }
+    )
     model = torch.nn.Linear(3, 1)
     data = [(torch.randn(2, 3), torch.randn(2, 1))] * 4
     Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.01), loss, callbacks=[scheduler]).fit(1)
@@ -208,13 +212,19 @@ def _scheduled_run(n_epochs, snap_at=None, resume=None, on_mismatch="error"):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     g = torch.Generator().manual_seed(1)
     data = [(torch.randn(4, 3, generator=g), torch.randn(4, 1, generator=g)) for _ in range(5)]
-    scheduler = Scheduler({LearningRate: Schedule([0, 1, 4], [0.01, 0.1, 0.0], anneal="cos"),
-                           Momentum: Schedule([0, 1, 4], [0.95, 0.85, 0.95], anneal="cos")},
-                          on_mismatch=on_mismatch)
+    scheduler = Scheduler(
+        {
+            LearningRate: Schedule([0, 1, 4], [0.01, 0.1, 0.0], anneal="cos"),
+            Momentum: Schedule([0, 1, 4], [0.95, 0.85, 0.95], anneal="cos"),
+        },
+        on_mismatch=on_mismatch,
+    )
     snap = Snap(snap_at)
     if resume is not None:
         torch.manual_seed(77)
-    Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[scheduler, snap]).fit(n_epochs, resume_from=resume)
+    Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[scheduler, snap]).fit(
+        n_epochs, resume_from=resume
+    )
     return model, scheduler, snap.state
 
 
@@ -254,13 +264,20 @@ def test_hold_on_resume_keeps_the_timing_and_holds_the_last_value():
 
 
 # ----------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("schedules, error, message", [
-    ({}, TypeError, "non-empty mapping"),
-    ([LearningRate], TypeError, "non-empty mapping"),
-    ({"lr": Schedule([0, 1], [0, 1])}, TypeError, "'lr' is not a HyperParameter"),
-    ({LearningRate: 0.1}, TypeError, "must be a Schedule, got 0.1"),
-    ({LearningRate: Schedule([0, 1], [0, 1]), LearningRate(): Schedule([0, 1], [0, 1])}, ValueError, "two schedules for lr"),
-])
+@pytest.mark.parametrize(
+    "schedules, error, message",
+    [
+        ({}, TypeError, "non-empty mapping"),
+        ([LearningRate], TypeError, "non-empty mapping"),
+        ({"lr": Schedule([0, 1], [0, 1])}, TypeError, "'lr' is not a HyperParameter"),
+        ({LearningRate: 0.1}, TypeError, "must be a Schedule, got 0.1"),
+        (
+            {LearningRate: Schedule([0, 1], [0, 1]), LearningRate(): Schedule([0, 1], [0, 1])},
+            ValueError,
+            "two schedules for lr",
+        ),
+    ],
+)
 def test_bad_scheduler_arguments(schedules, error, message):
     with pytest.raises(error, match=message):
         Scheduler(schedules)

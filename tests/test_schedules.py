@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loopkit.schedules import (Schedule, epoch_position, epochs, fraction, join, repeat, scale, shift, steps, stretch)
+from loopkit.schedules import Schedule, epoch_position, epochs, fraction, join, repeat, scale, shift, steps, stretch
 
 
 def at(schedule, t, **geometry):
@@ -18,14 +18,17 @@ def at(schedule, t, **geometry):
 
 
 # ----------------------------------------------------------------------------------------------- annealing
-@pytest.mark.parametrize("anneal, p, expected", [
-    ("linear", 0.25, 2.0 + 8.0 * 0.25),
-    ("cos", 0.25, 2.0 + 8.0 * (1 - math.cos(math.pi / 4)) / 2),
-    ("sin", 0.25, 2.0 + 8.0 * math.sin(math.pi / 8)),
-    ("exp", 0.25, 2.0 * 5.0 ** 0.25),
-    ("step", 0.9, 2.0),
-    (lambda p: p * p, 0.5, 2.0 + 8.0 * 0.25),
-])
+@pytest.mark.parametrize(
+    "anneal, p, expected",
+    [
+        ("linear", 0.25, 2.0 + 8.0 * 0.25),
+        ("cos", 0.25, 2.0 + 8.0 * (1 - math.cos(math.pi / 4)) / 2),
+        ("sin", 0.25, 2.0 + 8.0 * math.sin(math.pi / 8)),
+        ("exp", 0.25, 2.0 * 5.0**0.25),
+        ("step", 0.9, 2.0),
+        (lambda p: p * p, 0.5, 2.0 + 8.0 * 0.25),
+    ],
+)
 def test_each_annealing_follows_its_formula(anneal, p, expected):
     s = Schedule([0, 1], [2.0, 10.0], anneal=anneal)
     assert at(s, p) == pytest.approx(expected, rel=1e-15)
@@ -35,7 +38,7 @@ def test_each_annealing_follows_its_formula(anneal, p, expected):
 def test_steps_count_from_zero_and_the_ends_hold():
     s = Schedule([0, 10], [1.0, 0.0], unit="step")
     curve = s.values(13)
-    assert curve[0] == 1.0                         # step 0 is the first knot's value
+    assert curve[0] == 1.0  # step 0 is the first knot's value
     assert curve[5] == 0.5
     assert curve[10:].tolist() == [0.0, 0.0, 0.0]  # after the last knot the last value holds
     shifted = Schedule([5, 10], [1.0, 0.0], unit="step")
@@ -105,7 +108,7 @@ def test_join_plays_schedules_from_their_own_zero():
 
 
 def test_join_cuts_a_schedule_at_the_boundary_and_jumps():
-    up = Schedule([0, 10], [0.0, 1.0], unit="step")       # cut at 4: reaches 0.4
+    up = Schedule([0, 10], [0.0, 1.0], unit="step")  # cut at 4: reaches 0.4
     flat = Schedule([0], [0.1], unit="step")
     b = join([up, flat], [4]).bind()
     assert [b(t) for t in (0, 2, 3.999)] == pytest.approx([0.0, 0.2, 0.3999], rel=1e-12)
@@ -117,7 +120,8 @@ def test_repeat_makes_warm_restarts_with_growing_periods_and_decay():
     b = repeat(cycle, 3, period_mult=2.0, decay=0.5).bind()
     # cycles: [0, 10) peak 1, [10, 30) peak 0.5, [30, 70) peak 0.25
     assert [b(t) for t in (0, 5, 10, 20, 30, 50, 70, 99)] == pytest.approx(
-        [1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.0, 0.0], rel=1e-15)
+        [1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.0, 0.0], rel=1e-15
+    )
 
 
 def test_shift_stretch_scale():
@@ -143,22 +147,25 @@ def test_repr_equality_and_pickling():
 
 
 # ----------------------------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("args, kwargs, error, message", [
-    (([0, 2, 1], [0, 1, 2]), {}, ValueError, r"strictly increasing, got \[0, 2, 1\]"),
-    (([0, 1, 1], [0, 1, 2]), {}, ValueError, "strictly increasing"),
-    (([0, 1], [0, float("nan")]), {}, ValueError, "value nan"),
-    (([0, float("inf")], [0, 1]), {}, ValueError, "knot inf"),
-    (([0, 1, 2], [0, 1]), {}, ValueError, r"3 knots .* but 2 values"),
-    (([0, 1], [0, 1]), {"anneal": "cosine"}, ValueError, r"unknown annealing 'cosine'; use one of"),
-    (([0, 1], [0, 1]), {"anneal": "exp"}, ValueError, "from 0.0 to 1.0, so both must be nonzero"),
-    (([0, 1], [1, -1]), {"anneal": "exp"}, ValueError, "same sign"),
-    (([0, 1, 2], [0, 1, 2]), {"anneal": ["linear"]}, ValueError, "1 annealings"),
-    (([0, 1], [0, 1]), {"unit": "minutes"}, ValueError, "unknown unit 'minutes'"),
-    (([0, 1], [0, 1]), {"anneal": 3}, TypeError, "anneal must be a name or a function"),
-    (([], []), {}, ValueError, "at least one knot"),
-    (("01", [0, 1]), {}, TypeError, "sequence of times"),
-    (([0, True], [0, 1]), {}, ValueError, "knot True"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error, message",
+    [
+        (([0, 2, 1], [0, 1, 2]), {}, ValueError, r"strictly increasing, got \[0, 2, 1\]"),
+        (([0, 1, 1], [0, 1, 2]), {}, ValueError, "strictly increasing"),
+        (([0, 1], [0, float("nan")]), {}, ValueError, "value nan"),
+        (([0, float("inf")], [0, 1]), {}, ValueError, "knot inf"),
+        (([0, 1, 2], [0, 1]), {}, ValueError, r"3 knots .* but 2 values"),
+        (([0, 1], [0, 1]), {"anneal": "cosine"}, ValueError, r"unknown annealing 'cosine'; use one of"),
+        (([0, 1], [0, 1]), {"anneal": "exp"}, ValueError, "from 0.0 to 1.0, so both must be nonzero"),
+        (([0, 1], [1, -1]), {"anneal": "exp"}, ValueError, "same sign"),
+        (([0, 1, 2], [0, 1, 2]), {"anneal": ["linear"]}, ValueError, "1 annealings"),
+        (([0, 1], [0, 1]), {"unit": "minutes"}, ValueError, "unknown unit 'minutes'"),
+        (([0, 1], [0, 1]), {"anneal": 3}, TypeError, "anneal must be a name or a function"),
+        (([], []), {}, ValueError, "at least one knot"),
+        (("01", [0, 1]), {}, TypeError, "sequence of times"),
+        (([0, True], [0, 1]), {}, ValueError, "knot True"),
+    ],
+)
 def test_bad_schedules_fail_at_construction_quoting_the_value(args, kwargs, error, message):
     with pytest.raises(error, match=message):
         Schedule(*args, **kwargs)
@@ -178,9 +185,13 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinit
 
 
 @settings(max_examples=200, deadline=None)
-@given(a=finite, b=finite, length=st.floats(min_value=1e-3, max_value=1e4),
-       anneal=st.sampled_from(["linear", "cos", "sin"]),
-       ps=st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=20))
+@given(
+    a=finite,
+    b=finite,
+    length=st.floats(min_value=1e-3, max_value=1e4),
+    anneal=st.sampled_from(["linear", "cos", "sin"]),
+    ps=st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=20),
+)
 def test_segments_stay_within_endpoints_and_are_monotone(a, b, length, anneal, ps):
     bound = Schedule([0, length], [a, b], anneal=anneal).bind()
     ts = sorted(p * length for p in ps)
@@ -196,8 +207,11 @@ def test_segments_stay_within_endpoints_and_are_monotone(a, b, length, anneal, p
 
 
 @settings(max_examples=200, deadline=None)
-@given(a=st.floats(min_value=1e-6, max_value=1e3), b=st.floats(min_value=1e-6, max_value=1e3),
-       ps=st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=20))
+@given(
+    a=st.floats(min_value=1e-6, max_value=1e3),
+    b=st.floats(min_value=1e-6, max_value=1e3),
+    ps=st.lists(st.floats(min_value=0, max_value=1), min_size=2, max_size=20),
+)
 def test_exp_segments_are_geometric_within_endpoints_and_monotone(a, b, ps):
     bound = Schedule([0, 1], [a, b], anneal="exp").bind()
     values = [bound(p) for p in sorted(ps)]
@@ -208,11 +222,13 @@ def test_exp_segments_are_geometric_within_endpoints_and_monotone(a, b, ps):
 
 
 @settings(max_examples=200, deadline=None)
-@given(values=st.lists(finite, min_size=3, max_size=6),
-       anneals=st.lists(st.sampled_from(["linear", "cos", "sin"]), min_size=5, max_size=5))
+@given(
+    values=st.lists(finite, min_size=3, max_size=6),
+    anneals=st.lists(st.sampled_from(["linear", "cos", "sin"]), min_size=5, max_size=5),
+)
 def test_continuous_at_every_knot(values, anneals):
     knots = [float(i) for i in range(len(values))]
-    bound = Schedule(knots, values, anneal=anneals[:len(values) - 1]).bind()
+    bound = Schedule(knots, values, anneal=anneals[: len(values) - 1]).bind()
     scale_ = max(1.0, max(abs(v) for v in values))
     for k, v in zip(knots, values):
         assert bound(k) == pytest.approx(v, rel=1e-12, abs=1e-12 * scale_)

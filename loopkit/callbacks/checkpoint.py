@@ -40,8 +40,16 @@ class Checkpoint(Callback):
     reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "loss")
     run_after = ("*",)
 
-    def __init__(self, dirpath: str | os.PathLike, *, every_n_steps: int | None = None, every_epoch: bool = True,
-                 keep_last: int = 2, monitor: str | None = None, mode: str = "min") -> None:
+    def __init__(
+        self,
+        dirpath: str | os.PathLike,
+        *,
+        every_n_steps: int | None = None,
+        every_epoch: bool = True,
+        keep_last: int = 2,
+        monitor: str | None = None,
+        mode: str = "min",
+    ) -> None:
         whole_number("Checkpoint", "every_n_steps", every_n_steps, optional=True)
         whole_number("Checkpoint", "keep_last", keep_last)
         if mode not in ("min", "max"):
@@ -64,8 +72,11 @@ class Checkpoint(Callback):
         dirpath = os.fspath(dirpath)
         if not os.path.isdir(dirpath):
             return None
-        paths = [os.path.join(dirpath, f) for f in os.listdir(dirpath)
-                 if f.endswith(".pt") and (f.startswith("step-") or f.startswith("epoch-"))]
+        paths = [
+            os.path.join(dirpath, f)
+            for f in os.listdir(dirpath)
+            if f.endswith(".pt") and (f.startswith("step-") or f.startswith("epoch-"))
+        ]
         return max(paths, key=lambda p: os.stat(p).st_mtime_ns, default=None)
 
     def check(self, learner: Any) -> None:
@@ -92,8 +103,12 @@ class Checkpoint(Callback):
     def _save(self, learner: Any, filename: str, periodic: bool = True) -> bool:
         if not self._finite(learner):
             self.refused += 1
-            warnings.warn(f"Checkpoint: not saving {filename} at step {learner.global_step}: the loss or the weights "
-                          "are not finite; the previous checkpoint is kept", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"Checkpoint: not saving {filename} at step {learner.global_step}: the loss or the weights "
+                "are not finite; the previous checkpoint is kept",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return False
         path = os.path.join(self.dirpath, filename)
         dropped: list[str] = []
@@ -101,7 +116,7 @@ class Checkpoint(Callback):
             if path in self.saved:
                 self.saved.remove(path)
             self.saved.append(path)
-            dropped, self.saved = self.saved[:-self.keep_last], self.saved[-self.keep_last:]
+            dropped, self.saved = self.saved[: -self.keep_last], self.saved[-self.keep_last :]
         # The state includes this callback's own list, so a resumed run knows which files are its.
         save_atomic(learner.state_dict(), path)
         for old in dropped:

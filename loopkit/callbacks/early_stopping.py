@@ -29,8 +29,15 @@ class EarlyStopping(Callback):
     writes = ("model.parameters",)
     run_after = ("Metrics",)
 
-    def __init__(self, monitor: str = "valid_loss", *, mode: str = "min", patience: int = 3, min_delta: float = 0.0,
-                 restore_best: bool = False) -> None:
+    def __init__(
+        self,
+        monitor: str = "valid_loss",
+        *,
+        mode: str = "min",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        restore_best: bool = False,
+    ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping(mode={mode!r}): use 'min' or 'max'")
         whole_number("EarlyStopping", "patience", patience, 0)

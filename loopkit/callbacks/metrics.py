@@ -105,8 +105,12 @@ class Metrics(Callback):
         self.history.append(dict(self._row))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": [dict(r) for r in self.history], "row": dict(self._row),
-                "sums": None if self._sums is None else self._sums.detach().cpu(), "count": self._count}
+        return {
+            "history": [dict(r) for r in self.history],
+            "row": dict(self._row),
+            "sums": None if self._sums is None else self._sums.detach().cpu(),
+            "count": self._count,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state["history"]]

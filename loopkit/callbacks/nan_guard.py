@@ -67,8 +67,11 @@ class NaNGuard(Callback):
         index = int(self._first.item())  # the host read, once per check
         if index >= 0:
             self.tripped_at = epoch, batch, step = self._positions[index]
-            warnings.warn(f"NaNGuard: non-finite loss at epoch {epoch}, batch {batch} (global step {step}); "
-                          "training stopped", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"NaNGuard: non-finite loss at epoch {epoch}, batch {batch} (global step {step}); training stopped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             raise CancelFit
         self._positions.clear()
         self._seen.zero_()

@@ -25,8 +25,9 @@ class ProgressBar(Callback):
 
     reads = ("loss", "phase", "epoch", "n_epochs", "n_batches", "optimizer", "global_step")
 
-    def __init__(self, *, quiet: bool = False, refresh_every: int = 20, file: IO[str] | None = None,
-                 force: bool = False) -> None:
+    def __init__(
+        self, *, quiet: bool = False, refresh_every: int = 20, file: IO[str] | None = None, force: bool = False
+    ) -> None:
         whole_number("ProgressBar", "refresh_every", refresh_every)
         self.quiet, self.refresh_every, self.file, self.force = quiet, refresh_every, file, force
         self.bar = None
@@ -41,8 +42,13 @@ class ProgressBar(Callback):
             return
         from tqdm.auto import tqdm  # lazily: only when a bar is drawn
 
-        self.bar = tqdm(total=learner.n_batches, desc=f"epoch {learner.epoch + 1}/{learner.n_epochs}",
-                        file=self.file if self.file is not None else sys.stderr, leave=True, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=learner.n_batches,
+            desc=f"epoch {learner.epoch + 1}/{learner.n_epochs}",
+            file=self.file if self.file is not None else sys.stderr,
+            leave=True,
+            dynamic_ncols=True,
+        )
 
     def after_batch(self, learner: Any) -> None:
         if self.bar is None or learner.phase != "train":

@@ -115,8 +115,11 @@ class TensorBoard(Callback):
 
     def state_dict(self) -> dict[str, Any]:
         # Buffered losses are part of the run's log: keep them so a resumed run writes them too.
-        return {"losses": [t.cpu() for t in self._losses], "loss_steps": list(self._loss_steps),
-                "hp_logged": dict(self._hp_logged)}
+        return {
+            "losses": [t.cpu() for t in self._losses],
+            "loss_steps": list(self._loss_steps),
+            "hp_logged": dict(self._hp_logged),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._losses = list(state["losses"])

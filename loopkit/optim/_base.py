@@ -25,13 +25,21 @@ def warn_reference_once(name: str) -> None:
     global _warned_cpu
     if not _warned_cpu:
         _warned_cpu = True
-        warnings.warn(f"{name}: parameters are not on a CUDA device, so the reference implementation runs "
-                      "(correct, not fused)", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{name}: parameters are not on a CUDA device, so the reference implementation runs (correct, not fused)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def check_number(name: str, value: Any, low: float = 0.0, high: float | None = None, high_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < low or (
-            high is not None and (value >= high if high_open else value > high)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value != value
+        or value < low
+        or (high is not None and (value >= high if high_open else value > high))
+    ):
         bound = "" if high is None else (f" and below {high}" if high_open else f" and at most {high}")
         raise ValueError(f"invalid {name}={value!r}: must be a number >= {low}{bound}")
 
@@ -53,11 +61,15 @@ class FusedOptimizer(torch.optim.Optimizer):
             self._check_group(group)
             for p in group["params"]:
                 if p.is_complex():
-                    raise TypeError(f"{type(self).__name__} does not support complex parameters (got {p.dtype}, "
-                                    f"shape {tuple(p.shape)}); view them as real with torch.view_as_real")
+                    raise TypeError(
+                        f"{type(self).__name__} does not support complex parameters (got {p.dtype}, "
+                        f"shape {tuple(p.shape)}); view them as real with torch.view_as_real"
+                    )
                 if p.dtype not in _cuda.PARAM_KINDS:
-                    raise TypeError(f"{type(self).__name__} supports float32, bfloat16 and float16 parameters, "
-                                    f"got {p.dtype} (shape {tuple(p.shape)})")
+                    raise TypeError(
+                        f"{type(self).__name__} supports float32, bfloat16 and float16 parameters, "
+                        f"got {p.dtype} (shape {tuple(p.shape)})"
+                    )
         self._cache: dict[Any, Any] = {}
         self._hyper: torch.Tensor | None = None
 
@@ -73,8 +85,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         for i, p in zip(saved_ids, params):
             saved = state_dict["state"].get(i)
             if saved:
-                self.state[p] = {key: torch.as_tensor(value).detach().to(p.device, torch.float32, copy=True)
-                                 for key, value in saved.items() if value is not None}
+                self.state[p] = {
+                    key: torch.as_tensor(value).detach().to(p.device, torch.float32, copy=True)
+                    for key, value in saved.items()
+                    if value is not None
+                }
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -95,16 +110,19 @@ class FusedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             self._check_group(group)  # a schedule may have moved a value out of range
-        live = [(gi, p) for gi, group in enumerate(self.param_groups) for p in group["params"]
-                if p.grad is not None]
+        live = [(gi, p) for gi, group in enumerate(self.param_groups) for p in group["params"] if p.grad is not None]
         for _, p in live:
             if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (parameter of shape "
-                                   f"{tuple(p.shape)}); use torch.optim.SparseAdam for sparse embeddings")
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients (parameter of shape "
+                    f"{tuple(p.shape)}); use torch.optim.SparseAdam for sparse embeddings"
+                )
             if p.grad.dtype != p.dtype or p.grad.device != p.device:
-                raise RuntimeError(f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
-                                   f"parameter of {p.dtype} on {p.device} (shape {tuple(p.shape)}); gradients must "
-                                   "match their parameter's dtype and device")
+                raise RuntimeError(
+                    f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
+                    f"parameter of {p.dtype} on {p.device} (shape {tuple(p.shape)}); gradients must "
+                    "match their parameter's dtype and device"
+                )
         if not live:
             return loss
         if self._runs_kernels(live[0][1]):
@@ -145,8 +163,9 @@ class FusedOptimizer(torch.optim.Optimizer):
     def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
         raise NotImplementedError
 
-    def _run_kernel(self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor]],
-                    *extra: int) -> None:
+    def _run_kernel(
+        self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor]], *extra: int
+    ) -> None:
         """Launch this optimizer's kernel over ``columns`` (param, grad, state... per tensor of ``items``).
 
         The pointer, size, group and chunk tables are cached under ``slot`` (the launch's dtype, say) and rebuilt
@@ -155,7 +174,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         key = (self.chunk_size, *map(_cuda.addresses, columns))
         cached = self._cache.get(slot)
         if cached is None or cached[0] != key:
-            self._check_layout(columns[:self.elementwise_columns])
+            self._check_layout(columns[: self.elementwise_columns])
             cached = self._cache[slot] = (key, _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size))
         p = items[0][1]
         kernel = _cuda.compiled(self.kernel_name, p.dtype, p.device.index or 0, tuple(self.kernel_options))
@@ -167,19 +186,28 @@ class FusedOptimizer(torch.optim.Optimizer):
         name = type(self).__name__
         for row in zip(*columns):
             p = row[0]
-            if not (p.is_contiguous() or p.is_contiguous(memory_format=torch.channels_last)
-                    or p.is_contiguous(memory_format=torch.channels_last_3d)):
-                raise RuntimeError(f"{name} needs dense parameters; one of shape {tuple(p.shape)} has strides "
-                                   f"{p.stride()}: make it contiguous before creating the optimizer")
+            if not (
+                p.is_contiguous()
+                or p.is_contiguous(memory_format=torch.channels_last)
+                or p.is_contiguous(memory_format=torch.channels_last_3d)
+            ):
+                raise RuntimeError(
+                    f"{name} needs dense parameters; one of shape {tuple(p.shape)} has strides "
+                    f"{p.stride()}: make it contiguous before creating the optimizer"
+                )
             for t in row[1:]:
                 if t is not None and (t.stride() != p.stride() or t.shape != p.shape):
-                    raise RuntimeError(f"{name}: a gradient or state tensor of shape {tuple(t.shape)} and strides "
-                                       f"{t.stride()} for a parameter of shape {tuple(p.shape)} and strides "
-                                       f"{p.stride()}; they must match (assign gradients laid out like the parameter)")
+                    raise RuntimeError(
+                        f"{name}: a gradient or state tensor of shape {tuple(t.shape)} and strides "
+                        f"{t.stride()} for a parameter of shape {tuple(p.shape)} and strides "
+                        f"{p.stride()}; they must match (assign gradients laid out like the parameter)"
+                    )
             for t in row[2:]:
                 if t is not None and t.dtype != torch.float32:
-                    raise RuntimeError(f"{name}: optimizer state must be float32, found {t.dtype} for a parameter "
-                                       f"of shape {tuple(p.shape)}; was the state edited by hand?")
+                    raise RuntimeError(
+                        f"{name}: optimizer state must be float32, found {t.dtype} for a parameter "
+                        f"of shape {tuple(p.shape)}; was the state edited by hand?"
+                    )
 
     def _reference_step(self) -> None:
         raise NotImplementedError

@@ -20,7 +20,7 @@ import torch
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 PARAM_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-THREADS = 256      # per block; the kernels' __launch_bounds__
+THREADS = 256  # per block; the kernels' __launch_bounds__
 
 
 @functools.lru_cache(maxsize=None)
@@ -49,8 +49,11 @@ def nvrtc_compile(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str]
             log = ctypes.create_string_buffer(size.value)
             libnvrtc.nvrtcGetProgramLog(prog, log)
             raise RuntimeError(f"NVRTC could not compile loopkit's kernel for {target}:\n{log.value.decode()}")
-        get_size, get = ((libnvrtc.nvrtcGetCUBINSize, libnvrtc.nvrtcGetCUBIN) if output == "cubin"
-                         else (libnvrtc.nvrtcGetPTXSize, libnvrtc.nvrtcGetPTX))
+        get_size, get = (
+            (libnvrtc.nvrtcGetCUBINSize, libnvrtc.nvrtcGetCUBIN)
+            if output == "cubin"
+            else (libnvrtc.nvrtcGetPTXSize, libnvrtc.nvrtcGetPTX)
+        )
         size = ctypes.c_size_t()
         check(get_size(prog, ctypes.byref(size)))
         binary = ctypes.create_string_buffer(size.value)
@@ -65,6 +68,7 @@ def _checker(libnvrtc: ctypes.CDLL):
         if result != 0:
             libnvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
             raise RuntimeError(f"NVRTC error {result}: {libnvrtc.nvrtcGetErrorString(result).decode()}")
+
     return check
 
 
@@ -76,6 +80,7 @@ def nvrtc_library() -> ctypes.CDLL | None:
         return ctypes.CDLL(os.environ["LOOPKIT_NVRTC"])
     if torch.version.cuda:
         from torch.cuda._utils import _get_gpu_rtc_library
+
         try:
             return _get_gpu_rtc_library()
         except OSError:
@@ -98,11 +103,17 @@ def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[st
 
     libnvrtc = nvrtc_library()
     if libnvrtc is None:
-        raise RuntimeError("loopkit's fused optimizers compile their kernels with NVRTC and found none: install "
-                           "a CUDA build of torch (it ships one), or set LOOPKIT_NVRTC=/path/to/libnvrtc.so")
+        raise RuntimeError(
+            "loopkit's fused optimizers compile their kernels with NVRTC and found none: install "
+            "a CUDA build of torch (it ships one), or set LOOPKIT_NVRTC=/path/to/libnvrtc.so"
+        )
     major, minor = torch.cuda.get_device_capability(device_index)
-    cubin = nvrtc_compile(libnvrtc, source(name.removesuffix("_step")), f"{major}{minor}",
-                          [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options])
+    cubin = nvrtc_compile(
+        libnvrtc,
+        source(name.removesuffix("_step")),
+        f"{major}{minor}",
+        [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options],
+    )
     with torch.cuda.device(device_index):
         return _cuda_load_module(cubin, [name])[name]  # cuModuleLoadData takes a cubin as well as PTX
 
@@ -117,10 +128,11 @@ def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype
 
 class Tables(NamedTuple):
     """What one launch reads besides the hyperparameters, all on the parameters' device."""
-    pointers: torch.Tensor   # int64 [n_columns, n_tensors]: param, grad, state... addresses
-    numels: torch.Tensor     # int64 [n_tensors]
-    group_of: torch.Tensor   # int32 [n_tensors]: each tensor's row in the hyperparameter table
-    chunks: torch.Tensor     # int32 [n_chunks, 2]: tensor index, chunk index; one thread block each
+
+    pointers: torch.Tensor  # int64 [n_columns, n_tensors]: param, grad, state... addresses
+    numels: torch.Tensor  # int64 [n_tensors]
+    group_of: torch.Tensor  # int32 [n_tensors]: each tensor's row in the hyperparameter table
+    chunks: torch.Tensor  # int32 [n_chunks, 2]: tensor index, chunk index; one thread block each
     n_chunks: int
     chunk_size: int
 
@@ -131,9 +143,14 @@ def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int
     device = columns[0][0].device
     numels = [p.numel() for p in columns[0]]
     chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
-    return Tables(device_table([list(addresses(column)) for column in columns], device),
-                  device_table(numels, device), device_table(groups, device, torch.int32),
-                  device_table(chunks or [[0, 0]], device, torch.int32), len(chunks), chunk_size)
+    return Tables(
+        device_table([list(addresses(column)) for column in columns], device),
+        device_table(numels, device),
+        device_table(groups, device, torch.int32),
+        device_table(chunks or [[0, 0]], device, torch.int32),
+        len(chunks),
+        chunk_size,
+    )
 
 
 _data_ptr = torch.Tensor.data_ptr
@@ -150,6 +167,17 @@ def addresses(column: list[torch.Tensor | None]) -> tuple[int, ...]:
 
 def launch(kernel, tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:
     if tables.n_chunks:
-        kernel(grid=(tables.n_chunks, 1, 1), block=(THREADS, 1, 1),
-               args=[tables.pointers, tables.numels, tables.group_of, tables.chunks, hyper, n_tensors,
-                     tables.chunk_size, *extra])
+        kernel(
+            grid=(tables.n_chunks, 1, 1),
+            block=(THREADS, 1, 1),
+            args=[
+                tables.pointers,
+                tables.numels,
+                tables.group_of,
+                tables.chunks,
+                hyper,
+                n_tensors,
+                tables.chunk_size,
+                *extra,
+            ],
+        )

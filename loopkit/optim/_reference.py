@@ -11,9 +11,19 @@ import math
 import torch
 
 
-def adamw_reference(params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor],
-                    exp_avg_sqs: list[torch.Tensor], steps: list[torch.Tensor], *, lr: float, beta1: float,
-                    beta2: float, eps: float, weight_decay: float) -> None:
+def adamw_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> None:
     """One AdamW step (decoupled weight decay, bias correction) on lists of tensors, in place."""
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         step_t += 1
@@ -23,16 +33,25 @@ def adamw_reference(params: list[torch.Tensor], grads: list[torch.Tensor], exp_a
         p.mul_(1 - lr * weight_decay)
         exp_avg.lerp_(g, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        bias_correction1 = 1 - beta1 ** step
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** step)
+        bias_correction1 = 1 - beta1**step
+        bias_correction2_sqrt = math.sqrt(1 - beta2**step)
         denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
         p.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
         if p is not param:
             param.copy_(p)
 
 
-def sgd_reference(params: list[torch.Tensor], grads: list[torch.Tensor], buffers: list[torch.Tensor | None], *,
-                  lr: float, momentum: float, dampening: float, weight_decay: float, nesterov: bool) -> list:
+def sgd_reference(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    buffers: list[torch.Tensor | None],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+) -> list:
     """One SGD step (weight decay, momentum with dampening, Nesterov) in place; returns the momentum buffers
     (a new one is the gradient itself, undampened, as in torch)."""
     out = []

@@ -33,8 +33,14 @@ class FusedAdamW(FusedOptimizer):
     kernel_name = "adamw_step"
     elementwise_columns = 4
 
-    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -51,8 +57,7 @@ class FusedAdamW(FusedOptimizer):
         # Complements and logarithms are taken here, in double precision, as torch does: in float32 on the device
         # 1 - beta2 (and 1 - beta2**step at small steps) would lose about four digits when beta2 = 0.999.
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        return [lr, 1 - lr * group["weight_decay"], 1 - beta1, beta2, 1 - beta2, _log(beta1), _log(beta2),
-                group["eps"]]
+        return [lr, 1 - lr * group["weight_decay"], 1 - beta1, beta2, 1 - beta2, _log(beta1), _log(beta2), group["eps"]]
 
     def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[p]
@@ -67,16 +72,30 @@ class FusedAdamW(FusedOptimizer):
             live = [p for p in group["params"] if p.grad is not None]
             states = [self._state(p) for p in live]
             beta1, beta2 = group["betas"]
-            adamw_reference(live, [p.grad for p in live], [s["exp_avg"] for s in states],
-                            [s["exp_avg_sq"] for s in states], [s["step"] for s in states], lr=group["lr"],
-                            beta1=beta1, beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
+            adamw_reference(
+                live,
+                [p.grad for p in live],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["step"] for s in states],
+                lr=group["lr"],
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                weight_decay=group["weight_decay"],
+            )
 
     def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
         states = [self._state(p) for _, p in items]
         steps = [s["step"] for s in states]
         torch._foreach_add_(steps, 1.0)  # on the device: no sync
-        columns = [[p for _, p in items], [p.grad for _, p in items], [s["exp_avg"] for s in states],
-                   [s["exp_avg_sq"] for s in states], steps]
+        columns = [
+            [p for _, p in items],
+            [p.grad for _, p in items],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            steps,
+        ]
         self._run_kernel(dtype, items, columns)
 
 

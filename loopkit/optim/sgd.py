@@ -20,13 +20,23 @@ class FusedSGD(FusedOptimizer):
     kernel_name = "sgd_step"
     elementwise_columns = 3
 
-    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
         if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(f"Nesterov momentum needs momentum > 0 and dampening = 0, got momentum={momentum!r}, "
-                             f"dampening={dampening!r}")
-        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                                      nesterov=nesterov))
+            raise ValueError(
+                f"Nesterov momentum needs momentum > 0 and dampening = 0, got momentum={momentum!r}, "
+                f"dampening={dampening!r}"
+            )
+        super().__init__(
+            params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        )
 
     def _check_group(self, group: dict[str, Any]) -> None:
         check_number("lr", group["lr"])
@@ -41,9 +51,16 @@ class FusedSGD(FusedOptimizer):
         for group in self.param_groups:
             live = [p for p in group["params"] if p.grad is not None]
             buffers = [self.state[p].get("momentum_buffer") for p in live]
-            new = sgd_reference(live, [p.grad for p in live], buffers, lr=group["lr"], momentum=group["momentum"],
-                                dampening=group["dampening"], weight_decay=group["weight_decay"],
-                                nesterov=group["nesterov"])
+            new = sgd_reference(
+                live,
+                [p.grad for p in live],
+                buffers,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                dampening=group["dampening"],
+                weight_decay=group["weight_decay"],
+                nesterov=group["nesterov"],
+            )
             for p, buf in zip(live, new):
                 if buf is not None:
                     self.state[p]["momentum_buffer"] = buf
@@ -60,6 +77,9 @@ class FusedSGD(FusedOptimizer):
                 steady.append((gi, p))
         for part, first in ((steady, 0), (fresh, 1)):
             if part:
-                columns = [[p for _, p in part], [p.grad for _, p in part],
-                           [self.state[p].get("momentum_buffer") for _, p in part]]
+                columns = [
+                    [p for _, p in part],
+                    [p.grad for _, p in part],
+                    [self.state[p].get("momentum_buffer") for _, p in part],
+                ]
                 self._run_kernel((dtype, first), part, columns, first)

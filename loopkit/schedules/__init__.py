@@ -11,13 +11,36 @@
 
 from .anneal import ANNEALS
 from .compose import join, repeat, scale, shift, stretch
-from .presets import (cosine_restarts, onecycle, onecycle_momentum, onecycle_torch, onecycle_torch_momentum,
-                      warmup_cosine, warmup_linear)
+from .presets import (
+    cosine_restarts,
+    onecycle,
+    onecycle_momentum,
+    onecycle_torch,
+    onecycle_torch_momentum,
+    warmup_cosine,
+    warmup_linear,
+)
 from .schedule import BoundSchedule, Schedule, Time, epoch_position, epochs, fraction, steps
 
 __all__ = [
-    "Schedule", "BoundSchedule", "Time", "steps", "epochs", "fraction", "epoch_position", "ANNEALS",
-    "join", "repeat", "shift", "stretch", "scale",
-    "onecycle", "onecycle_momentum", "onecycle_torch", "onecycle_torch_momentum",
-    "warmup_linear", "warmup_cosine", "cosine_restarts",
+    "Schedule",
+    "BoundSchedule",
+    "Time",
+    "steps",
+    "epochs",
+    "fraction",
+    "epoch_position",
+    "ANNEALS",
+    "join",
+    "repeat",
+    "shift",
+    "stretch",
+    "scale",
+    "onecycle",
+    "onecycle_momentum",
+    "onecycle_torch",
+    "onecycle_torch_momentum",
+    "warmup_linear",
+    "warmup_cosine",
+    "cosine_restarts",
 ]

@@ -51,8 +51,9 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
         boundaries: n - 1 strictly increasing times at which the next schedule takes over.
     """
     if len(boundaries) != len(schedules) - 1:
-        raise ValueError(f"join needs one boundary fewer than schedules: {len(schedules)} schedules, "
-                         f"boundaries={list(boundaries)!r}")
+        raise ValueError(
+            f"join needs one boundary fewer than schedules: {len(schedules)} schedules, boundaries={list(boundaries)!r}"
+        )
     if any(b1 <= b0 for b0, b1 in zip(boundaries, boundaries[1:])) or any(b <= 0 for b in boundaries[:1]):
         raise ValueError(f"join boundaries must be positive and strictly increasing, got {list(boundaries)!r}")
     unit = _common_unit(schedules, "join")
@@ -82,7 +83,7 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
 def _clip_end(schedule, local, seg_fns, end, start):
     """Cut a schedule's (time, value) knots at ``end``, evaluating it there if a segment straddles ``end``."""
     kept = [(k, v) for k, v in local if k < end]
-    fns = seg_fns[:len(kept) - 1]
+    fns = seg_fns[: len(kept) - 1]
     # All knots share one unit, so n_epochs=1 only matters for fractions, where it maps them onto themselves.
     value_at_end = schedule.bind(n_epochs=1)(end - start)
     if len(kept) < len(local) and kept:
@@ -134,11 +135,11 @@ def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: 
     anneals: list = []
     start = 0.0
     for i in range(cycles):
-        stretch_by = period_mult ** i
+        stretch_by = period_mult**i
         if knots:
             anneals.append(_hold)
         knots += [start + k * stretch_by for k in ks]
-        values += [v * decay ** i for v in vs]
+        values += [v * decay**i for v in vs]
         anneals += list(schedule.anneals)
         start += period * stretch_by
     return Schedule._with_jumps(knots, values, anneals, schedule.unit)
@@ -162,4 +163,3 @@ def scale(schedule: Schedule, factor: float) -> Schedule:
     """The same schedule with every value multiplied by ``factor``."""
     ks, vs = _plain(schedule, "scale")
     return Schedule._with_jumps(ks, [v * factor for v in vs], schedule.anneals, schedule.unit)
-

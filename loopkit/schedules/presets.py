@@ -41,8 +41,16 @@ def _pct(pct_start: float) -> float:
     return float(pct_start)
 
 
-def onecycle(total: float, peak: float, *, pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
-             anneal: str = "cos", unit: str = "epoch") -> Schedule:
+def onecycle(
+    total: float,
+    peak: float,
+    *,
+    pct_start: float = 0.25,
+    div: float = 25.0,
+    div_final: float = 1e5,
+    anneal: str = "cos",
+    unit: str = "epoch",
+) -> Schedule:
     """fastai's one-cycle: from ``peak/div`` up to ``peak`` at ``pct_start * total``, down to
     ``peak/div_final`` at ``total`` (fastai's ``combined_cos(pct_start, lr_max/div, lr_max, lr_max/div_final)``).
 
@@ -54,14 +62,22 @@ def onecycle(total: float, peak: float, *, pct_start: float = 0.25, div: float =
         >>> s.knots[1].value, s.knot_values
         (2.5, (0.004, 0.1, 1e-06))
     """
-    total, peak, div, div_final = (_positive(n, v) for n, v in
-                                   (("total", total), ("peak", peak), ("div", div), ("div_final", div_final)))
+    total, peak, div, div_final = (
+        _positive(n, v) for n, v in (("total", total), ("peak", peak), ("div", div), ("div_final", div_final))
+    )
     pct = _pct(pct_start)
     return Schedule([0.0, pct * total, total], [peak / div, peak, peak / div_final], anneal=anneal, unit=unit)
 
 
-def onecycle_momentum(total: float, high: float = 0.95, low: float = 0.85, *, pct_start: float = 0.25,
-                      anneal: str = "cos", unit: str = "epoch") -> Schedule:
+def onecycle_momentum(
+    total: float,
+    high: float = 0.95,
+    low: float = 0.85,
+    *,
+    pct_start: float = 0.25,
+    anneal: str = "cos",
+    unit: str = "epoch",
+) -> Schedule:
     """fastai's momentum companion to :func:`onecycle`: ``high`` down to ``low`` and back up."""
     total = _positive("total", total)
     return Schedule([0.0, _pct(pct_start) * total, total], [high, low, high], anneal=anneal, unit=unit)
@@ -79,28 +95,48 @@ def _steps_count(total_steps: int) -> int:
     return total_steps
 
 
-def onecycle_torch(total_steps: int, max_lr: float, *, pct_start: float = 0.3, div_factor: float = 25.0,
-                   final_div_factor: float = 1e4, anneal: str = "cos", three_phase: bool = False) -> Schedule:
+def onecycle_torch(
+    total_steps: int,
+    max_lr: float,
+    *,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    anneal: str = "cos",
+    three_phase: bool = False,
+) -> Schedule:
     """``torch.optim.lr_scheduler.OneCycleLR``'s learning rate, knots in steps, same argument names.
 
     Unlike fastai's, this cycle reaches its final value ``max_lr/div_factor/final_div_factor`` at the last
     step (``total_steps - 1``). ``anneal`` is ``"cos"`` or ``"linear"`` (torch's ``anneal_strategy``).
     """
     total_steps = _steps_count(total_steps)
-    max_lr, div_factor, final_div_factor = (_positive(n, v) for n, v in (
-        ("max_lr", max_lr), ("div_factor", div_factor), ("final_div_factor", final_div_factor)))
+    max_lr, div_factor, final_div_factor = (
+        _positive(n, v)
+        for n, v in (("max_lr", max_lr), ("div_factor", div_factor), ("final_div_factor", final_div_factor))
+    )
     initial = max_lr / div_factor
     final = initial / final_div_factor
     values = [initial, max_lr, initial, final] if three_phase else [initial, max_lr, final]
     return Schedule(_torch_phase_ends(total_steps, _pct(pct_start), three_phase), values, anneal=anneal, unit="step")
 
 
-def onecycle_torch_momentum(total_steps: int, *, base_momentum: float = 0.85, max_momentum: float = 0.95,
-                            pct_start: float = 0.3, anneal: str = "cos", three_phase: bool = False) -> Schedule:
+def onecycle_torch_momentum(
+    total_steps: int,
+    *,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+    pct_start: float = 0.3,
+    anneal: str = "cos",
+    three_phase: bool = False,
+) -> Schedule:
     """OneCycleLR's momentum cycling: ``max_momentum`` down to ``base_momentum`` while the lr rises, then back."""
     total_steps = _steps_count(total_steps)
-    values = ([max_momentum, base_momentum, max_momentum, max_momentum] if three_phase
-              else [max_momentum, base_momentum, max_momentum])
+    values = (
+        [max_momentum, base_momentum, max_momentum, max_momentum]
+        if three_phase
+        else [max_momentum, base_momentum, max_momentum]
+    )
     return Schedule(_torch_phase_ends(total_steps, _pct(pct_start), three_phase), values, anneal=anneal, unit="step")
 
 
@@ -124,8 +160,9 @@ def warmup_linear(num_warmup_steps: int, num_training_steps: int, peak: float, *
     return Schedule([0, num_warmup_steps, num_training_steps], [0.0, peak, 0.0], unit=unit)
 
 
-def warmup_cosine(num_warmup_steps: int, num_training_steps: int, peak: float, *, floor: float = 0.0,
-                  unit: str = "step") -> Schedule:
+def warmup_cosine(
+    num_warmup_steps: int, num_training_steps: int, peak: float, *, floor: float = 0.0, unit: str = "step"
+) -> Schedule:
     """Linear warmup to ``peak``, then a half cosine down to ``floor`` at ``num_training_steps``:
     transformers' ``get_cosine_schedule_with_warmup`` (``num_cycles=0.5``) with ``min_lr = floor``."""
     _warmup_knots(num_warmup_steps, num_training_steps)
@@ -134,8 +171,18 @@ def warmup_cosine(num_warmup_steps: int, num_training_steps: int, peak: float, *
     return Schedule([0, num_warmup_steps, num_training_steps], [0.0, peak, floor], anneal=["linear", "cos"], unit=unit)
 
 
-def cosine_restarts(period: float, peak: float, *, cycles: int, floor: float = 0.0, period_mult: float = 1.0,
-                    decay: float = 1.0, warmup: float = 0, warmup_start: float = 0.0, unit: str = "step") -> Schedule:
+def cosine_restarts(
+    period: float,
+    peak: float,
+    *,
+    cycles: int,
+    floor: float = 0.0,
+    period_mult: float = 1.0,
+    decay: float = 1.0,
+    warmup: float = 0,
+    warmup_start: float = 0.0,
+    unit: str = "step",
+) -> Schedule:
     """Cosine annealing with warm restarts (SGDR).
 
     Cycle ``i`` lasts ``period * period_mult**i`` and anneals from ``peak * decay**i`` to ``floor`` by a half
@@ -151,11 +198,14 @@ def cosine_restarts(period: float, peak: float, *, cycles: int, floor: float = 0
         # Decay the peaks only; the floor stays where it is (timm's cycle_decay scales the cycle's top).
         values = list(cycles_schedule.knot_values)
         for i in range(cycles):
-            values[2 * i] = peak * decay ** i
-        cycles_schedule = Schedule._with_jumps([k.value for k in cycles_schedule.knots], values,
-                                               cycles_schedule.anneals, unit)
+            values[2 * i] = peak * decay**i
+        cycles_schedule = Schedule._with_jumps(
+            [k.value for k in cycles_schedule.knots], values, cycles_schedule.anneals, unit
+        )
     if not warmup:
         return cycles_schedule
     _positive("warmup", warmup)
     knots = [0.0] + [warmup + k.value for k in cycles_schedule.knots]
-    return Schedule._with_jumps(knots, [warmup_start, *cycles_schedule.knot_values], [linear, *cycles_schedule.anneals], unit)
+    return Schedule._with_jumps(
+        knots, [warmup_start, *cycles_schedule.knot_values], [linear, *cycles_schedule.anneals], unit
+    )

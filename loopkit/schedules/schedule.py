@@ -88,8 +88,9 @@ class Schedule:
         unit: the unit of plain-number knots: ``"epoch"``, ``"step"`` or ``"fraction"``.
     """
 
-    def __init__(self, knots: Sequence[Any], values: Sequence[float], anneal: Any = "linear",
-                 unit: str = "epoch") -> None:
+    def __init__(
+        self, knots: Sequence[Any], values: Sequence[float], anneal: Any = "linear", unit: str = "epoch"
+    ) -> None:
         if unit not in UNITS:
             raise ValueError(f"unknown unit {unit!r}; use one of {UNITS}")
         if isinstance(knots, (str, bytes)) or not isinstance(knots, Sequence):
@@ -97,18 +98,23 @@ class Schedule:
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
             raise TypeError(f"values must be a sequence of numbers, got {values!r}")
         if len(knots) != len(values):
-            raise ValueError(f"got {len(knots)} knots {list(knots)!r} but {len(values)} values {list(values)!r}; "
-                             "give one value per knot")
+            raise ValueError(
+                f"got {len(knots)} knots {list(knots)!r} but {len(values)} values {list(values)!r}; "
+                "give one value per knot"
+            )
         if len(knots) < 1:
             raise ValueError("a Schedule needs at least one knot")
         self.unit = unit
-        self.knots: tuple[Time, ...] = tuple(k if isinstance(k, Time) else Time(_finite(k, f"knot {k!r}"), unit)
-                                             for k in knots)
+        self.knots: tuple[Time, ...] = tuple(
+            k if isinstance(k, Time) else Time(_finite(k, f"knot {k!r}"), unit) for k in knots
+        )
         self.knot_values: tuple[float, ...] = tuple(_finite(v, f"value {v!r}") for v in values)
         for earlier, later in zip(self.knots, self.knots[1:]):
             if earlier.unit == later.unit and not later.value > earlier.value:
-                raise ValueError(f"knots must be strictly increasing, got {list(knots)!r} "
-                                 f"({later!r} does not come after {earlier!r})")
+                raise ValueError(
+                    f"knots must be strictly increasing, got {list(knots)!r} "
+                    f"({later!r} does not come after {earlier!r})"
+                )
         n_segments = max(len(self.knots) - 1, 0)
         self.pchip = anneal == "pchip"
         if self.pchip:
@@ -118,10 +124,13 @@ class Schedule:
         else:
             per_segment = list(anneal) if isinstance(anneal, (list, tuple)) else [anneal] * n_segments
             if len(per_segment) != n_segments:
-                raise ValueError(f"got {len(per_segment)} annealings {anneal!r} for {n_segments} segments; give one "
-                                 "per segment (one fewer than knots) or a single one for all")
-            self.anneals = tuple(_anneal.resolve(a, v0, v1)
-                                 for a, v0, v1 in zip(per_segment, self.knot_values, self.knot_values[1:]))
+                raise ValueError(
+                    f"got {len(per_segment)} annealings {anneal!r} for {n_segments} segments; give one "
+                    "per segment (one fewer than knots) or a single one for all"
+                )
+            self.anneals = tuple(
+                _anneal.resolve(a, v0, v1) for a, v0, v1 in zip(per_segment, self.knot_values, self.knot_values[1:])
+            )
         self._jumps_allowed = False
 
     @classmethod
@@ -130,8 +139,9 @@ class Schedule:
         return cls(knots, values, anneal="pchip", unit=unit)
 
     @classmethod
-    def _with_jumps(cls, knots: Sequence[float], values: Sequence[float], anneals: Sequence[Callable],
-                    unit: str) -> "Schedule":
+    def _with_jumps(
+        cls, knots: Sequence[float], values: Sequence[float], anneals: Sequence[Callable], unit: str
+    ) -> "Schedule":
         """Internal: knots may repeat, meaning a jump (the value at the repeated time is the later one)."""
         self = cls.__new__(cls)
         self.unit, self.pchip, self._jumps_allowed = unit, False, True
@@ -151,18 +161,24 @@ class Schedule:
                 resolved.append(k.value)
             elif k.unit == "fraction":
                 if n_epochs is None:
-                    raise ValueError(f"{self!r} has knots in fractions of the fit, which need n_epochs; "
-                                     "express them in epochs or steps")
+                    raise ValueError(
+                        f"{self!r} has knots in fractions of the fit, which need n_epochs; "
+                        "express them in epochs or steps"
+                    )
                 resolved.append(k.value * n_epochs)
             else:  # a step knot on the epoch axis
                 if not steps_per_epoch:
-                    raise ValueError(f"{self!r} mixes steps with epochs, which needs a known number of steps per "
-                                     "epoch; the data has no length, so express every knot in steps")
+                    raise ValueError(
+                        f"{self!r} mixes steps with epochs, which needs a known number of steps per "
+                        "epoch; the data has no length, so express every knot in steps"
+                    )
                 resolved.append(k.value / steps_per_epoch)
         for earlier, later in zip(resolved, resolved[1:]):
             if later < earlier or (later == earlier and not self._jumps_allowed):
-                raise ValueError(f"{self!r} resolves to knots {resolved} on the {axis} axis for steps_per_epoch="
-                                 f"{steps_per_epoch}, n_epochs={n_epochs}: not strictly increasing; reorder them")
+                raise ValueError(
+                    f"{self!r} resolves to knots {resolved} on the {axis} axis for steps_per_epoch="
+                    f"{steps_per_epoch}, n_epochs={n_epochs}: not strictly increasing; reorder them"
+                )
         if self.pchip:
             return BoundSchedule(axis, resolved, self.knot_values, (), pchip=True)
         return BoundSchedule(axis, resolved, self.knot_values, self.anneals)
@@ -201,8 +217,12 @@ class Schedule:
         return f"Schedule({knots!r}, {list(self.knot_values)!r}, anneal={how}, unit={self.unit!r})"
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Schedule) and (self.knots, self.knot_values, self.anneals, self.pchip)
-                == (other.knots, other.knot_values, other.anneals, other.pchip))
+        return isinstance(other, Schedule) and (self.knots, self.knot_values, self.anneals, self.pchip) == (
+            other.knots,
+            other.knot_values,
+            other.anneals,
+            other.pchip,
+        )
 
     def __hash__(self) -> int:
         return hash((self.knots, self.knot_values, self.pchip))
@@ -211,8 +231,14 @@ class Schedule:
 class BoundSchedule:
     """A schedule laid out on one axis: ``bound(t)`` for one time, ``bound.table(ts)`` for many."""
 
-    def __init__(self, axis: str, knots: Sequence[float], values: Sequence[float], anneals: Sequence[Callable],
-                 pchip: bool = False) -> None:
+    def __init__(
+        self,
+        axis: str,
+        knots: Sequence[float],
+        values: Sequence[float],
+        anneals: Sequence[Callable],
+        pchip: bool = False,
+    ) -> None:
         self.axis = axis
         self.knots = list(knots)
         self.values = list(values)
