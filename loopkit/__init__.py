@@ -4,18 +4,18 @@ The public API, by layer. Nothing is defined here.
 """
 
 # The loop
-from .events import EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase
-from .learner import Learner
-from .step import Step
+from .loop.events import EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase
+from .loop.learner import Learner
+from .loop.step import Step
 
 # Callbacks and their ordering
-from .callback import Callback, CallbackError, UndeclaredWriteError
-from .ordering import OrderingError
+from .loop.callback import Callback, CallbackError, UndeclaredWriteError
+from .loop.ordering import OrderingError
 
 # Hyperparameters, schedules, and the Scheduler that applies them
-from .hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
-from .schedules import Schedule, onecycle, onecycle_momentum, steps
-from .scheduler import Scheduler
+from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
+from .scheduling.schedules import Schedule, onecycle, onecycle_momentum, steps
+from .scheduling.scheduler import Scheduler
 
 # Stock callbacks
 from .callbacks import Checkpoint, EarlyStopping, Metrics, NaNGuard, ProgressBar, TensorBoard, accuracy

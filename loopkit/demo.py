@@ -15,10 +15,10 @@ import torch
 
 from .callbacks import Metrics, ProgressBar, TensorBoard, accuracy
 from .datasets import spirals
-from .hyperparams import LearningRate, Momentum
-from .learner import Learner
-from .scheduler import Scheduler
-from .schedules import onecycle, onecycle_momentum
+from .scheduling.hyperparams import LearningRate, Momentum
+from .loop.learner import Learner
+from .scheduling.scheduler import Scheduler
+from .scheduling.schedules import onecycle, onecycle_momentum
 
 GLYPHS = "ox+*#@"
 

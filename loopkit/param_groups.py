@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ._validate import whole_number
-from .callback import Callback
+from .loop.callback import Callback
 
 _NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.LocalResponseNorm)
 

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 
-import loopkit.checkpoint
+import loopkit.loop.checkpoint
 from loopkit import Checkpoint, Learner, Metrics, accuracy
 from loopkit.checkpoint import load_checkpoint, save_atomic
 
@@ -73,10 +73,10 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(loopkit.checkpoint.torch, "save", crash_midway)
+    monkeypatch.setattr(loopkit.loop.checkpoint.torch, "save", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         save_atomic({"weights": torch.zeros(5)}, path)
-    monkeypatch.setattr(loopkit.checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(loopkit.loop.checkpoint.torch, "save", real_save)
     assert torch.equal(load_checkpoint(path)["weights"], torch.arange(5.0))
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
 

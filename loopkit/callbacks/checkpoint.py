@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
-from ..callback import Callback
-from ..checkpoint import save_atomic
+from ..loop.callback import Callback
+from ..loop.checkpoint import save_atomic
 from .metrics import Metrics
 
 

@@ -6,8 +6,8 @@ import math
 from typing import Any
 
 from .._validate import whole_number
-from ..callback import Callback
-from ..events import CancelFit
+from ..loop.callback import Callback
+from ..loop.events import CancelFit
 from .metrics import Metrics
 
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from ..callback import Callback
-from ..scheduler import Scheduler
+from ..loop.callback import Callback
+from ..scheduling.scheduler import Scheduler
 
 
 def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
-from ..callback import Callback
-from ..events import CancelFit
+from ..loop.callback import Callback
+from ..loop.events import CancelFit
 
 
 class NaNGuard(Callback):

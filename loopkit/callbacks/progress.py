@@ -10,7 +10,7 @@ import sys
 from typing import IO, Any
 
 from .._validate import whole_number
-from ..callback import Callback
+from ..loop.callback import Callback
 
 
 class ProgressBar(Callback):

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
-from ..callback import Callback
-from ..scheduler import Scheduler
+from ..loop.callback import Callback
+from ..scheduling.scheduler import Scheduler
 from .metrics import Metrics
 
 

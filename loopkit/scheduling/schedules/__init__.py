@@ -1,11 +1,11 @@
 """Schedules: pure functions of training time, with annealing functions, composition and presets.
 
-- :mod:`~loopkit.schedules.schedule`: :class:`Schedule` (knots, values, annealing per segment), time units
+- :mod:`~loopkit.scheduling.schedules.schedule`: :class:`Schedule` (knots, values, annealing per segment), time units
   and markers (:func:`steps`, :func:`epochs`, :func:`fraction`), :func:`epoch_position`;
-- :mod:`~loopkit.schedules.anneal`: the annealing functions;
-- :mod:`~loopkit.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
+- :mod:`~loopkit.scheduling.schedules.anneal`: the annealing functions;
+- :mod:`~loopkit.scheduling.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
   :func:`scale`;
-- :mod:`~loopkit.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
+- :mod:`~loopkit.scheduling.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
   cosine with warm restarts.
 """
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validate import whole_number
+from ..._validate import whole_number
 from . import anneal as _anneal
 
 UNITS = ("epoch", "step", "fraction")
@@ -82,7 +82,7 @@ class Schedule:
         knots: strictly increasing times, numbers in ``unit`` or :class:`Time` markers (``steps(500)``).
         values: the value at each knot, finite numbers, as many as knots.
         anneal: one annealing for every segment, or a sequence with one per segment: a name from
-            :data:`loopkit.schedules.anneal.ANNEALS` (``"linear"``, ``"cos"``, ``"sin"``, ``"exp"``,
+            :data:`loopkit.scheduling.schedules.anneal.ANNEALS` (``"linear"``, ``"cos"``, ``"sin"``, ``"exp"``,
             ``"step"``), a function ``f`` on [0, 1], or ``"pchip"`` for one smooth monotone cubic through all
             knots (scipy's ``PchipInterpolator``).
         unit: the unit of plain-number knots: ``"epoch"``, ``"step"`` or ``"fraction"``.

@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from .._validate import whole_number
+from ..._validate import whole_number
 from .anneal import linear
 from .compose import repeat
 from .schedule import Schedule

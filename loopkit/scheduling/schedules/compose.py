@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._validate import whole_number
+from ..._validate import whole_number
 from .anneal import step as _hold
 from .schedule import Schedule
 

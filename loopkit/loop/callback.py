@@ -1,0 +1,127 @@
+"""The Callback base class: what a callback may declare, and the checks made when a Learner is built.
+
+A callback is any object whose methods are named after events (``loopkit.events.EVENTS``); each such method
+takes the learner as its one argument. Subclassing :class:`Callback` is optional but gives the declarations
+their defaults and a ``state_dict`` pair.
+
+Declarations (class attributes or instance attributes):
+
+- ``reads`` / ``writes``: learner state the callback reads or writes, as attribute names or dotted paths into
+  them (``"loss"``, ``"optimizer.lr"``). The run order is derived from them: a writer of X runs before a
+  reader of X. Rebinding a learner attribute that is not declared in ``writes`` raises
+  :class:`UndeclaredWriteError`. Mutating an object in place (``learner.optimizer.param_groups[0]["lr"] = x``)
+  is not intercepted; declare it anyway (``"optimizer.lr"``) so that ordering and clash detection see it.
+- ``run_after`` / ``run_before``: callback classes or names this callback must follow or precede, to order
+  callbacks the declarations leave unordered and to resolve write/write clashes.
+
+Example:
+    >>> class CountBatches(Callback):
+    ...     reads = ("phase",)
+    ...     def __init__(self):
+    ...         self.n = 0
+    ...     def after_batch(self, learner):
+    ...         self.n += learner.phase == "train"
+    >>> sorted(handled_events(CountBatches()))
+    ['after_batch']
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import types
+from typing import Any
+
+from .events import EVENTS
+
+_EVENT_SET = frozenset(EVENTS)
+_EVENT_PREFIXES = ("before_", "after_", "on_")
+_FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
+
+
+class Callback:
+    """Base class for callbacks: no-op declarations and an empty, round-tripping state."""
+
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    run_after: tuple[type | str, ...] = ()
+    run_before: tuple[type | str, ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return what this callback needs to continue exactly after a restart (default: nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        if state:
+            raise ValueError(
+                f"{callback_name(self)} got state {sorted(state)} but defines no load_state_dict; "
+                "override load_state_dict to restore it"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class CallbackError(TypeError):
+    """A callback is malformed: not a callback, a misnamed event method, or a bad declaration."""
+
+
+class UndeclaredWriteError(AttributeError):
+    """A callback rebound a learner attribute it did not declare in ``writes``."""
+
+
+def callback_name(callback: object) -> str:
+    """The name a callback is known by in errors, ``describe()`` and checkpoints.
+
+    Its ``name`` attribute if that is a non-empty string (so two instances of one class, such as a per-epoch
+    and a per-step Scheduler, can live in one Learner), else its class name.
+    """
+    name = getattr(callback, "name", None)
+    return name if isinstance(name, str) and name else type(callback).__name__
+
+
+def handled_events(callback: object) -> list[str]:
+    """The events ``callback`` handles, in loop order: the event names it has a method for."""
+    return [event for event in EVENTS if callable(getattr(callback, event, None))]
+
+
+def validate_callback(callback: object) -> None:
+    """Raise :class:`CallbackError` unless ``callback`` is a usable callback instance.
+
+    Checks that it is an instance (not a class or function), that every method that looks like an event
+    handler names a real event, that it handles at least one event, and that its declarations are sequences
+    of strings.
+    """
+    if isinstance(callback, type):
+        raise CallbackError(
+            f"callbacks must be instances, got the class {callback.__name__}; pass {callback.__name__}()"
+        )
+    name = callback_name(callback)
+    if isinstance(callback, _FUNCTION_TYPES):
+        raise CallbackError(
+            f"got {callback!r}, which is a function, not a callback; wrap it in a class with a method named "
+            f"after an event, one of {', '.join(EVENTS)}"
+        )
+    for attr in dir(type(callback)):
+        if attr.startswith(_EVENT_PREFIXES) and attr not in _EVENT_SET and callable(getattr(callback, attr)):
+            close = difflib.get_close_matches(attr, EVENTS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; events are {', '.join(EVENTS)}"
+            raise CallbackError(f"callback {name} has method {attr!r}, which is not an event{hint}")
+    if not handled_events(callback) and not isinstance(callback, Callback):
+        raise CallbackError(
+            f"{callback!r} ({name}) is not a callback: it has no method named after an event ({', '.join(EVENTS)})"
+        )
+    for decl in ("reads", "writes"):
+        value = getattr(callback, decl, ())
+        if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+            raise CallbackError(
+                f"callback {name} declares {decl}={value!r}; it must be a tuple of attribute names such as "
+                f"('loss', 'optimizer.lr')"
+            )
+    for decl in ("run_after", "run_before"):
+        value = getattr(callback, decl, ())
+        if isinstance(value, (str, type)) or not all(isinstance(v, (str, type)) for v in value):
+            raise CallbackError(
+                f"callback {name} declares {decl}={value!r}; it must be a tuple of callback classes or names"
+            )

@@ -1,0 +1,108 @@
+"""Batch size as a hyperparameter: a batch sampler whose size can change, and the ``BatchSize`` type.
+
+Use it as a DataLoader's ``batch_sampler``; schedule its size with a Scheduler:
+
+    loader = DataLoader(dataset, batch_sampler=ScheduledBatchSampler(len(dataset), batch_size=32, shuffle=True))
+    Scheduler({BatchSize: Schedule([0, 5], [32, 256], anneal="exp")}, per="epoch", name="BatchSizeScheduler")
+
+An epoch is still one pass over the data: every index is drawn exactly once per epoch whatever the sizes, so a
+larger batch means fewer steps in that epoch. A "step" stays one optimizer step = one batch.
+
+When a change takes effect:
+
+- per epoch (``Scheduler(per="epoch")``, applied at ``before_epoch``, before the Learner reads the epoch's
+  length and before the DataLoader iterator exists): exactly in that epoch, with or without workers;
+- per step (applied at ``before_batch`` of batch k): the loader has already produced batch k, and a loader with
+  ``num_workers=w`` workers also holds ``prefetch_factor * w`` batches' indices drawn ahead (2w by default), so the
+  new size first shows at batch ``k + 1`` with ``num_workers=0`` and at ``k + 1 + prefetch_factor * w`` with
+  workers. ``len(loader)`` read at the start of the epoch is then only the epoch's length at the size it started
+  with. Prefer per-epoch batch-size schedules; ``tests/test_data.py`` pins both behaviours.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from .._validate import whole_number
+from .hyperparams import HyperParameter
+
+
+class ScheduledBatchSampler(torch.utils.data.Sampler):
+    """Yield lists of indices in batches of ``batch_size``, read afresh for every batch.
+
+    Args:
+        n: the dataset's length.
+        batch_size: the starting batch size (>= 1).
+        shuffle: draw a new permutation at each ``iter()``, from ``generator`` or torch's global RNG (so
+            checkpoints that restore the RNG replay it, like ``RandomSampler``).
+        drop_last: drop a last batch smaller than the batch size at that point.
+        generator: an optional ``torch.Generator`` for the permutation.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        whole_number("ScheduledBatchSampler", "n", n)  # the dataset's length
+        self.n, self.shuffle, self.drop_last, self.generator = n, shuffle, drop_last, generator
+        self.batch_size = batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        whole_number("ScheduledBatchSampler", "batch_size", value)
+        self._batch_size = value
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator).tolist()
+        else:
+            order = list(range(self.n))
+        start = 0
+        while start < self.n:
+            size = self._batch_size  # read per batch: a change applies to the next batch drawn
+            if self.drop_last and start + size > self.n:
+                return
+            yield order[start : start + size]
+            start += size
+
+    def __len__(self) -> int:
+        """Batches in an epoch at the current batch size."""
+        if self.drop_last:
+            return self.n // self._batch_size
+        return math.ceil(self.n / self._batch_size)
+
+
+class BatchSize(HyperParameter):
+    """The batch size of the training DataLoader's :class:`ScheduledBatchSampler`; values are rounded to ints."""
+
+    writes = ("train_data.batch_sampler",)
+
+    def check(self, learner: Any) -> None:
+        sampler = getattr(learner.train_data, "batch_sampler", None)
+        if not isinstance(sampler, ScheduledBatchSampler):
+            raise TypeError(
+                f"BatchSize needs train_data to be a DataLoader with batch_sampler=ScheduledBatchSampler(...), "
+                f"got train_data={learner.train_data!r} with batch_sampler={sampler!r}"
+            )
+
+    def bind(self, learner: Any) -> None:
+        self._sampler = learner.train_data.batch_sampler
+
+    def set(self, learner: Any, value: float) -> None:
+        self._sampler.batch_size = max(1, int(round(value)))
+
+    def get(self, learner: Any) -> float:
+        return float(learner.train_data.batch_sampler.batch_size)

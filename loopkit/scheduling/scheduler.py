@@ -1,0 +1,270 @@
+"""The Scheduler callback: the one place where schedules touch learner state.
+
+At the start of each train phase the Scheduler evaluates every schedule for all the phase's batches at once
+(one vectorised call per schedule), so each step costs a list lookup and one ``set`` per hyperparameter.
+Every applied value is appended to :attr:`Scheduler.history`, which loggers read instead of recomputing.
+
+The clock: the value at batch ``b`` of epoch ``e`` is the schedule's value at step ``global_step`` (for
+schedules whose knots are all in steps) or at epoch position ``e + b / n_batches`` (otherwise); see
+``docs/schedules.md``.
+
+Horizon policy (``on_mismatch``): a schedule that ends after the fit does, or a resumed fit of a different
+length than the checkpointed one, is an error by default, never silent drift. ``"stretch"`` maps the rest
+of the schedule onto the rest of the fit (continuous at the resume point); ``"hold"`` keeps the schedule's
+own timing and holds its last value past its end. A schedule that ends *before* the fit (a warmup, say)
+holds its last value; that is what such a schedule means.
+
+Example:
+    >>> import torch
+    >>> from loopkit import Learner
+    >>> from loopkit.hyperparams import LearningRate
+    >>> from loopkit.schedules import Schedule
+    >>> model = torch.nn.Linear(2, 1)
+    >>> data = [(torch.randn(4, 2), torch.randn(4, 1))] * 4
+    >>> sched = Scheduler({LearningRate: Schedule([0, 2], [1.0, 0.0])})   # linear, knots in epochs
+    >>> learner = Learner(model, data, torch.optim.SGD(model.parameters(), lr=1.0),
+    ...                   torch.nn.functional.mse_loss, callbacks=[sched])
+    >>> _ = learner.fit(2)
+    >>> sched.history["lr"]
+    [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ..loop.callback import Callback
+from .hyperparams import HyperParameter
+
+_POLICIES = ("error", "stretch", "hold")
+
+
+class Scheduler(Callback):
+    """Move hyperparameters along schedules.
+
+    Args:
+        schedules: a mapping from a :class:`~loopkit.hyperparams.HyperParameter` (a class, instantiated with
+            no arguments, or an instance such as ``LearningRate(group=1)``) to a schedule
+            (:class:`loopkit.schedules.Schedule` or anything with the same ``bind`` method).
+        per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once at the start of
+            each epoch's train phase (the per-step curve sampled at the epoch's first batch).
+        on_mismatch: ``"error"`` (default), ``"stretch"`` or ``"hold"``; see the module docstring.
+    """
+
+    # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
+    reads = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase", "train_data")
+
+    def __init__(
+        self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error", name: str | None = None
+    ) -> None:
+        if not isinstance(schedules, Mapping) or not schedules:
+            raise TypeError(
+                f"Scheduler needs a non-empty mapping from HyperParameter to schedule, got {schedules!r}; "
+                "e.g. Scheduler({LearningRate: onecycle(10, 0.1)})"
+            )
+        if per not in ("step", "epoch"):
+            raise ValueError(f"Scheduler(per={per!r}): use 'step' or 'epoch'")
+        if on_mismatch not in _POLICIES:
+            raise ValueError(f"Scheduler(on_mismatch={on_mismatch!r}): use one of {_POLICIES}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"Scheduler(name={name!r}): give a non-empty string, or leave it out")
+        self.name = name
+        self.per = per
+        self.on_mismatch = on_mismatch
+        self.entries: list[tuple[HyperParameter, Any]] = []
+        for key, schedule in schedules.items():
+            hp = key() if isinstance(key, type) and issubclass(key, HyperParameter) else key
+            if not isinstance(hp, HyperParameter):
+                raise TypeError(
+                    f"Scheduler key {key!r} is not a HyperParameter; use LearningRate, Momentum, WeightDecay, "
+                    "Attribute('path.to.value') or a subclass of loopkit.hyperparams.HyperParameter"
+                )
+            if not callable(getattr(schedule, "bind", None)):
+                raise TypeError(f"Scheduler value for {hp.name} must be a Schedule, got {schedule!r}")
+            if any(other.name == hp.name for other, _ in self.entries):
+                raise ValueError(f"Scheduler got two schedules for {hp.name}; give each hyperparameter one")
+            self.entries.append((hp, schedule))
+        self.writes = tuple(dict.fromkeys(w for hp, _ in self.entries for w in hp.writes))
+        self.reads = tuple(dict.fromkeys(self.reads + tuple(r for hp, _ in self.entries for r in hp.reads)))
+        self.history: dict[str, list[float]] = {hp.name: [] for hp, _ in self.entries}
+        self._plan: list[tuple] = []
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{hp!r}: {s!r}" for hp, s in self.entries)
+        return f"Scheduler({{{inner}}}, per={self.per!r})"
+
+    # ------------------------------------------------------------------------------------- lifecycle
+    def check(self, learner: Any) -> None:
+        for hp, _ in self.entries:
+            hp.check(learner)
+
+    def before_fit(self, learner: Any) -> None:
+        self._learner = learner
+        self._geometry = (learner.n_epochs, learner.n_batches)
+        self._bound = [self._bind(schedule, *self._geometry) for _, schedule in self.entries]
+        self._maps = [self._fresh_map(hp, bound) for (hp, _), bound in zip(self.entries, self._bound)]
+        for hp, _ in self.entries:
+            hp.bind(learner)
+        for values in self.history.values():
+            values.clear()
+        self._step0 = 0
+
+    def before_epoch(self, learner: Any) -> None:
+        # Per-epoch values are set before the Learner reads the epoch's length, so a batch size takes effect
+        # in the very epoch it is scheduled for.
+        if self.per == "epoch":
+            self._step0 = learner.global_step
+            self._build_plan(learner)
+            self._apply(learner, 0, 0)
+
+    def before_train(self, learner: Any) -> None:
+        if self.per == "step":
+            self._step0 = learner.global_step
+            self._build_plan(learner)
+
+    def before_batch(self, learner: Any) -> None:
+        if self.per == "epoch" or learner.phase != "train":
+            return
+        # The hot path: _apply's loop, inlined to save a call per step.
+        b, s = learner.batch_idx, learner.global_step - self._step0
+        for set_value, table, by_step, history, beyond in self._plan:
+            try:
+                value = table[s if by_step else b]
+            except IndexError:
+                value = beyond(s if by_step else b)
+            set_value(learner, value)
+            history.append(value)
+
+    def _apply(self, learner: Any, b: int, s: int) -> None:
+        """Set every hyperparameter to its value at batch ``b`` / step ``s`` of this phase, and record it."""
+        for set_value, table, by_step, history, beyond in self._plan:
+            try:
+                value = table[s if by_step else b]
+            except IndexError:  # the epoch outgrew the length read at its start (per-step batch sizes)
+                value = beyond(s if by_step else b)
+            set_value(learner, value)
+            history.append(value)
+
+    # ------------------------------------------------------------------------------------- evaluation
+    def _bind(self, schedule: Any, n_epochs: int, n_batches: int | None) -> Any:
+        bound = schedule.bind(steps_per_epoch=n_batches, n_epochs=n_epochs)
+        if bound.axis == "epoch" and n_batches is None:
+            raise ValueError(
+                f"{schedule!r} is timed in epochs, but the training data has no length, so the position "
+                "within an epoch is unknown; express the schedule's knots in steps (unit='step')"
+            )
+        return bound
+
+    def _fit_end(self, bound: Any, n_epochs: int, n_batches: int | None) -> float | None:
+        if bound.axis == "epoch":
+            return float(n_epochs)
+        return None if n_batches is None else float(n_epochs * n_batches)
+
+    def _fresh_map(self, hp: HyperParameter, bound: Any) -> tuple[float, float]:
+        """(offset, scale): schedule time = offset + fit time * scale."""
+        end = self._fit_end(bound, *self._geometry)
+        if end is None or bound.horizon <= end:
+            return (0.0, 1.0)
+        if self.on_mismatch == "error":
+            raise ValueError(
+                f"the schedule for {hp.name} ends at {bound.horizon:g} {bound.axis}s but the fit ends at "
+                f"{end:g}; shorten the schedule, fit longer, or pass Scheduler(on_mismatch='stretch') to "
+                "compress it onto the fit or on_mismatch='hold' to cut it off"
+            )
+        return (0.0, bound.horizon / end) if self.on_mismatch == "stretch" else (0.0, 1.0)
+
+    def _build_plan(self, learner: Any) -> None:
+        n = learner.n_batches
+        plan = []
+        for (hp, _), bound, (offset, scale), history in zip(
+            self.entries, self._bound, self._maps, self.history.values()
+        ):
+            by_step = bound.axis == "step"
+            if self.per == "epoch":  # one value, at the epoch's first batch
+                t = np.array([self._step0 if by_step else learner.epoch], dtype=np.float64)
+            elif n is None:  # unknown length, step-timed: evaluate lazily, one scalar call per step
+                t = None
+            elif by_step:
+                t = self._step0 + np.arange(n, dtype=np.float64)
+            else:
+                # Same arithmetic as schedules.epoch_position: e + b / n, element by element.
+                t = learner.epoch + np.arange(n, dtype=np.float64) / n
+            beyond = _ScalarClock(
+                bound, offset, scale, self._step0 if by_step else learner.epoch, 1 if by_step else (n or 1)
+            )
+            if t is None:
+                table: Any = beyond
+            else:
+                if (offset, scale) != (0.0, 1.0):
+                    t = offset + t * scale
+                table = bound.table(t).tolist()
+            plan.append((hp.set, table, by_step, history, beyond))
+        self._plan = plan
+
+    # ------------------------------------------------------------------------------------- resuming
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": {k: list(v) for k, v in self.history.items()},
+            "geometry": self._geometry,
+            "maps": list(self._maps),
+            "step0": self._step0,
+            "hyperparameters": [hp.state_dict() for hp, _ in self.entries],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        learner = self._learner
+        for (hp, _), hp_state in zip(self.entries, state["hyperparameters"]):
+            hp.load_state_dict(hp_state)
+        for name, values in state["history"].items():
+            self.history[name][:] = values
+        self._step0 = state["step0"]
+        saved, now = tuple(state["geometry"]), self._geometry
+        self._geometry = saved
+        self._bound = [self._bind(schedule, *saved) for _, schedule in self.entries]
+        self._maps = [tuple(m) for m in state["maps"]]
+        if saved != now:
+            if self.on_mismatch == "error":
+                raise ValueError(
+                    f"this fit has (n_epochs, n_batches)={now} but the checkpoint's schedule was laid out for "
+                    f"{saved}; fit with the same length, or pass Scheduler(on_mismatch='stretch') to map the "
+                    "rest of the schedule onto the rest of the fit, or on_mismatch='hold' to keep its timing"
+                )
+            if self.on_mismatch == "stretch":
+                self._maps = [
+                    self._stretched(bound, m, saved, now, learner) for bound, m in zip(self._bound, self._maps)
+                ]
+            self._geometry = now
+        self._build_plan(learner)
+
+    def _stretched(self, bound: Any, old_map: tuple, saved: tuple, now: tuple, learner: Any) -> tuple[float, float]:
+        old_end, new_end = self._fit_end(bound, *saved), self._fit_end(bound, *now)
+        if old_end is None or new_end is None:
+            raise ValueError("on_mismatch='stretch' needs training data with a length")
+        epoch, batch = learner.position
+        here = float(learner.global_step) if bound.axis == "step" else epoch + batch / learner.n_batches
+        if new_end <= here:
+            raise ValueError(f"cannot stretch the schedule: the resumed fit ends at {new_end:g}, before now ({here:g})")
+        offset, scale = old_map
+        # Continuous at `here`: the schedule time reached so far is kept; the rest is rescaled to fit.
+        s_here = offset + here * scale
+        s_end = offset + old_end * scale
+        new_scale = (s_end - s_here) / (new_end - here)
+        return (s_here - here * new_scale, new_scale)
+
+
+class _ScalarClock:
+    """Evaluates a bound schedule at index ``i`` of a phase one value at a time: for data without a length,
+    and for batches beyond the length read at the start of the epoch. Same clock as the tables:
+    time = origin + i / divisor (step0 + i / 1 on the step axis, epoch + i / n_batches on the epoch axis)."""
+
+    def __init__(self, bound: Any, offset: float, scale: float, origin: float, divisor: int) -> None:
+        self.bound, self.offset, self.scale, self.origin, self.divisor = bound, offset, scale, origin, divisor
+
+    def __call__(self, i: int) -> float:
+        t = self.origin + i / self.divisor
+        return self.bound(self.offset + t * self.scale if (self.offset, self.scale) != (0.0, 1.0) else t)
+
+    __getitem__ = __call__
