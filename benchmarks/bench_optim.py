@@ -123,5 +123,5 @@ def test_cpu_small(benchmark, kind, impl):
     import warnings
 
     warnings.simplefilter("ignore", RuntimeWarning)
-    ps, opt = make(kind, impl, [(256, 256)] * 8, "cpu")
+    _ps, opt = make(kind, impl, [(256, 256)] * 8, "cpu")
     benchmark(opt.step)

@@ -17,8 +17,8 @@ over the raw loop in microseconds (from the medians) and Python function calls p
 
 from __future__ import annotations
 
-import cProfile
 import copy
+import cProfile
 import pstats
 
 import pytest

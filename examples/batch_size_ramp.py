@@ -54,7 +54,7 @@ def run(epochs: int = 5, seed: int = 0) -> dict:
         callbacks=[sizes, lr, metrics, counter],
     ).fit(epochs)
     return {
-        "batch_sizes": [int(round(v)) for v in sizes.history["BatchSize"]],
+        "batch_sizes": [round(v) for v in sizes.history["BatchSize"]],
         "steps_per_epoch": counter.counts,
         "history": metrics.history,
         "lr": lr.history["lr"],

@@ -1,6 +1,6 @@
 """Moved to :mod:`loopkit.scheduling.batch_size`; this path stays importable for existing code."""
 
 from .scheduling.batch_size import (
-    ScheduledBatchSampler as ScheduledBatchSampler,
     BatchSize as BatchSize,
+    ScheduledBatchSampler as ScheduledBatchSampler,
 )

@@ -15,8 +15,8 @@ import torch
 
 from .callbacks import Metrics, ProgressBar, TensorBoard, accuracy
 from .datasets import spirals
-from .scheduling.hyperparams import LearningRate, Momentum
 from .loop.learner import Learner
+from .scheduling.hyperparams import LearningRate, Momentum
 from .scheduling.scheduler import Scheduler
 from .scheduling.schedules import onecycle, onecycle_momentum
 

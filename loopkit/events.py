@@ -4,7 +4,7 @@ from .loop.events import (
     EVENTS as EVENTS,
     TRAIN_ONLY_EVENTS as TRAIN_ONLY_EVENTS,
     CancelBatch as CancelBatch,
-    CancelPhase as CancelPhase,
     CancelEpoch as CancelEpoch,
     CancelFit as CancelFit,
+    CancelPhase as CancelPhase,
 )

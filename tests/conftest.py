@@ -18,7 +18,7 @@ def make_regression(n: int = 64, batch: int = 16, seed: int = 0):
 @pytest.fixture
 def regression():
     torch.manual_seed(0)
-    data, x, y = make_regression()
+    data, _x, _y = make_regression()
     model = torch.nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     return model, data, optimizer, torch.nn.functional.mse_loss

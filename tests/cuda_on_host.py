@@ -80,7 +80,7 @@ class HostKernel:
             )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def host_kernel(name: str, dtype: torch.dtype, device_index: int = 0, options: tuple[str, ...] = ()) -> HostKernel:
     """Same signature as ``loopkit.optim._cuda.compiled``; compiles once per source, dtype and options."""
     text = (

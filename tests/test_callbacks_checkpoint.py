@@ -119,7 +119,7 @@ def run_worker(run_dir, *extra):
 
 
 def finished(proc):
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
 
 

@@ -37,7 +37,7 @@ def test_a_class_instead_of_an_instance_is_rejected(regression):
 
 @pytest.mark.parametrize("thing", [print, lambda learner: None, 3, "callback"])
 def test_non_callbacks_are_rejected(regression, thing):
-    with pytest.raises(CallbackError, match="not a callback|function"):
+    with pytest.raises(CallbackError, match=r"not a callback|function"):
         build(regression, [thing])
 
 
@@ -201,7 +201,7 @@ def test_a_dotted_declaration_does_not_permit_rebinding(regression):
         def before_fit(self, learner):
             learner.optimizer = None
 
-    with pytest.raises(UndeclaredWriteError, match="learner.optimizer"):
+    with pytest.raises(UndeclaredWriteError, match=r"learner.optimizer"):
         build(regression, [Rebinds()]).fit(1)
 
 

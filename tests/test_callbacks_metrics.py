@@ -46,14 +46,14 @@ def test_epoch_averages_are_weighted_by_batch_size():
         for phase, per_epoch in (("train", len(train)), ("valid", len(valid))):
             batches = seen[phase][epoch * per_epoch : (epoch + 1) * per_epoch]
             n = sum(size for _, _, size in batches)
-            loss = sum(l * size for l, _, size in batches) / n
+            loss = sum(batch_loss * size for batch_loss, _, size in batches) / n
             acc = sum(a * size for _, a, size in batches) / n
             # Metrics sums in float64 on the device; the spy's per-batch floats were rounded to float32.
             assert row[f"{phase}_loss"] == pytest.approx(loss, rel=1e-6)
             assert row[f"{phase}_accuracy"] == pytest.approx(acc, rel=1e-6)
     # The unweighted mean over batches would differ: the 2-sample last batch would count like a 16-sample one.
     assert metrics.latest("valid_loss") == metrics.history[-1]["valid_loss"]
-    with pytest.raises(KeyError, match="no metric 'valid_acc'.*valid_accuracy"):
+    with pytest.raises(KeyError, match=r"no metric 'valid_acc'.*valid_accuracy"):
         metrics.latest("valid_acc")
 
 

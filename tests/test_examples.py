@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import pathlib
 
@@ -26,7 +27,7 @@ def test_metric_learning_improves_recall_while_the_margins_follow_their_schedule
     # cos from 0.1 to 0.4 over the fit, one value per batch; the last batch sits just before the end.
     margins = result["loss_margin"]
     assert margins[0] == 0.1 and 0.39 < margins[-1] < 0.4
-    assert all(b >= a for a, b in zip(margins, margins[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(margins))
     assert result["miner_margin"][0] == 0.05 and result["final_margins"] == (margins[-1], result["miner_margin"][-1])
 
 

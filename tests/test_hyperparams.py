@@ -147,5 +147,5 @@ def test_a_custom_hyperparameter_is_a_few_lines():
     t = Temperature()
     t.set(learner, 0.07)
     assert learner.loss_fn.temperature == 0.07 and t.name == "Temperature"
-    with pytest.raises(NotImplementedError, match="Scheduler.history"):
+    with pytest.raises(NotImplementedError, match=r"Scheduler.history"):
         t.get(learner)

@@ -264,7 +264,7 @@ def test_device_argument_moves_model_and_batches():
 # ----------------------------------------------------------------------------------------------- bad input
 def test_model_must_be_a_module(regression):
     _, data, opt, loss = regression
-    with pytest.raises(TypeError, match="torch.nn.Module.*function"):
+    with pytest.raises(TypeError, match=r"torch.nn.Module.*function"):
         Learner(lambda x: x, data, opt, loss)
 
 
@@ -273,7 +273,7 @@ def test_optimizer_must_own_the_model_parameters(regression):
     other = torch.optim.SGD(torch.nn.Linear(5, 2).parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"does not own.*\(2, 5\)"):
         Learner(model, data, other, loss)
-    with pytest.raises(TypeError, match="torch.optim.Optimizer"):
+    with pytest.raises(TypeError, match=r"torch.optim.Optimizer"):
         Learner(model, data, "sgd", loss)
 
 
@@ -300,7 +300,7 @@ def test_empty_data_and_non_callable_loss(regression):
         Learner(model, [], opt, loss)
     with pytest.raises(ValueError, match="valid_data is empty"):
         Learner(model, data, opt, loss, valid_data=[])
-    with pytest.raises(TypeError, match="loss_fn must be callable.*'mse'"):
+    with pytest.raises(TypeError, match=r"loss_fn must be callable.*'mse'"):
         Learner(model, data, opt, "mse")
     with pytest.raises(TypeError, match="iterable of batches"):
         Learner(model, None, opt, loss)

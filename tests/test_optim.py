@@ -19,10 +19,9 @@ import pytest
 import torch
 
 import loopkit.optim._base as base
-from loopkit.optim import _cuda
 from loopkit import Learner, Scheduler, onecycle
 from loopkit.hyperparams import LearningRate, Momentum, WeightDecay
-from loopkit.optim import FusedAdamW, FusedSGD
+from loopkit.optim import FusedAdamW, FusedSGD, _cuda
 
 from . import cuda_on_host
 
@@ -273,7 +272,7 @@ def test_sparse_gradients_and_a_scheduled_negative_lr_fail_at_the_step():
     opt = FusedSGD(ps, lr=0.1)
     opt.param_groups[0]["lr"] = -0.1
     grads(ps, 0)
-    with pytest.raises(ValueError, match="invalid lr=-0.1"):
+    with pytest.raises(ValueError, match=r"invalid lr=-0.1"):
         opt.step()
 
 
@@ -472,7 +471,7 @@ def test_the_kernels_accept_channels_last_and_refuse_layouts_they_would_misread(
     conv = torch.randn(8, 3, 5, 5, generator=g).to(memory_format=torch.channels_last)
     ours, theirs = torch.nn.Parameter(conv.clone()), torch.nn.Parameter(conv.clone())
     opt, ref = FusedAdamW([ours], lr=0.01), torch.optim.AdamW([theirs], lr=0.01)
-    for k in range(3):
+    for _k in range(3):
         grad = torch.randn(conv.shape, generator=g).to(memory_format=torch.channels_last)
         ours.grad, theirs.grad = grad.clone(), grad.clone()
         opt.step()
@@ -492,7 +491,7 @@ def test_the_kernels_accept_channels_last_and_refuse_layouts_they_would_misread(
     opt.step()
     opt.state[square]["exp_avg"] = opt.state[square]["exp_avg"].double()
     square.grad = torch.randn(3, 5)  # a new address: the tables are rebuilt, and checked
-    with pytest.raises(RuntimeError, match="optimizer state must be float32, found torch.float64"):
+    with pytest.raises(RuntimeError, match=r"optimizer state must be float32, found torch.float64"):
         opt.step()
 
 

@@ -98,7 +98,7 @@ def test_head_only_warm_up_then_full_fine_tuning():
     opt = torch.optim.AdamW(layerwise_groups(blocks, lr=1e-2, decay=0.5, weight_decay=0.01))
     Learner(model, data(), opt, torch.nn.functional.mse_loss, callbacks=[FreezeUntil(backbone, epoch=2), Snap()]).fit(4)
     n_backbone = sum(1 for b in backbone for _ in b.parameters())
-    start = [p for p in network()[1].parameters()]  # same seed: the initial weights
+    start = list(network()[1].parameters())  # same seed: the initial weights
     for epoch, params in enumerate(snapshots):
         backbone_moved = any(not torch.equal(a, b) for a, b in zip(params[:n_backbone], start[:n_backbone]))
         head_moved = any(not torch.equal(a, b) for a, b in zip(params[n_backbone:], start[n_backbone:]))
@@ -109,7 +109,7 @@ def test_head_only_warm_up_then_full_fine_tuning():
 
 def test_bad_arguments():
     blocks, _ = network()
-    with pytest.raises(ValueError, match="decay=1.5"):
+    with pytest.raises(ValueError, match=r"decay=1.5"):
         layerwise_groups(blocks, lr=1e-3, decay=1.5)
     with pytest.raises(TypeError, match="non-empty list of modules"):
         layerwise_groups([], lr=1e-3, decay=0.5)

@@ -117,7 +117,7 @@ def test_resume_with_dataloader_workers_is_bit_identical():
 def test_a_different_seed_really_changes_the_run():
     """Guards the tests above: if RNG did not matter, resuming would be trivially identical."""
     a = run_straight(1)
-    model, loader, valid, opt = make_run(seed=1)
+    model, loader, _valid, opt = make_run(seed=1)
     Learner(model, loader, opt, torch.nn.functional.mse_loss).fit(1)
     assert not torch.equal(a[0][0].weight, model[0].weight)
 
@@ -136,11 +136,11 @@ def test_state_dict_is_refused_during_validation():
 
 def test_resume_checks_the_checkpoint_and_the_epoch_count():
     straight = run_straight(2, at_epoch=1)
-    model, loader, valid, opt = make_run()
+    model, loader, _valid, opt = make_run()
     learner = Learner(model, loader, opt, torch.nn.functional.mse_loss)
     with pytest.raises(ValueError, match="at epoch 2 but fit was asked for n_epochs=1"):
         learner.fit(1, resume_from=straight[3])
     with pytest.raises(ValueError, match="not a loopkit checkpoint"):
         learner.fit(1, resume_from={"model": {}})
-    with pytest.raises(FileNotFoundError, match="no checkpoint at 'nope.pt'"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint at 'nope.pt'"):
         learner.fit(1, resume_from="nope.pt")

@@ -166,7 +166,7 @@ def test_data_without_length_needs_step_knots():
         def __iter__(self):
             return iter(data)
 
-    with pytest.raises(ValueError, match="no length.*unit='step'"):
+    with pytest.raises(ValueError, match=r"no length.*unit='step'"):
         make(callbacks=[Scheduler({LearningRate: Schedule([0, 1], [1.0, 0.0])})], data=Stream()).fit(1)
     scheduler = Scheduler({LearningRate: Schedule([0, 4], [1.0, 0.0], unit="step")})
     make(callbacks=[scheduler], data=Stream()).fit(2)
@@ -302,7 +302,7 @@ def test_two_schedulers_on_the_same_value_clash_and_on_different_values_do_not()
         pass
 
     lr = Schedule([0, 1], [0.1, 0.0])
-    with pytest.raises(OrderingError, match="both write 'optimizer.lr'"):
+    with pytest.raises(OrderingError, match=r"both write 'optimizer.lr'"):
         make(callbacks=[Scheduler({LearningRate: lr}), OtherScheduler({LearningRate: lr})])
     make(callbacks=[Scheduler({LearningRate: lr}), OtherScheduler({Momentum: lr})]).fit(1)
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from loopkit.schedules import Schedule, epoch_position, epochs, fraction, join, repeat, scale, shift, steps, stretch
 
@@ -69,7 +69,7 @@ def test_mixed_units_warm_up_in_steps_then_anneal_in_epochs():
     b = s.bind(steps_per_epoch=250, n_epochs=10)
     assert b.axis == "epoch" and b.knots == [0.0, 2.0, 10.0]
     assert b(1.0) == pytest.approx(5e-4, rel=1e-15)
-    with pytest.raises(ValueError, match="mixes steps with epochs.*express every knot in steps"):
+    with pytest.raises(ValueError, match=r"mixes steps with epochs.*express every knot in steps"):
         s.bind(steps_per_epoch=None, n_epochs=10)
     with pytest.raises(ValueError, match="not strictly increasing"):
         Schedule([0, steps(5000), 10], [0, 1, 0]).bind(steps_per_epoch=250, n_epochs=10)
@@ -172,7 +172,7 @@ def test_bad_schedules_fail_at_construction_quoting_the_value(args, kwargs, erro
 
 
 def test_bad_markers_and_values_arguments():
-    with pytest.raises(ValueError, match="steps.n. must be a finite number, got nan"):
+    with pytest.raises(ValueError, match=r"steps.n. must be a finite number, got nan"):
         steps(float("nan"))
     with pytest.raises(ValueError, match="n_steps=-1"):
         Schedule([0, 1], [0, 1], unit="step").values(-1)
@@ -199,7 +199,7 @@ def test_segments_stay_within_endpoints_and_are_monotone(a, b, length, anneal, p
     lo, hi = min(a, b), max(a, b)
     slack = 4e-16 * max(abs(a), abs(b))  # one rounding of the largest operand
     assert all(lo - slack <= v <= hi + slack for v in values)
-    pairs = list(zip(values, values[1:]))
+    pairs = list(itertools.pairwise(values))
     if b >= a:
         assert all(v1 >= v0 - slack for v0, v1 in pairs)
     else:
@@ -218,7 +218,7 @@ def test_exp_segments_are_geometric_within_endpoints_and_monotone(a, b, ps):
     lo, hi = min(a, b) * (1 - 1e-14), max(a, b) * (1 + 1e-14)
     assert all(lo <= v <= hi for v in values)
     ordered = values if b >= a else values[::-1]
-    assert all(y >= x * (1 - 1e-14) for x, y in zip(ordered, ordered[1:]))
+    assert all(y >= x * (1 - 1e-14) for x, y in itertools.pairwise(ordered))
 
 
 @settings(max_examples=200, deadline=None)

@@ -75,7 +75,7 @@ class Checkpoint(Callback):
         paths = [
             os.path.join(dirpath, f)
             for f in os.listdir(dirpath)
-            if f.endswith(".pt") and (f.startswith("step-") or f.startswith("epoch-"))
+            if f.endswith(".pt") and f.startswith(("step-", "epoch-"))
         ]
         return max(paths, key=lambda p: os.stat(p).st_mtime_ns, default=None)
 
@@ -127,7 +127,7 @@ class Checkpoint(Callback):
     @staticmethod
     def _finite(learner: Any) -> bool:
         # One host sync per save; saving syncs anyway.
-        tensors = [p for p in learner.model.parameters()]
+        tensors = list(learner.model.parameters())
         if learner.loss is not None:
             tensors.append(learner.loss.detach())
         return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())

@@ -121,14 +121,14 @@ class Learner:
                 check(self)
 
         # Every callback sees the learner through its own guarded view (shared state, checked writes).
-        self._handlers: dict[str, tuple] = {event: () for event in EVENTS}
+        self._handlers: dict[str, tuple] = dict.fromkeys(EVENTS, ())
         for cb in self.callbacks:
             view = guarded_view(self, cb)
             for event in handled_events(cb):
                 self._handlers[event] += (functools.partial(getattr(cb, event), view),)
 
     # ----------------------------------------------------------------------------------------- running
-    def fit(self, n_epochs: int, *, resume_from: str | os.PathLike | dict | None = None) -> "Learner":
+    def fit(self, n_epochs: int, *, resume_from: str | os.PathLike | dict | None = None) -> Learner:
         """Train for ``n_epochs`` epochs (each a train phase, then a valid phase if there is valid data).
 
         Args:

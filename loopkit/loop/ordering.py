@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Sequence
 
 from .callback import callback_name
@@ -139,12 +140,12 @@ def _find_cycle(remaining: set[int], edges: dict[int, dict[int, str]]) -> list[i
         seen[node] = len(path)
         path.append(node)
         node = next(p for p in sorted(remaining) if node in edges[p])
-    cycle = path[seen[node] :] + [node]
+    cycle = [*path[seen[node] :], node]
     return cycle[::-1]
 
 
 def _describe_cycle(cycle: list[int], edges: dict[int, dict[int, str]], names: list[str]) -> str:
-    steps = "; ".join(edges[a][b] for a, b in zip(cycle, cycle[1:]))
+    steps = "; ".join(edges[a][b] for a, b in itertools.pairwise(cycle))
     loop = " -> ".join(names[i] for i in cycle)
     return (
         f"callback order has a cycle: {loop} ({steps}). Remove one of these run_after/run_before "

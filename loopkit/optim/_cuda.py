@@ -23,7 +23,7 @@ PARAM_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 THREADS = 256  # per block; the kernels' __launch_bounds__
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source(name: str) -> str:
     """The full source of ``kernels/<name>.cu``, with the shared definitions in front."""
     return (KERNELS / "common.cuh").read_text() + "\n" + (KERNELS / f"{name}.cu").read_text()
@@ -95,7 +95,7 @@ def nvrtc_library() -> ctypes.CDLL | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()):
     """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device,
     compiled with extra NVRTC ``options`` (``("-DILP=4",)``: the benchmark sweep's tuning knobs)."""

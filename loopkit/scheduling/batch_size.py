@@ -66,10 +66,7 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         self._batch_size = value
 
     def __iter__(self) -> Iterator[list[int]]:
-        if self.shuffle:
-            order = torch.randperm(self.n, generator=self.generator).tolist()
-        else:
-            order = list(range(self.n))
+        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
         start = 0
         while start < self.n:
             size = self._batch_size  # read per batch: a change applies to the next batch drawn
@@ -102,7 +99,7 @@ class BatchSize(HyperParameter):
         self._sampler = learner.train_data.batch_sampler
 
     def set(self, learner: Any, value: float) -> None:
-        self._sampler.batch_size = max(1, int(round(value)))
+        self._sampler.batch_size = max(1, round(value))
 
     def get(self, learner: Any) -> float:
         return float(learner.train_data.batch_sampler.batch_size)

@@ -229,7 +229,7 @@ class Attribute(HyperParameter):
     def _resolve(self, learner: Any) -> tuple[Any, str]:
         *parents, leaf = self.path.split(".")
         obj = learner
-        for depth, part in enumerate(parents + [leaf]):
+        for depth, part in enumerate([*parents, leaf]):
             if not hasattr(obj, part):
                 where = ".".join(["learner", *parents[:depth]])
                 raise AttributeError(f"{self!r}: {where} has no attribute {part!r}; check the path")

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from ..._validate import whole_number
@@ -54,7 +55,7 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
         raise ValueError(
             f"join needs one boundary fewer than schedules: {len(schedules)} schedules, boundaries={list(boundaries)!r}"
         )
-    if any(b1 <= b0 for b0, b1 in zip(boundaries, boundaries[1:])) or any(b <= 0 for b in boundaries[:1]):
+    if any(b1 <= b0 for b0, b1 in itertools.pairwise(boundaries)) or any(b <= 0 for b in boundaries[:1]):
         raise ValueError(f"join boundaries must be positive and strictly increasing, got {list(boundaries)!r}")
     unit = _common_unit(schedules, "join")
     starts = [0.0, *map(float, boundaries)]

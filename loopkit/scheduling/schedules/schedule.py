@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,14 +135,14 @@ class Schedule:
         self._jumps_allowed = False
 
     @classmethod
-    def smooth(cls, knots: Sequence[Any], values: Sequence[float], unit: str = "epoch") -> "Schedule":
+    def smooth(cls, knots: Sequence[Any], values: Sequence[float], unit: str = "epoch") -> Schedule:
         """A smooth monotone cubic (PCHIP) through many points: no overshoot between knots."""
         return cls(knots, values, anneal="pchip", unit=unit)
 
     @classmethod
     def _with_jumps(
         cls, knots: Sequence[float], values: Sequence[float], anneals: Sequence[Callable], unit: str
-    ) -> "Schedule":
+    ) -> Schedule:
         """Internal: knots may repeat, meaning a jump (the value at the repeated time is the later one)."""
         self = cls.__new__(cls)
         self.unit, self.pchip, self._jumps_allowed = unit, False, True
@@ -151,7 +152,7 @@ class Schedule:
         return self
 
     # ----------------------------------------------------------------------------------------- binding
-    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> "BoundSchedule":
+    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> BoundSchedule:
         """Resolve every knot onto one axis for a run of this geometry; see the module docstring."""
         units = {k.unit for k in self.knots}
         axis = "step" if units == {"step"} else "epoch"
@@ -173,7 +174,7 @@ class Schedule:
                         "epoch; the data has no length, so express every knot in steps"
                     )
                 resolved.append(k.value / steps_per_epoch)
-        for earlier, later in zip(resolved, resolved[1:]):
+        for earlier, later in itertools.pairwise(resolved):
             if later < earlier or (later == earlier and not self._jumps_allowed):
                 raise ValueError(
                     f"{self!r} resolves to knots {resolved} on the {axis} axis for steps_per_epoch="
