@@ -24,12 +24,24 @@ def test_import_loopkit_does_not_import_tensorboard_or_scipy():
     assert out.strip() == "[]"
 
 
+def test_import_loopkit_does_not_import_optuna_sklearn_or_yaml():
+    code = (
+        "import sys, loopkit, loopkit.runs, loopkit.runs.parameters; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'optuna', 'sklearn', 'yaml', 'matplotlib'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_pyproject_declares_the_promised_dependencies():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {d.split(">")[0].split("<")[0].split("=")[0].strip() for d in meta["dependencies"]}
     assert {"torch", "numpy", "scipy", "tensorboard"} <= names
     dev = {d.split(">")[0].split("=")[0].strip() for d in meta["optional-dependencies"]["dev"]}
-    assert {"pytest", "pytest-benchmark", "hypothesis"} <= dev
+    assert {"pytest", "pytest-benchmark", "hypothesis", "loopkit[demo,sweep]"} <= dev
+    extras = meta["optional-dependencies"]
+    assert {"optuna", "pyyaml", "matplotlib"} <= {d.split(">")[0] for d in extras["sweep"]}
+    assert {"scikit-learn"} <= {d.split(">")[0] for d in extras["demo"]}
     assert meta["requires-python"] == ">=3.10"
 
 

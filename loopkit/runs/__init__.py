@@ -1,0 +1,18 @@
+"""Runs, parameters and sweeps: the run around the loop.
+
+- :mod:`~loopkit.runs.parameters`: typed parameters as a dataclass -> command-line flags and config files;
+- :mod:`~loopkit.runs.registry`: schedules and torch losses by name, so a whole job is a parameter set;
+- :mod:`~loopkit.runs.record`: run records under ``runs/<experiment>/<run>`` (status, metrics, reproducibility);
+- :mod:`~loopkit.runs.recorder`: the callback that writes a run's record while it trains;
+- :mod:`~loopkit.runs.runner`: run a task (a module with ``Params`` and ``build``) as a recorded run, resume one;
+- :mod:`~loopkit.runs.space`: search dimensions (Valohai's Single, Multiple, Linear, Logspace, Random) and grids;
+- :mod:`~loopkit.runs.sweep`: sweeps on Optuna (grid, random, TPE), shared storage, several workers;
+- :mod:`~loopkit.runs.pruning`: the callback that reports a metric to an Optuna trial each epoch;
+- :mod:`~loopkit.runs.report`: results tables and plots; :mod:`~loopkit.runs.cli`: ``python -m loopkit.runs``.
+
+Nothing here imports optuna, yaml or matplotlib until a sweep, a YAML file or a plot needs it.
+"""
+
+from .parameters import ParameterError, make_params, param, parse_params, to_dict
+
+__all__ = ["ParameterError", "make_params", "param", "parse_params", "to_dict"]
