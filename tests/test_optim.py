@@ -244,6 +244,121 @@ def test_the_reference_path_warns_once_per_process(monkeypatch):
     ) == 1
 
 
+def test_adamw_first_moment_is_torchs_lerp_when_beta1_is_small(device):
+    # torch's lerp_(g, w) computes g - (g - m) * (1 - w) for w >= 0.5: with beta1 = 0 (w = 1), m = 1 and g = 1e-8
+    # it gives 1e-8 exactly, where m + w * (g - m) rounds to 0.
+    ours, theirs = torch.nn.Parameter(torch.zeros(6, device=device)), torch.nn.Parameter(torch.zeros(6))
+    a, b = FusedAdamW([ours], lr=1e-3, betas=(0.0, 0.999)), torch.optim.AdamW([theirs], lr=1e-3, betas=(0.0, 0.999))
+    for g in (1.0, 1e-8):
+        ours.grad, theirs.grad = torch.full((6,), g, device=device), torch.full((6,), g)
+        a.step()
+        b.step()
+    assert torch.equal(b.state[theirs]["exp_avg"], torch.full((6,), 1e-8))
+    assert torch.equal(a.state[ours]["exp_avg"].cpu(), b.state[theirs]["exp_avg"])
+
+
+BETAS = [0.0, 0.2, 0.4999, 0.5, 0.5001, 0.8, 0.9, 0.999]
+
+
+def test_adamw_matches_torch_over_the_whole_range_of_betas(device):
+    # Both betas move over [0, 1) every step, across lerp's switch at weight 0.5 and the bias corrections' extremes
+    # (beta = 0: log(beta) = -inf; beta near 1: cancellation); gradients span eight decades so that the first
+    # moment often meets a gradient far smaller than itself.
+    g = torch.Generator().manual_seed(11)
+    shapes = [(33, 5), (1031,)]
+    start = [torch.randn(s, generator=g) for s in shapes]
+    ours = [torch.nn.Parameter(t.to(device)) for t in start]
+    theirs = [torch.nn.Parameter(t.clone()) for t in start]
+    a, b = FusedAdamW(ours, lr=1e-2), torch.optim.AdamW(theirs, lr=1e-2)
+    for k in range(40):
+        betas = (BETAS[k % len(BETAS)], BETAS[(3 * k + 1) % len(BETAS)])
+        for group in a.param_groups + b.param_groups:
+            group["betas"] = betas
+        for p, q in zip(ours, theirs):
+            q.grad = torch.randn(q.shape, generator=g) * 10.0 ** torch.randint(-8, 1, q.shape, generator=g)
+            p.grad = q.grad.to(device)
+        a.step()
+        b.step()
+    for p, q in zip(ours, theirs):
+        assert_close(p.cpu(), q, 1e-6)
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert_close(a.state[p][key].cpu(), b.state[q][key], 1e-6)
+
+
+def test_maximize_matches_torch(device):
+    for opt_cls, torch_cls, adam, kw in (
+        (FusedAdamW, torch.optim.AdamW, True, {}),
+        (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9, "nesterov": True}),
+    ):
+        ours, theirs = params(device), params(device)
+        a = run(opt_cls, ours, adam, steps=10, maximize=True, **kw)
+        b = run(torch_cls, theirs, adam, steps=10, maximize=True, **kw)
+        for p, q in zip(ours, theirs):
+            assert_close(p, q, 1e-6)
+
+
+@pytest.mark.parametrize("torch_cls", [torch.optim.AdamW, torch.optim.SGD])
+def test_every_option_of_torchs_optimizer_is_accepted_by_name(torch_cls):
+    # A new torch option must be implemented or refused here, not silently absorbed.
+    import inspect
+
+    fused_cls = FusedAdamW if torch_cls is torch.optim.AdamW else FusedSGD
+    assert set(inspect.signature(torch_cls).parameters) <= set(inspect.signature(fused_cls).parameters)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda ps: FusedAdamW(ps, amsgrad=True), r"does not implement amsgrad \(got amsgrad=True\)"),
+        (lambda ps: FusedAdamW(ps, differentiable=True), r"cannot differentiate.*differentiable=True"),
+        (lambda ps: FusedSGD(ps, differentiable=True), r"cannot differentiate.*differentiable=True"),
+        (lambda ps: FusedAdamW(ps, foreach=True), r"fused optimizer, got foreach=True"),
+        (lambda ps: FusedSGD(ps, fused=False), r"fused optimizer, got fused=False"),
+        (lambda ps: FusedAdamW(ps, maximize=1), r"invalid maximize=1"),
+        (lambda ps: FusedSGD(ps, nesterov="yes", momentum=0.9), r"invalid nesterov='yes'"),
+    ],
+)
+def test_options_torch_accepts_are_implemented_or_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(params())
+    FusedAdamW(params(), foreach=False, fused=True, capturable=True)  # what this optimizer is: accepted
+    FusedSGD(params(), foreach=None, fused=None)
+
+
+def test_a_loaded_state_is_checked_before_anything_changes_and_its_options_are_honoured():
+    ps = params()
+    for bad in (
+        torch.optim.AdamW(groups(params()), amsgrad=True),
+        torch.optim.Adam(groups(params()), weight_decay=0.1),
+    ):
+        opt = FusedAdamW(groups(ps), lr=0.5)
+        before = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+        with pytest.raises(ValueError, match="amsgrad|decoupled_weight_decay=False"):
+            opt.load_state_dict(bad.state_dict())
+        assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == before
+    # maximize comes with torch's state and is honoured; torch's implementation selectors are dropped
+    theirs, ours = params(), params()
+    b = run(torch.optim.AdamW, theirs, True, steps=3, maximize=True, foreach=True)
+    a = FusedAdamW(groups(ours))
+    a.load_state_dict(copy.deepcopy(b.state_dict()))
+    assert all(g["maximize"] is True and "foreach" not in g for g in a.param_groups)
+    for p, q in zip(ours, theirs):
+        p.data.copy_(q.data)
+    take_steps(a, ours, True, range(3, 6))
+    take_steps(b, theirs, True, range(3, 6))
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)
+
+
+@pytest.mark.parametrize("value", [998, 0, -4, 2**31, 4096.0, True])
+def test_chunk_size_must_keep_chunks_aligned(value):
+    opt = FusedSGD(params(), lr=0.1)
+    with pytest.raises(ValueError, match=f"invalid chunk_size={value!r}: must be a positive multiple of 4"):
+        opt.chunk_size = value
+    opt.chunk_size = 4096
+    assert opt.chunk_size == 4096 and FusedSGD(params(), lr=0.1).chunk_size == 65536
+
+
 @pytest.mark.parametrize(
     "make, message",
     [
@@ -376,10 +491,10 @@ def test_kernel_sources_compile_for_hopper_to_vector_accesses(compiler, name, dt
 # ------------------------------------------------------------------------------- kernels, run on the host
 @HOST_KERNELS
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk_size", [1000, 998])
+@pytest.mark.parametrize("chunk_size", [1000, 1028])
 @pytest.mark.parametrize("offset", [0, 1])
 def test_kernels_take_the_vector_path_when_aligned_and_agree_when_not(monkeypatch, dtype, chunk_size, offset):
-    # 1000-element chunks start 16-byte aligned; 998-element ones mostly do not; a view at element offset 1
+    # Chunks (a multiple of 4 elements, chunk_size's rule) start 16-byte aligned; a view at element offset 1
     # misaligns the parameter itself. Every case must agree with torch; aligned data must use vector accesses.
     cuda_on_host.run_kernels_on_host(monkeypatch)
     g = torch.Generator().manual_seed(3)

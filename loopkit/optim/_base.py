@@ -44,16 +44,52 @@ def check_number(name: str, value: Any, low: float = 0.0, high: float | None = N
         raise ValueError(f"invalid {name}={value!r}: must be a number >= {low}{bound}")
 
 
+def check_flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"invalid {name}={value!r}: must be True or False")
+
+
+def check_implementation(name: str, foreach: Any, fused: Any, capturable: Any) -> None:
+    """torch's implementation selectors. They choose how torch computes a step, not what it computes; this class
+    is always fused and always capturable (step counts and hyperparameters live on the device), so it accepts the
+    values that ask for that and refuses the ones that ask for something else."""
+    if foreach not in (None, False):
+        raise ValueError(f"{name} is a fused optimizer, got foreach={foreach!r}: leave foreach unset")
+    if fused not in (None, True):
+        raise ValueError(f"{name} is a fused optimizer, got fused={fused!r}: use torch.optim for the unfused step")
+    check_flag("capturable", capturable)
+
+
+#: torch.optim's implementation selectors, dropped from loaded param groups (they describe the saving optimizer).
+IMPLEMENTATION_KEYS = ("foreach", "fused", "capturable")
+VECTOR = 4  # elements per vector access in the kernels (VEC in kernels/common.cuh)
+
+
 class FusedOptimizer(torch.optim.Optimizer):
     """Base class: subclasses define the kernel, the hyperparameter row, the state and the reference step."""
 
     kernel_name = ""
     #: Leading columns of the pointer table that hold one element per parameter element (param, grad, state).
     elementwise_columns = 0
-    #: Elements per thread block, and extra NVRTC flags (``("-DILP=4",)``). Tuning knobs: set them on an
-    #: instance before its first step; benchmarks/bench_optim.py's sweep times the alternatives (docs/optim.md).
-    chunk_size = 65536
+    #: Extra NVRTC flags (``("-DILP=4",)``). A tuning knob like :attr:`chunk_size`: set it on an instance before
+    #: its first step; benchmarks/bench_optim.py's sweep times the alternatives (docs/optim.md).
     kernel_options: tuple[str, ...] = ()
+    _chunk_size = 65536
+
+    @property
+    def chunk_size(self) -> int:
+        """Elements per thread block (65,536 by default): a positive multiple of 4 up to 2**30, so that every chunk
+        of an aligned tensor starts 16-byte aligned and takes the vector path."""
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**30 or value % VECTOR:
+            raise ValueError(
+                f"invalid chunk_size={value!r}: must be a positive multiple of {VECTOR} up to 2**30 (a chunk that "
+                "is not a multiple of 4 elements long starts misaligned and loses the vector path)"
+            )
+        self._chunk_size = value
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         super().__init__(params, defaults)
@@ -79,7 +115,15 @@ class FusedOptimizer(torch.optim.Optimizer):
         torch casts every floating-point state tensor to its parameter's dtype on load; for a bfloat16 model that
         would round the float32 moments and break an exact resume, so the saved values are taken as they are.
         """
+        for saved in state_dict["param_groups"]:  # checked before anything is touched
+            group = {key: value for key, value in saved.items() if key not in IMPLEMENTATION_KEYS}
+            self._check_group({**self.defaults, **group})
         super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for key in IMPLEMENTATION_KEYS:
+                group.pop(key, None)
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         saved_ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         params = [p for group in self.param_groups for p in group["params"]]
         for i, p in zip(saved_ids, params):

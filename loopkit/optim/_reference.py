@@ -23,13 +23,14 @@ def adamw_reference(
     beta2: float,
     eps: float,
     weight_decay: float,
+    maximize: bool = False,
 ) -> None:
     """One AdamW step (decoupled weight decay, bias correction) on lists of tensors, in place."""
     for param, grad, exp_avg, exp_avg_sq, step_t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         step_t += 1
         step = step_t.item()
         p = param.float() if param.dtype != torch.float32 else param
-        g = grad.float()
+        g = grad.float() if not maximize else -grad.float()
         p.mul_(1 - lr * weight_decay)
         exp_avg.lerp_(g, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -51,13 +52,14 @@ def sgd_reference(
     dampening: float,
     weight_decay: float,
     nesterov: bool,
+    maximize: bool = False,
 ) -> list:
     """One SGD step (weight decay, momentum with dampening, Nesterov) in place; returns the momentum buffers
     (a new one is the gradient itself, undampened, as in torch)."""
     out = []
     for param, grad, buf in zip(params, grads, buffers):
         p = param.float() if param.dtype != torch.float32 else param
-        d_p = grad.float()
+        d_p = grad.float() if not maximize else -grad.float()
         if weight_decay:
             d_p = d_p.add(p, alpha=weight_decay)
         if momentum:

@@ -7,13 +7,16 @@ from typing import Any
 
 import torch
 
-from ._base import FusedOptimizer, check_number
+from ._base import FusedOptimizer, check_flag, check_implementation, check_number
 from ._reference import adamw_reference
 
 
 class FusedAdamW(FusedOptimizer):
     """AdamW (decoupled weight decay, bias correction) with torch's defaults and semantics.
 
+    Accepts torch.optim.AdamW's arguments: ``maximize`` is implemented; ``amsgrad=True`` and
+    ``differentiable=True`` are refused (use ``torch.optim.AdamW``); ``foreach``, ``fused`` and ``capturable``
+    choose torch's implementation, and only the values that describe this one (fused, capturable) are accepted.
     Parameters may be float32, bfloat16 or float16; optimizer state (``exp_avg``, ``exp_avg_sq``) is float32,
     and the state_dict uses torch.optim.AdamW's keys (``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints
     move between the two. On a machine without CUDA the reference implementation runs (one warning).
@@ -40,10 +43,37 @@ class FusedAdamW(FusedOptimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        check_implementation("FusedAdamW", foreach, fused, capturable)
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize)
+        if differentiable:
+            defaults["differentiable"] = differentiable  # refused by _check_group, with the way out
+        super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
+        if group.get("amsgrad", False) is not False:
+            raise ValueError(
+                f"FusedAdamW does not implement amsgrad (got amsgrad={group['amsgrad']!r}): use "
+                "torch.optim.AdamW(..., amsgrad=True, fused=True)"
+            )
+        if group.get("differentiable", False) is not False:
+            raise ValueError(
+                f"FusedAdamW cannot differentiate through its step (got differentiable={group['differentiable']!r}):"
+                " use torch.optim.AdamW(..., differentiable=True)"
+            )
+        if group.get("decoupled_weight_decay", True) is not True:
+            raise ValueError(
+                "a param group with decoupled_weight_decay=False (torch.optim.Adam's L2 weight decay): FusedAdamW "
+                "decays decoupled, as AdamW; load this state into torch.optim.Adam"
+            )
+        check_flag("maximize", group["maximize"])
         check_number("lr", group["lr"])
         check_number("eps", group["eps"])
         check_number("weight_decay", group["weight_decay"])
@@ -57,7 +87,17 @@ class FusedAdamW(FusedOptimizer):
         # Complements and logarithms are taken here, in double precision, as torch does: in float32 on the device
         # 1 - beta2 (and 1 - beta2**step at small steps) would lose about four digits when beta2 = 0.999.
         lr, (beta1, beta2) = group["lr"], group["betas"]
-        return [lr, 1 - lr * group["weight_decay"], 1 - beta1, beta2, 1 - beta2, _log(beta1), _log(beta2), group["eps"]]
+        return [
+            lr,
+            1 - lr * group["weight_decay"],
+            1 - beta1,
+            beta2,
+            1 - beta2,
+            _log(beta1),
+            _log(beta2),
+            group["eps"],
+            -1.0 if group["maximize"] else 1.0,
+        ]
 
     def _state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         state = self.state[p]
@@ -83,6 +123,7 @@ class FusedAdamW(FusedOptimizer):
                 beta2=beta2,
                 eps=group["eps"],
                 weight_decay=group["weight_decay"],
+                maximize=group["maximize"],
             )
 
     def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:

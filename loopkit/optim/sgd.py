@@ -6,14 +6,16 @@ from typing import Any
 
 import torch
 
-from ._base import FusedOptimizer, check_number
+from ._base import FusedOptimizer, check_flag, check_implementation, check_number
 from ._reference import sgd_reference
 
 
 class FusedSGD(FusedOptimizer):
     """SGD with momentum, dampening, Nesterov and weight decay, with torch.optim.SGD's semantics.
 
-    The momentum buffer is float32 whatever the parameter dtype; the state_dict uses torch's key
+    Accepts torch.optim.SGD's arguments: ``maximize`` is implemented; ``differentiable=True`` is refused (use
+    ``torch.optim.SGD``); ``foreach`` and ``fused`` choose torch's implementation, and only the values that
+    describe this one (fused) are accepted. The momentum buffer is float32 whatever the parameter dtype; the state_dict uses torch's key
     (``momentum_buffer``). On a machine without CUDA the reference implementation runs (one warning).
     """
 
@@ -28,24 +30,52 @@ class FusedSGD(FusedOptimizer):
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
     ) -> None:
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError(
-                f"Nesterov momentum needs momentum > 0 and dampening = 0, got momentum={momentum!r}, "
-                f"dampening={dampening!r}"
-            )
-        super().__init__(
-            params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        check_implementation("FusedSGD", foreach, fused, False)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
         )
+        if differentiable:
+            defaults["differentiable"] = differentiable  # refused by _check_group, with the way out
+        super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
+        if group.get("differentiable", False) is not False:
+            raise ValueError(
+                f"FusedSGD cannot differentiate through its step (got differentiable={group['differentiable']!r}):"
+                " use torch.optim.SGD(..., differentiable=True)"
+            )
+        check_flag("nesterov", group["nesterov"])
+        check_flag("maximize", group["maximize"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(
+                f"Nesterov momentum needs momentum > 0 and dampening = 0, got momentum={group['momentum']!r}, "
+                f"dampening={group['dampening']!r}"
+            )
         check_number("lr", group["lr"])
         check_number("momentum", group["momentum"])
         check_number("dampening", group["dampening"], 0.0, 1.0)
         check_number("weight_decay", group["weight_decay"])
 
     def _hyper_row(self, group: dict[str, Any]) -> list[float]:
-        return [group["lr"], group["momentum"], 1 - group["dampening"], group["weight_decay"], float(group["nesterov"])]
+        return [
+            group["lr"],
+            group["momentum"],
+            1 - group["dampening"],
+            group["weight_decay"],
+            float(group["nesterov"]),
+            -1.0 if group["maximize"] else 1.0,
+        ]
 
     def _reference_step(self) -> None:
         for group in self.param_groups:
@@ -60,6 +90,7 @@ class FusedSGD(FusedOptimizer):
                 dampening=group["dampening"],
                 weight_decay=group["weight_decay"],
                 nesterov=group["nesterov"],
+                maximize=group["maximize"],
             )
             for p, buf in zip(live, new):
                 if buf is not None:
