@@ -291,8 +291,8 @@ def test_maximize_matches_torch(device):
         (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9, "nesterov": True}),
     ):
         ours, theirs = params(device), params(device)
-        a = run(opt_cls, ours, adam, steps=10, maximize=True, **kw)
-        b = run(torch_cls, theirs, adam, steps=10, maximize=True, **kw)
+        run(opt_cls, ours, adam, steps=10, maximize=True, **kw)
+        run(torch_cls, theirs, adam, steps=10, maximize=True, **kw)
         for p, q in zip(ours, theirs):
             assert_close(p, q, 1e-6)
 
@@ -333,7 +333,7 @@ def test_a_loaded_state_is_checked_before_anything_changes_and_its_options_are_h
     ):
         opt = FusedAdamW(groups(ps), lr=0.5)
         before = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
-        with pytest.raises(ValueError, match="amsgrad|decoupled_weight_decay=False"):
+        with pytest.raises(ValueError, match=r"amsgrad|decoupled_weight_decay=False"):
             opt.load_state_dict(bad.state_dict())
         assert [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups] == before
     # maximize comes with torch's state and is honoured; torch's implementation selectors are dropped
