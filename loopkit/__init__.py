@@ -18,7 +18,7 @@ from .scheduling.schedules import Schedule, onecycle, onecycle_momentum, steps
 from .scheduling.scheduler import Scheduler
 
 # Stock callbacks
-from .callbacks import Checkpoint, EarlyStopping, Metrics, NaNGuard, ProgressBar, TensorBoard, accuracy
+from .callbacks import Checkpoint, Distributed, EarlyStopping, Metrics, NaNGuard, ProgressBar, TensorBoard, accuracy
 
 __all__ = [
     "EVENTS",
@@ -50,4 +50,5 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "NaNGuard",
+    "Distributed",
 ]

@@ -1,5 +1,6 @@
 """Stock callbacks, one concern per module. Each declares its state access like any user's callback."""
 
+from ..distributed.callback import Distributed
 from .checkpoint import Checkpoint
 from .early_stopping import EarlyStopping
 from .metrics import Metrics, accuracy
@@ -7,4 +8,13 @@ from .nan_guard import NaNGuard
 from .progress import ProgressBar
 from .tensorboard import TensorBoard
 
-__all__ = ["Metrics", "accuracy", "TensorBoard", "ProgressBar", "Checkpoint", "EarlyStopping", "NaNGuard"]
+__all__ = [
+    "Distributed",
+    "Metrics",
+    "accuracy",
+    "TensorBoard",
+    "ProgressBar",
+    "Checkpoint",
+    "EarlyStopping",
+    "NaNGuard",
+]

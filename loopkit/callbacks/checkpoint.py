@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
+from ..distributed import is_main_process
 from ..loop.callback import Callback
 from ..loop.checkpoint import save_atomic
 from .metrics import Metrics
@@ -117,11 +118,14 @@ class Checkpoint(Callback):
                 self.saved.remove(path)
             self.saved.append(path)
             dropped, self.saved = self.saved[: -self.keep_last], self.saved[-self.keep_last :]
-        # The state includes this callback's own list, so a resumed run knows which files are its.
-        save_atomic(learner.state_dict(), path)
-        for old in dropped:
-            if os.path.exists(old):
-                os.unlink(old)
+        # The state includes this callback's own list, so a resumed run knows which files are its. Every rank
+        # builds it (in a distributed run that gathers each rank's RNG state); rank 0 alone writes and prunes.
+        state = learner.state_dict()
+        if is_main_process():
+            save_atomic(state, path)
+            for old in dropped:
+                if os.path.exists(old):
+                    os.unlink(old)
         return True
 
     @staticmethod

@@ -1,7 +1,9 @@
 """Metrics: the loss and user metrics, averaged per phase and epoch, weighted by batch size.
 
 Sums are accumulated on the device as one tensor; the host reads them once per phase (one ``tolist()``),
-so tracking metrics costs no host sync per step.
+so tracking metrics costs no host sync per step. In a distributed run the sums and the sample count are
+all-reduced once per phase (one collective), so every rank reports the same global means, each sample weighted
+once whatever the ranks' batch sizes.
 
 Example:
     >>> import torch
@@ -22,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..distributed import all_gather, all_reduce_sum, is_distributed, rank, world_size
+from ..distributed.collectives import collective_device
 from ..loop.callback import Callback
 from ..scheduling.scheduler import Scheduler
 
@@ -95,7 +99,15 @@ class Metrics(Callback):
         self._count += n
 
     def after_train(self, learner: Any) -> None:
-        if self._sums is not None:
+        if is_distributed() and world_size() > 1:
+            # One all-reduce of [sums..., count] per phase, on every rank (a rank without batches adds zeros),
+            # so every rank reports the global sample-weighted means.
+            sums = self._sums if self._sums is not None else torch.zeros(len(self.names), dtype=torch.float64)
+            totals = all_reduce_sum(torch.cat([sums, sums.new_tensor([self._count])]).to(collective_device()))
+            *sums_list, count = totals.tolist()  # the one host read of this phase
+            if count > 0:
+                self._row.update({f"{learner.phase}_{n}": value / count for n, value in zip(self.names, sums_list)})
+        elif self._sums is not None:
             means = (self._sums / self._count).tolist()  # the one host read of this phase
             self._row.update({f"{learner.phase}_{name}": value for name, value in zip(self.names, means)})
 
@@ -105,18 +117,22 @@ class Metrics(Callback):
         self.history.append(dict(self._row))
 
     def state_dict(self) -> dict[str, Any]:
+        # A phase's partial sums are each rank's own: every rank's are kept, as a list indexed by rank (a
+        # collective in a distributed run; checkpoints are taken on every rank); the history is the same on all.
+        partial = (None if self._sums is None else self._sums.detach().cpu(), self._count)
         return {
             "history": [dict(r) for r in self.history],
             "row": dict(self._row),
-            "sums": None if self._sums is None else self._sums.detach().cpu(),
-            "count": self._count,
+            "partial": all_gather(partial),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state["history"]]
         self._row = dict(state["row"])
-        self._sums = state["sums"]
-        self._count = state["count"]
+        partial = state["partial"]
+        # Mid-phase a checkpoint resumes only at its own world size (the checkpoint refuses otherwise); between
+        # phases every rank's sums are empty, whatever the world size.
+        self._sums, self._count = partial[rank()] if rank() < len(partial) else (None, 0)
 
     def latest(self, key: str) -> float:
         """The most recent epoch's value of ``key`` (``"valid_loss"``, ...); ``KeyError`` lists the keys."""

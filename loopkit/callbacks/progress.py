@@ -10,6 +10,7 @@ import sys
 from typing import IO, Any
 
 from .._validate import whole_number
+from ..distributed import is_main_process
 from ..loop.callback import Callback
 
 
@@ -35,7 +36,7 @@ class ProgressBar(Callback):
     @property
     def enabled(self) -> bool:
         file = self.file if self.file is not None else sys.stderr
-        return not self.quiet and (self.force or (hasattr(file, "isatty") and file.isatty()))
+        return not self.quiet and is_main_process() and (self.force or (hasattr(file, "isatty") and file.isatty()))
 
     def before_train(self, learner: Any) -> None:
         if not self.enabled:

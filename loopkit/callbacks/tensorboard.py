@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
+from ..distributed import is_main_process
 from ..loop.callback import Callback
 from ..scheduling.scheduler import Scheduler
 from .metrics import Metrics
@@ -49,6 +50,9 @@ class TensorBoard(Callback):
         self._hp_logged: dict[str, int] = {}
 
     def before_fit(self, learner: Any) -> None:
+        self.writer = None
+        if not is_main_process():
+            return  # one writer per run: rank 0 (Distributed has set up the process group by now)
         from torch.utils.tensorboard import SummaryWriter  # lazily: tensorboard is heavy
 
         self._schedulers = [cb for cb in learner.callbacks if isinstance(cb, Scheduler)]
@@ -58,7 +62,7 @@ class TensorBoard(Callback):
         self._initial_groups = [{k: v for k, v in g.items() if k != "params"} for g in learner.optimizer.param_groups]
 
     def after_loss(self, learner: Any) -> None:
-        if learner.phase == "train":
+        if learner.phase == "train" and self.writer is not None:
             self._losses.append(learner.loss.detach())
             self._loss_steps.append(learner.global_step)
 
@@ -67,6 +71,8 @@ class TensorBoard(Callback):
             self._flush()
 
     def after_epoch(self, learner: Any) -> None:
+        if self.writer is None:
+            return
         self._flush()
         if self._metrics is not None and self._metrics.history:
             for key, value in self._metrics.history[-1].items():

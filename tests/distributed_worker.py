@@ -1,0 +1,149 @@
+"""Runs under torchrun for the 2-rank gloo tests (tests/test_distributed.py); one scenario per launch.
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed_worker.py SCENARIO OUT [...]
+
+Each rank saves what it saw to OUT/rank<r>.pt for the test to compare with a single-process reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+import loopkit.callbacks.checkpoint as checkpoint_module
+from loopkit import Checkpoint, Distributed, Learner, Metrics, ProgressBar, Schedule, Scheduler, TensorBoard, accuracy
+from loopkit.distributed import rank
+from loopkit.hyperparams import LearningRate, Momentum
+
+N_TRAIN, N_VALID, BATCH, EPOCHS = 96, 37, 16, 3
+LR = Schedule([0, EPOCHS], [0.2, 0.02], anneal="linear")
+
+
+def data():
+    """A 3-class problem in float64 (so a rank-vs-one-process comparison sees rounding, not noise)."""
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(N_TRAIN + N_VALID, 6, generator=g, dtype=torch.float64)
+    y = (x @ torch.randn(6, 3, generator=g, dtype=torch.float64)).argmax(dim=1)
+    return x, y
+
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).double()
+
+
+def unwrapped(m):
+    return getattr(m, "module", m)
+
+
+class Record:
+    """What every rank holds after each optimizer step and at each epoch's end."""
+
+    reads = ("model", "optimizer", "global_step", "epoch")
+    run_after = ("Scheduler",)
+
+    def __init__(self):
+        self.steps, self.hparams, self.epochs = [], [], []
+
+    def after_step(self, learner):
+        self.steps.append(torch.cat([p.detach().flatten() for p in unwrapped(learner.model).parameters()]))
+        self.hparams.append([(g["lr"], g["momentum"]) for g in learner.optimizer.param_groups])
+
+    def after_epoch(self, learner):
+        self.epochs.append(torch.cat([p.detach().flatten() for p in unwrapped(learner.model).parameters()]))
+
+
+class Slow:
+    """Slows each train step (so a kill can land mid-epoch) and reports the finished step."""
+
+    reads = ("global_step", "phase")
+    run_after = ("Checkpoint",)
+
+    def __init__(self, path, sleep):
+        self.path, self.sleep = path, sleep
+
+    def after_batch(self, learner):
+        if learner.phase == "train":
+            if rank() == 0:
+                with open(self.path, "w") as f:
+                    f.write(str(learner.global_step))
+            time.sleep(self.sleep)
+
+
+def train(out, *, resume=False, sleep=0.0):
+    with (
+        open(os.path.join(out, f"saves-{rank()}.txt"), "a") as saves,
+        open(os.path.join(out, f"bar-{rank()}.txt"), "w") as bar,
+    ):
+        _train(out, saves, bar, resume=resume, sleep=sleep)
+
+
+def _train(out, saves, bar, *, resume, sleep):
+    x, y = data()
+    ds = torch.utils.data.TensorDataset
+    train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
+    valid_loader = torch.utils.data.DataLoader(ds(x[N_TRAIN:], y[N_TRAIN:]), batch_size=8)
+    net = model()
+    record = Record()
+    real_save = checkpoint_module.save_atomic
+
+    def save_atomic(obj, path):  # which rank writes which checkpoint file
+        saves.write(f"{path}\n")
+        saves.flush()
+        real_save(obj, path)
+
+    checkpoint_module.save_atomic = save_atomic
+    callbacks = [
+        Distributed(),
+        Scheduler({LearningRate: LR, Momentum: Schedule([0, EPOCHS], [0.9, 0.8], anneal="linear")}),
+        Metrics(accuracy),
+        Checkpoint(os.path.join(out, "ckpt"), every_n_steps=4, keep_last=2),
+        TensorBoard(os.path.join(out, "tb"), flush_every=5),
+        ProgressBar(force=True, file=bar, refresh_every=1),
+        record,
+        Slow(os.path.join(out, "progress"), sleep),
+    ]
+    learner = Learner(
+        net,
+        train_loader,
+        torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        torch.nn.functional.cross_entropy,
+        valid_data=valid_loader,
+        callbacks=callbacks,
+    )
+    torch.manual_seed(1000 + rank())  # per-rank seeds: nothing that must agree may depend on them
+    resume_from = Checkpoint.latest(os.path.join(out, "ckpt")) if resume else None
+    learner.fit(EPOCHS, resume_from=resume_from)
+    torch.save(
+        {
+            "steps": record.steps,
+            "hparams": record.hparams,
+            "epochs": record.epochs,
+            "final": unwrapped(learner.model).state_dict(),
+            "model_restored": learner.model is net and learner.train_data is train_loader,
+            "metrics": learner.callback(Metrics).history,
+            "schedule": learner.callback(Scheduler).history,
+            "resumed_from": resume_from,
+        },
+        os.path.join(out, f"rank{rank()}.pt"),
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario")
+    parser.add_argument("out")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--sleep", type=float, default=0.0)
+    args = parser.parse_args()
+    if args.scenario == "train":
+        train(args.out, resume=args.resume, sleep=args.sleep)
+    else:
+        raise SystemExit(f"unknown scenario {args.scenario!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Two gloo ranks under torchrun, against a hand-written single-process reference.
+
+Each test launches ``tests/distributed_worker.py`` with ``python -m torch.distributed.run`` (``--standalone``
+picks a free port) under a hard timeout, so a hang fails the test instead of stalling CI. Launches cost
+seconds on a 2-core machine, so each one checks several things.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests import distributed_worker as worker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT = 120  # seconds for one 2-rank launch; a typical one takes 10-30 s on the 2-core CI machine
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+
+
+def launch(scenario: str, out, *args: str, nproc: int = 2, timeout: float = TIMEOUT, check: bool = True):
+    """Run the worker on ``nproc`` gloo ranks; return the completed process (stdout and stderr together)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command += [os.path.join(ROOT, "tests", "distributed_worker.py"), scenario, str(out), *args]
+    done = subprocess.run(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"{scenario} failed with exit code {done.returncode}:\n{done.stdout[-4000:]}")
+    return done
+
+
+def reference_run():
+    """The same training in one process, written by hand: global batch 16, DistributedSampler's shuffle
+    (``randperm(n)`` seeded with ``seed + epoch``, seed 0), lr and momentum linear in the epoch position."""
+    x, y = worker.data()
+    xt, yt, xv, yv = x[: worker.N_TRAIN], y[: worker.N_TRAIN], x[worker.N_TRAIN :], y[worker.N_TRAIN :]
+    net = worker.model()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    n_batches = worker.N_TRAIN // worker.BATCH
+    total = worker.EPOCHS * n_batches
+    steps, hparams, history = [], [], []
+    step = 0
+    for epoch in range(worker.EPOCHS):
+        order = torch.randperm(worker.N_TRAIN, generator=torch.Generator().manual_seed(epoch))
+        loss_sum = correct = 0.0
+        for b in range(n_batches):
+            lr = 0.2 + (0.02 - 0.2) * step / total
+            momentum = 0.9 + (0.8 - 0.9) * step / total
+            for group in opt.param_groups:
+                group["lr"], group["momentum"] = lr, momentum
+            idx = order[b * worker.BATCH : (b + 1) * worker.BATCH]
+            pred = net(xt[idx])
+            loss = torch.nn.functional.cross_entropy(pred, yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += loss.item() * len(idx)
+            correct += (pred.argmax(1) == yt[idx]).sum().item()
+            steps.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+            hparams.append((lr, momentum))
+        with torch.no_grad():
+            pred = net(xv)
+        history.append(
+            {
+                "train_loss": loss_sum / worker.N_TRAIN,
+                "train_accuracy": correct / worker.N_TRAIN,
+                "valid_loss": torch.nn.functional.cross_entropy(pred, yv).item(),
+                "valid_accuracy": (pred.argmax(1) == yv).double().mean().item(),
+            }
+        )
+    return steps, hparams, history
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One uninterrupted 2-rank run (shared by the tests below and the resume test's comparison)."""
+    out = tmp_path_factory.mktemp("two_ranks")
+    launch("train", out)
+    return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_two_ranks_hold_identical_weights_and_hyperparameters_at_every_step(two_ranks):
+    _, (r0, r1) = two_ranks
+    assert len(r0["steps"]) == len(r1["steps"]) == worker.EPOCHS * worker.N_TRAIN // worker.BATCH
+    for k, (a, b) in enumerate(zip(r0["steps"], r1["steps"])):
+        assert torch.equal(a, b), f"ranks differ after step {k}"
+    assert r0["hparams"] == r1["hparams"]
+    assert r0["schedule"] == r1["schedule"]
+
+
+def test_two_ranks_train_to_the_weights_of_one_process_with_the_same_global_batch(two_ranks):
+    _, (r0, _) = two_ranks
+    steps, hparams, _ = reference_run()
+    # float64 throughout: DDP averages two 8-sample mean gradients where one process takes one 16-sample
+    # mean, so the two differ only in summation order, ~1e-16 relative per operation over 18 steps. A real
+    # difference (one sample in the wrong batch) moves the weights by ~1e-3.
+    for k, (got, want) in enumerate(zip(r0["steps"], steps)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"step {k}")
+    assert len(r0["steps"]) == len(steps)
+    # The scheduled values every step used, against the hand-computed linear schedule.
+    for (lr, momentum), [(got_lr, got_momentum)] in zip(hparams, r0["hparams"]):
+        assert got_lr == pytest.approx(lr, rel=1e-12) and got_momentum == pytest.approx(momentum, rel=1e-12)
+
+
+def test_metrics_are_global_the_same_on_every_rank_and_count_every_validation_sample_once(two_ranks):
+    _, (r0, r1) = two_ranks
+    _, _, history = reference_run()
+    assert r0["metrics"] == r1["metrics"]  # bit for bit: both ranks read the one all-reduced vector
+    # 37 validation samples over 2 ranks (19 + 18, no padding): a repeated or missing sample would move
+    # valid_loss by ~1/37 of a sample's loss (~1e-2), far beyond the float64 summation-order tolerance.
+    # loopkit's accuracy() takes each batch's mean in float32 (rounding ~6e-8 relative); the losses are float64.
+    for epoch, (got, want) in enumerate(zip(r0["metrics"], history)):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=1e-6 if "accuracy" in key else 1e-10), (epoch, key)
+
+
+def test_one_writer_rank_0_writes_every_file_and_the_learner_gets_its_model_back(two_ranks):
+    out, (r0, r1) = two_ranks
+    saved = (out / "saves-0.txt").read_text().split()
+    assert [os.path.basename(p) for p in saved] == [
+        "step-000000004.pt", "epoch-0001.pt", "step-000000008.pt", "step-000000012.pt",
+        "epoch-0002.pt", "step-000000016.pt", "epoch-0003.pt",
+    ]  # fmt: skip
+    assert (out / "saves-1.txt").read_text() == ""  # rank 1 never wrote a checkpoint
+    assert sorted(os.listdir(out / "ckpt")) == ["epoch-0003.pt", "step-000000016.pt"]  # keep_last=2, pruned once
+    assert len({name.split(".")[-2] for name in os.listdir(out / "tb")}) == 1  # one writing process (by pid)
+    assert (out / "bar-1.txt").read_text() == "" and "epoch 3/3" in (out / "bar-0.txt").read_text()
+    assert r0["model_restored"] and r1["model_restored"]
