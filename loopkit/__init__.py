@@ -3,6 +3,8 @@
 The public API, by layer. Nothing is defined here.
 """
 
+from ._version import __version__
+
 # The loop
 from .loop.events import EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase
 from .loop.learner import Learner
@@ -21,6 +23,7 @@ from .scheduling.scheduler import Scheduler
 from .callbacks import Checkpoint, Distributed, EarlyStopping, Metrics, NaNGuard, ProgressBar, TensorBoard, accuracy
 
 __all__ = [
+    "__version__",
     "EVENTS",
     "CancelBatch",
     "CancelEpoch",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 import torch
 
@@ -70,6 +71,11 @@ def decision_map(model: torch.nn.Module, width: int = 64, height: int = 24) -> s
     return "\n".join("".join(GLYPHS[c] for c in row.tolist()) for row in classes)
 
 
+def _n_points(loader: Any) -> int:
+    """The number of samples behind one of the demo's DataLoaders (of TensorDatasets, which have a length)."""
+    return len(loader.dataset)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loopkit.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -83,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     learner = build(args.epochs, args.batch_size, args.lr, args.seed, args.logdir or None, args.quiet)
     print(
-        f"Training a 2-64-64-3 MLP on 3 spirals ({len(learner.train_data.dataset)} train / "
-        f"{len(learner.valid_data.dataset)} valid points), one-cycle lr peaking at {args.lr:g}, "
+        f"Training a 2-64-64-3 MLP on 3 spirals ({_n_points(learner.train_data)} train / "
+        f"{_n_points(learner.valid_data)} valid points), one-cycle lr peaking at {args.lr:g}, "
         f"{args.epochs} epochs"
     )
     print("Callback order per event:\n  " + learner.describe().replace("\n", "\n  "))

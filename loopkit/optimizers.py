@@ -39,7 +39,7 @@ TORCH_OPTIMIZERS = (
 FUSED_OPTIMIZERS = ("FusedAdamW", "FusedSGD")
 
 
-def available_optimizers() -> dict[str, type]:
+def available_optimizers() -> dict[str, type[torch.optim.Optimizer]]:
     """Lower-cased name -> optimizer class, for every optimizer this installation can build."""
     found = {name.lower(): getattr(torch.optim, name) for name in TORCH_OPTIMIZERS if hasattr(torch.optim, name)}
     try:
@@ -71,7 +71,7 @@ def make_optimizer(
         names = sorted({c.__name__ for c in known.values()}, key=str.lower)
         raise ValueError(f"unknown optimizer {name!r}; valid names (any case): {', '.join(names)}")
     kwargs = {**(options or {}), **more}
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "params")]
+    accepted = [p for p in inspect.signature(cls).parameters if p not in ("self", "params")]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(

@@ -77,7 +77,8 @@ def layerwise_groups(
         name = "head" if index == top else f"block{index}"
         block_lr = lr * decay ** (top - index)
         skip = _no_decay_names(block) if no_decay_bias_and_norm else set()
-        decayed, plain = [], []
+        decayed: list[torch.nn.Parameter] = []
+        plain: list[torch.nn.Parameter] = []
         for param_name, param in block.named_parameters():
             if id(param) in seen:
                 raise ValueError(

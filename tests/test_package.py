@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import pathlib
 import subprocess
 import sys
@@ -48,3 +49,9 @@ def test_pyproject_declares_the_promised_dependencies():
 def test_every_public_name_resolves():
     for name in loopkit.__all__:
         assert getattr(loopkit, name) is not None, name
+
+
+def test_version_comes_from_the_package_metadata():
+    # pyproject.toml is the one place the version is written; the installed metadata carries it to __version__.
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert loopkit.__version__ == importlib.metadata.version("loopkit") == declared

@@ -40,14 +40,15 @@ class NaNGuard(Callback):
 
     def before_fit(self, learner: Any) -> None:
         self.tripped_at = None
-        self._first = self._seen = None
+        self._first: torch.Tensor | None = None  # device-side: index of the first non-finite loss, or -1
+        self._seen: torch.Tensor | None = None  # device-side: losses seen since the last check
         self._positions: list[tuple[int, int, int]] = []
 
     def after_loss(self, learner: Any) -> None:
         if learner.phase != "train":
             return
         loss = learner.loss.detach()
-        if self._first is None:
+        if self._first is None or self._seen is None:
             self._first = torch.full((), -1, dtype=torch.int64, device=loss.device)
             self._seen = torch.zeros((), dtype=torch.int64, device=loss.device)
         # Device-side bookkeeping: the index (since the last check) of the first non-finite loss, or -1.
@@ -62,7 +63,7 @@ class NaNGuard(Callback):
         self._check()
 
     def _check(self) -> None:
-        if self._first is None or not self._positions:
+        if self._first is None or self._seen is None or not self._positions:
             return
         index = int(self._first.item())  # the host read, once per check
         if index >= 0:

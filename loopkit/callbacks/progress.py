@@ -31,7 +31,7 @@ class ProgressBar(Callback):
     ) -> None:
         whole_number("ProgressBar", "refresh_every", refresh_every)
         self.quiet, self.refresh_every, self.file, self.force = quiet, refresh_every, file, force
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar (tqdm ships no types) while a train phase runs
 
     @property
     def enabled(self) -> bool:

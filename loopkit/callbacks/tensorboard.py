@@ -44,7 +44,7 @@ class TensorBoard(Callback):
         whole_number("TensorBoard", "flush_every", flush_every)
         self.logdir = os.fspath(logdir)
         self.flush_every = flush_every
-        self.writer = None
+        self.writer: Any = None  # a torch SummaryWriter from before_fit to after_fit (imported lazily)
         self._losses: list[torch.Tensor] = []
         self._loss_steps: list[int] = []
         self._hp_logged: dict[str, int] = {}

@@ -32,14 +32,14 @@ def guarded_view(learner: object, callback: object) -> object:
     allowed = frozenset(w for w in getattr(callback, "writes", ()) if "." not in w)
     owner = callback_name(callback)
 
-    def __setattr__(self, name, value):
+    def __setattr__(self: object, name: str, value: object) -> None:
         if name not in allowed:
             raise UndeclaredWriteError(
                 f"callback {owner} set learner.{name} without declaring it; add {name!r} to {owner}.writes"
             )
         object.__setattr__(self, name, value)
 
-    def __delattr__(self, name):
+    def __delattr__(self: object, name: str) -> None:
         if name not in allowed:
             raise UndeclaredWriteError(
                 f"callback {owner} deleted learner.{name} without declaring it; add {name!r} to {owner}.writes"
@@ -57,6 +57,6 @@ def guarded_view(learner: object, callback: object) -> object:
             "__qualname__": base.__qualname__,
         },
     )
-    view = object.__new__(view_type)
+    view: object = object.__new__(view_type)
     object.__setattr__(view, "__dict__", learner.__dict__)
     return view

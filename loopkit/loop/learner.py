@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -175,7 +175,7 @@ class Learner:
             self.error = None
         return self
 
-    def _level(self, before: tuple, body, after: tuple, cancel: type[Exception]) -> None:
+    def _level(self, before: tuple, body: Callable[[], None], after: tuple, cancel: type[Exception]) -> None:
         """The one loop primitive: before handlers, body, after handlers (also after a ``cancel``)."""
         try:
             for handler in before:
@@ -221,7 +221,7 @@ class Learner:
         self._forward_loss()
         # Zeroing just before backward (not after the step) keeps a cancelled batch from leaking gradients.
         self.optimizer.zero_grad(set_to_none=True)
-        self.loss.backward()
+        self.loss.backward()  # type: ignore[union-attr]  # _forward_loss set it (after_loss may replace it)
         for handler in h["after_backward"]:
             handler()
         for handler in h["before_step"]:
@@ -242,7 +242,7 @@ class Learner:
             loss.backward()
             return loss
 
-        self.optimizer.step(closure)
+        self.optimizer.step(closure)  # type: ignore[arg-type]  # torch types the closure as returning float; LBFGS takes the loss tensor
 
     def _valid_phase(self) -> None:
         self.phase = "valid"
@@ -252,7 +252,7 @@ class Learner:
         before, after = h["before_batch"], h["after_batch"]
         body = self._forward_loss
         with torch.no_grad():
-            for batch_idx, batch in enumerate(self.valid_data):
+            for batch_idx, batch in enumerate(self.valid_data):  # type: ignore[arg-type]  # fit runs this phase only with valid_data
                 self.batch_idx = batch_idx
                 self.batch = batch
                 self._level(before, body, after, CancelBatch)
@@ -325,8 +325,9 @@ class Learner:
 
     def _finish_resume(self) -> None:
         """Restore callback states and the RNG at the point in the loop where they were saved."""
-        resume = self._resume
-        self._resume = None
+        resume, self._resume = self._resume, None
+        if resume is None:  # not resuming: nothing to restore
+            return
         states = resume["callbacks"]
         for cb in self.callbacks:
             name = callback_name(cb)
@@ -396,7 +397,7 @@ def _check_model(model: object) -> None:
 def _check_data(data: object, name: str) -> None:
     if data is None or isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise TypeError(f"{name} must be an iterable of batches (a DataLoader, a list, ...), got {data!r}")
-    length = _length(data)  # type: ignore[arg-type]
+    length = _length(data)
     if length == 0:
         raise ValueError(f"{name} is empty ({data!r} has length 0); pass data with at least one batch")
 

@@ -12,7 +12,8 @@ the graph's kernels read the table, which the host refreshes before each replay.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 
@@ -208,7 +209,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _run_kernel(
-        self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor]], *extra: int
+        self,
+        slot: Any,
+        items: list[tuple[int, torch.Tensor]],
+        columns: Sequence[Sequence[torch.Tensor | None]],
+        *extra: int,
     ) -> None:
         """Launch this optimizer's kernel over ``columns`` (param, grad, state... per tensor of ``items``).
 
@@ -220,16 +225,21 @@ class FusedOptimizer(torch.optim.Optimizer):
         if cached is None or cached[0] != key:
             self._check_layout(columns[: self.elementwise_columns])
             cached = self._cache[slot] = (key, _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size))
+        if self._hyper is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.launch() needs the hyperparameter table on the device: call "
+                "upload_hyperparameters() first (step() does both)"
+            )
         p = items[0][1]
         kernel = _cuda.compiled(self.kernel_name, p.dtype, p.device.index or 0, tuple(self.kernel_options))
         _cuda.launch(kernel, cached[1], self._hyper, len(items), *extra)
 
-    def _check_layout(self, columns: list[list[torch.Tensor]]) -> None:
+    def _check_layout(self, columns: Sequence[Sequence[torch.Tensor | None]]) -> None:
         """The kernels walk each tensor's memory as a flat array: every parameter must be dense, and its gradient
         and float32 state laid out the same way. Checked when the tables are built, i.e. when an address changes."""
         name = type(self).__name__
         for row in zip(*columns):
-            p = row[0]
+            p = cast(torch.Tensor, row[0])  # column 0 holds the parameters: never None
             if not (
                 p.is_contiguous()
                 or p.is_contiguous(memory_format=torch.channels_last)

@@ -14,7 +14,8 @@ import glob
 import os
 import pathlib
 import site
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -63,7 +64,7 @@ def nvrtc_compile(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str]
         libnvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def _checker(libnvrtc: ctypes.CDLL):
+def _checker(libnvrtc: ctypes.CDLL) -> Callable[[int], None]:
     def check(result: int) -> None:
         if result != 0:
             libnvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
@@ -96,7 +97,7 @@ def nvrtc_library() -> ctypes.CDLL | None:
 
 
 @functools.cache
-def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()):
+def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()) -> Any:
     """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device,
     compiled with extra NVRTC ``options`` (``("-DILP=4",)``: the benchmark sweep's tuning knobs)."""
     from torch.cuda._utils import _cuda_load_module
@@ -115,10 +116,14 @@ def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[st
         [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options],
     )
     with torch.cuda.device(device_index):
-        return _cuda_load_module(cubin, [name])[name]  # cuModuleLoadData takes a cubin as well as PTX
+        # cuModuleLoadData takes a cubin as well as PTX; given kernel names, torch returns a dict of kernels.
+        kernels = cast("dict[str, Any]", _cuda_load_module(cubin, [name]))
+        return kernels[name]
 
 
-def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+def device_table(
+    rows: Sequence[float] | Sequence[Sequence[float]], device: torch.device, dtype: torch.dtype = torch.int64
+) -> torch.Tensor:
     """A small host table sent to the device through pinned memory, without blocking the host."""
     host = torch.tensor(rows, dtype=dtype)
     if device.type == "cpu":  # the kernels run on the host only in the tests
@@ -137,11 +142,12 @@ class Tables(NamedTuple):
     chunk_size: int
 
 
-def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int) -> Tables:
+def tables(columns: Sequence[Sequence[torch.Tensor | None]], groups: list[int], chunk_size: int) -> Tables:
     """Build the tables for tensors ``columns[c][t]`` (column 0 the parameters; None for a state the kernel will
     not touch), tensor t in group ``groups[t]``."""
-    device = columns[0][0].device
-    numels = [p.numel() for p in columns[0]]
+    params = cast("Sequence[torch.Tensor]", columns[0])  # column 0 holds the parameters: never None
+    device = params[0].device
+    numels = [p.numel() for p in params]
     chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
     return Tables(
         device_table([list(addresses(column)) for column in columns], device),
@@ -156,16 +162,16 @@ def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int
 _data_ptr = torch.Tensor.data_ptr
 
 
-def addresses(column: list[torch.Tensor | None]) -> tuple[int, ...]:
+def addresses(column: Sequence[torch.Tensor | None]) -> tuple[int, ...]:
     """The tensors' device addresses for the pointer table; None (a state the kernel will not touch) is null.
     Computed at every step to notice a moved tensor, hence the map over the method (half the cost of a loop)."""
     try:
-        return tuple(map(_data_ptr, column))
+        return tuple(map(_data_ptr, column))  # type: ignore[arg-type]  # a None raises TypeError, caught below
     except TypeError:  # a None in the column
         return tuple(0 if t is None else t.data_ptr() for t in column)
 
 
-def launch(kernel, tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:
+def launch(kernel: Callable[..., Any], tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:
     if tables.n_chunks:
         kernel(
             grid=(tables.n_chunks, 1, 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -130,7 +131,7 @@ class FusedAdamW(FusedOptimizer):
         states = [self._state(p) for _, p in items]
         steps = [s["step"] for s in states]
         torch._foreach_add_(steps, 1.0)  # on the device: no sync
-        columns = [
+        columns: list[Sequence[torch.Tensor | None]] = [
             [p for _, p in items],
             [p.grad for _, p in items],
             [s["exp_avg"] for s in states],

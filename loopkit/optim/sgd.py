@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -108,7 +109,7 @@ class FusedSGD(FusedOptimizer):
                 steady.append((gi, p))
         for part, first in ((steady, 0), (fresh, 1)):
             if part:
-                columns = [
+                columns: list[Sequence[torch.Tensor | None]] = [
                     [p for _, p in part],
                     [p.grad for _, p in part],
                     [self.state[p].get("momentum_buffer") for _, p in part],

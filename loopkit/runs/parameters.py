@@ -34,9 +34,10 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 _TRUE = {"true", "1", "yes", "on"}
@@ -61,7 +62,7 @@ def param(
     """
     metadata = {"help": help, "low": low, "high": high, "choices": tuple(choices) if choices is not None else None}
     if isinstance(default, (dict, list)):
-        return dataclasses.field(default_factory=lambda d=default: json.loads(json.dumps(d)), metadata=metadata)
+        return dataclasses.field(default_factory=lambda: json.loads(json.dumps(default)), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -227,10 +228,10 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     suffix = os.path.splitext(path)[1].lower()
     with open(path, "rb") as f:
         if suffix == ".toml":
-            try:
+            if sys.version_info >= (3, 11):
                 import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib  # type: ignore[no-redef]
+            else:  # Python 3.10
+                import tomli as tomllib
             data = tomllib.load(f)
         elif suffix in (".yaml", ".yml"):
             import yaml
@@ -298,7 +299,7 @@ def _metavar(base: Any) -> str:
     return {int: "INT", float: "FLOAT", str: "STR"}.get(base, "JSON")
 
 
-def _flag_type(f: dataclasses.Field):
+def _flag_type(f: dataclasses.Field) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = convert(f.name, f.type, text)

@@ -281,5 +281,5 @@ class DropoutRate(HyperParameter):
         return float(self._modules[0].p)
 
 
-def _dropouts(model: torch.nn.Module) -> Sequence[torch.nn.Module]:
+def _dropouts(model: torch.nn.Module) -> Sequence[torch.nn.modules.dropout._DropoutNd]:
     return [m for m in model.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]

@@ -55,7 +55,7 @@ class Scheduler(Callback):
     """
 
     # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
-    reads = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase", "train_data")
+    reads: tuple[str, ...] = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase", "train_data")
 
     def __init__(
         self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error", name: str | None = None

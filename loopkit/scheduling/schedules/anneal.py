@@ -29,32 +29,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import ModuleType
+from typing import Any, TypeVar
 
 import numpy as np
 
+# A position: a Python float (the scalar path) or a numpy array of them (the vectorised path); the value has
+# the same kind.
+P = TypeVar("P", float, "np.ndarray[Any, Any]")
 
-def _xp(p):
+
+def _xp(p: object) -> ModuleType:
     return np if isinstance(p, np.ndarray) else math
 
 
-def linear(a, b, p):
+def linear(a: float, b: float, p: P) -> P:
     return a + (b - a) * p
 
 
-def cos(a, b, p):
+def cos(a: float, b: float, p: P) -> P:
     # The form torch's OneCycleLR and fastai use, so parity holds to rounding.
     return b + (a - b) * (1.0 + _xp(p).cos(math.pi * p)) / 2.0
 
 
-def sin(a, b, p):
+def sin(a: float, b: float, p: P) -> P:
     return a + (b - a) * _xp(p).sin(math.pi / 2.0 * p)
 
 
-def exp(a, b, p):
+def exp(a: float, b: float, p: P) -> P:
     return a * (b / a) ** p
 
 
-def step(a, b, p):
+def step(a: float, b: float, p: P) -> P:
     return a + 0.0 * p
 
 
@@ -67,7 +73,7 @@ class Custom:
     def __init__(self, fn: Callable[[float], float]) -> None:
         self.fn = fn
 
-    def __call__(self, a, b, p):
+    def __call__(self, a: float, b: float, p: P) -> P:
         if isinstance(p, np.ndarray):
             frac = np.array([self.fn(float(x)) for x in p.ravel()], dtype=np.float64).reshape(p.shape)
         else:

@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..._validate import whole_number
 from .anneal import step as _hold
@@ -81,7 +82,13 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
     return Schedule._with_jumps(knots, values, anneals, unit)
 
 
-def _clip_end(schedule, local, seg_fns, end, start):
+def _clip_end(
+    schedule: Schedule,
+    local: list[tuple[float, float]],
+    seg_fns: list[Callable[..., Any]],
+    end: float,
+    start: float,
+) -> tuple[list[tuple[float, float]], list[Callable[..., Any]]]:
     """Cut a schedule's (time, value) knots at ``end``, evaluating it there if a segment straddles ``end``."""
     kept = [(k, v) for k, v in local if k < end]
     fns = seg_fns[: len(kept) - 1]
@@ -104,13 +111,13 @@ def _clip_end(schedule, local, seg_fns, end, start):
 class _Partial:
     """The first fraction ``q`` of an annealing from ``a`` to ``b``, re-expressed on [0, 1]."""
 
-    def __init__(self, fn, a, b, q):
+    def __init__(self, fn: Callable[..., Any], a: float, b: float, q: float) -> None:
         self.fn, self.a, self.b, self.q = fn, a, b, q
 
-    def __call__(self, a, b, p):
+    def __call__(self, a: float, b: float, p: Any) -> Any:
         return self.fn(self.a, self.b, p * self.q)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"partial({self.fn!r}, {self.q:g})"
 
 
