@@ -88,7 +88,10 @@ class Distributed(Callback):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"Distributed(seed={seed!r}) needs an int, the same on every rank")
         self.backend, self.timeout, self.shard_data, self.seed = backend, timeout, shard_data, seed
-        self.ddp_options = {"find_unused_parameters": find_unused_parameters, "static_graph": static_graph}
+        self.ddp_options: dict[str, Any] = {
+            "find_unused_parameters": find_unused_parameters,
+            "static_graph": static_graph,
+        }
         self.sync_batchnorm = sync_batchnorm
         self._given: tuple | None = None
 

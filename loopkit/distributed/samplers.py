@@ -28,6 +28,7 @@ Example (what rank 1 of 2 sees of 10 samples, global batch 4, no shuffle):
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import (
@@ -166,8 +167,8 @@ def shard_train_loader(loader: object, *, rank: int, world_size: int, seed: int)
             "or split the data yourself and pass Distributed(shard_data=False)"
         )
     check_divisible(batches.batch_size, world_size, "the train DataLoader's batch_size")
-    sampler = DistributedSampler(
-        loader.dataset,  # type: ignore[arg-type]
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        loader.dataset,
         num_replicas=world_size,
         rank=rank,
         shuffle=isinstance(inner, RandomSampler),
@@ -212,8 +213,9 @@ def shard_valid_loader(loader: object, *, rank: int, world_size: int) -> DataLoa
 def set_epoch(loader: object, epoch: int) -> None:
     """Call ``set_epoch(epoch)`` on the loader's sampler and batch sampler where they have one."""
     for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        if callable(getattr(sampler, "set_epoch", None)):
-            sampler.set_epoch(epoch)
+        set_sampler_epoch = getattr(sampler, "set_epoch", None)
+        if callable(set_sampler_epoch):
+            set_sampler_epoch(epoch)
 
 
 def _check_loader(loader: object, name: str) -> DataLoader:
@@ -256,9 +258,9 @@ def _rebuild(loader: DataLoader, **changes: object) -> DataLoader:
         "pin_memory_device": loader.pin_memory_device,
     }
     if "in_order" in DataLoader.__init__.__code__.co_varnames:
-        settings["in_order"] = loader.in_order  # type: ignore[attr-defined]
+        settings["in_order"] = loader.in_order
     settings.update(changes)
-    return DataLoader(loader.dataset, **settings)  # type: ignore[arg-type]
+    return DataLoader(loader.dataset, **settings)
 
 
 __all__ = [
