@@ -16,7 +16,7 @@ What it does, at ``before_fit`` (it runs before every other callback):
 
 At ``after_fit`` the learner gets back the model, data and device it was given. The process group stays up
 for whatever the script does next (validate, predict, another fit); if loopkit created it, loopkit destroys
-it when the process exits (or call :func:`loopkit.distributed.destroy_process_group` earlier).
+it when the process exits (or call :func:`destroy_process_group` earlier).
 
 Example (no torchrun here: a single process, nothing changes):
     >>> import torch
@@ -60,7 +60,8 @@ class Distributed(Callback):
         seed: the shuffle seed, the same on every rank (epoch ``e`` shuffles with ``seed + e``).
         sync_batchnorm: convert BatchNorm layers to ``torch.nn.SyncBatchNorm`` (statistics over the global
             batch). torch runs SyncBatchNorm on CUDA only: on the CPU this is refused when the fit starts.
-        find_unused_parameters, static_graph: passed to ``DistributedDataParallel``.
+        find_unused_parameters: passed to ``DistributedDataParallel``.
+        static_graph: passed to ``DistributedDataParallel``.
 
     Raises:
         ValueError, TypeError: at ``before_fit``, for data that cannot be split (see

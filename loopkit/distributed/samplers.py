@@ -63,8 +63,10 @@ class ShardedBatchSampler(ScheduledBatchSampler):
     Args:
         n: the dataset's length.
         batch_size: the starting global batch size, a multiple of ``world_size``.
-        shuffle, drop_last: as for :class:`ScheduledBatchSampler`.
-        rank, world_size: this process's place.
+        shuffle: as for :class:`ScheduledBatchSampler`.
+        drop_last: as for :class:`ScheduledBatchSampler`.
+        rank: this process's rank, in ``[0, world_size)``.
+        world_size: the number of processes.
         seed: the shuffle's seed, the same on every rank.
 
     Raises:
