@@ -6,7 +6,7 @@ The public API, by layer. Nothing is defined here.
 from ._version import __version__
 
 # The loop
-from .loop.events import EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase
+from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -25,6 +25,8 @@ from .callbacks import Checkpoint, Distributed, EarlyStopping, Metrics, NaNGuard
 __all__ = [
     "__version__",
     "EVENTS",
+    "Cancel",
+    "CancelStep",
     "CancelBatch",
     "CancelEpoch",
     "CancelFit",

@@ -39,6 +39,7 @@ def test_event_sequence_matches_the_documented_loop(regression):
         "before_batch",
         "after_pred",
         "after_loss",
+        "before_backward",
         "after_backward",
         "before_step",
         "after_step",

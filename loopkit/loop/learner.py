@@ -12,7 +12,10 @@ The hot path is precomputed: the handlers for each event are a tuple of bound ca
 from __future__ import annotations
 
 import functools
+import itertools
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,11 +23,15 @@ import torch
 
 from .callback import callback_name, handled_events, validate_callback
 from .checkpoint import load_checkpoint
-from .events import EVENTS, CancelBatch, CancelEpoch, CancelFit, CancelPhase
+from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
+from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
 from .ordering import order_callbacks
 from .rng import capture_rng_state, restore_rng_state
 from .step import Step
+
+#: Consecutive skipped optimizer steps after which a fit stops with an error: the run has diverged.
+MAX_SKIPPED_IN_A_ROW = 100
 
 
 class Learner:
@@ -109,6 +116,14 @@ class Learner:
         self.yb: Any = None
         self.pred: Any = None
         self.loss: torch.Tensor | None = None
+        self.backward_loss: torch.Tensor | None = None
+        self.step_loss: torch.Tensor | None = None
+        self.max_steps: int | None = None
+        self._deadline: float | None = None
+        self.micro_batch = 0
+        self.accumulate = False
+        self.skipped_steps = 0
+        self._skips_in_a_row = 0
         self.error: BaseException | None = None
         self._position: tuple[int, int] | None = (0, 0)
         self._rng_at_phase_start: dict[str, Any] | None = None
@@ -121,70 +136,109 @@ class Learner:
                 check(self)
 
         # Every callback sees the learner through its own guarded view (shared state, checked writes).
-        self._handlers: dict[str, tuple] = dict.fromkeys(EVENTS, ())
+        self._handlers: dict[str, Handlers] = {event: Handlers(event) for event in EVENTS}
         for cb in self.callbacks:
             view = guarded_view(self, cb)
             for event in handled_events(cb):
                 self._handlers[event] += (functools.partial(getattr(cb, event), view),)
 
     # ----------------------------------------------------------------------------------------- running
-    def fit(self, n_epochs: int, *, resume_from: str | os.PathLike | dict | None = None) -> Learner:
-        """Train for ``n_epochs`` epochs (each a train phase, then a valid phase if there is valid data).
+    def fit(
+        self,
+        n_epochs: int | None = None,
+        *,
+        max_steps: int | None = None,
+        max_time: float | None = None,
+        resume_from: str | os.PathLike | dict | None = None,
+    ) -> Learner:
+        """Train until ``n_epochs`` epochs, ``max_steps`` optimizer steps or ``max_time`` seconds, whichever first.
 
         Args:
-            n_epochs: total number of epochs of the run, a positive int. When resuming, the total of the
-                whole run, not the number still to go.
+            n_epochs: total number of epochs of the run (each a train phase, then a valid phase if there is
+                valid data), a positive int; may be left out when ``max_steps`` is given. When resuming, the
+                total of the whole run, not the number still to go.
+            max_steps: stop after this many optimizer steps (skipped steps do not count). The train phase ends
+                there; validation and every ``after_*`` handler still run, so metrics, logs and checkpoints
+                describe the final model.
+            max_time: stop once this many seconds (wall clock, ``time.monotonic``) have passed since ``fit``
+                was called, at the end of the batch that crosses it; validation and ``after_*`` still run.
             resume_from: a checkpoint path (or a loaded ``state_dict``) to continue from: model, optimizer,
                 callback states, RNG states and the position in the loop are restored, so the run continues
                 exactly as if it had never stopped.
 
         Returns:
             the learner, for chaining.
+
+        Raises:
+            TypeError / ValueError: a budget that is not a positive number, or neither ``n_epochs`` nor
+            ``max_steps``. ``RuntimeError``: 100 optimizer steps in a row were skipped (the run diverged).
+            Any error a callback or the model raises, after every ``after_fit`` handler ran.
         """
-        if isinstance(n_epochs, bool) or not isinstance(n_epochs, int):
-            raise TypeError(f"fit(n_epochs) needs an int number of epochs, got {n_epochs!r}")
-        if n_epochs < 1:
-            raise ValueError(f"fit(n_epochs) needs at least 1 epoch, got n_epochs={n_epochs}")
+        _check_budgets(n_epochs, max_steps, max_time)
         start_epoch = 0
         self.global_step = 0
         if resume_from is not None:
             state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
-            start_epoch = self._begin_resume(state, n_epochs)
+            start_epoch = self._begin_resume(state, n_epochs if n_epochs is not None else sys.maxsize)
         self.n_epochs = n_epochs
+        self.max_steps = max_steps
+        self._deadline = None if max_time is None else time.monotonic() + max_time
         self.n_batches = _length(self.train_data)
+        self.micro_batch, self.accumulate, self.skipped_steps, self._skips_in_a_row = 0, False, 0, 0
         self.error = None
         h = self._handlers
+        error: BaseException | None = None
         try:
-            try:
-                for handler in h["before_fit"]:
-                    handler()
-                if self._resume is not None and self._resume["position"]["batch"] == 0:
-                    self._finish_resume()  # saved between epochs: restore before the next before_epoch
-                for epoch in range(start_epoch, n_epochs):
-                    self.epoch = epoch
-                    self._level(h["before_epoch"], self._epoch_body, h["after_epoch"], CancelEpoch)
-            except CancelFit:
-                pass
-        except BaseException as error:
-            self.error = error
-            raise
-        finally:
-            self._resume = None
-            for handler in h["after_fit"]:
-                handler()
-            self.error = None
+            self.optimizer.zero_grad(set_to_none=True)  # gradients are zeroed after each step; start clean
+            fire(h["before_fit"])
+            if self._resume is not None and self._resume["position"]["batch"] == 0:
+                self._finish_resume()  # saved between epochs: restore before the next before_epoch
+            epochs = range(start_epoch, n_epochs) if n_epochs is not None else itertools.count(start_epoch)
+            for epoch in epochs:
+                if self._out_of_budget():
+                    break
+                self.epoch = epoch
+                self._level(h["before_epoch"], self._epoch_body, h["after_epoch"], CancelEpoch)
+        except CancelFit:
+            pass
+        except Cancel as cancel:  # a cancel of a level that was not running where it was raised
+            error = _misplaced(cancel)
+        except BaseException as exc:
+            error = exc
+        self._teardown(error)
         return self
+
+    def _teardown(self, error: BaseException | None) -> None:
+        """Run every ``after_fit`` handler; the run's error (if any) propagates, teardown errors attached to it."""
+        self._resume = None
+        self.error = error
+        try:
+            raised = [(handler, exc) for handler, exc in run_all(self._handlers["after_fit"]) if not _is_cancel(exc)]
+        finally:
+            self.error = None
+        if error is not None:
+            for handler, exc in raised:
+                add_note(error, f"while tearing down, after_fit of {handler_name(handler)} raised {describe(exc)}")
+            raise error
+        if raised:
+            raise resolve("after_fit", raised)
 
     def _level(self, before: tuple, body: Callable[[], None], after: tuple, cancel: type[Exception]) -> None:
         """The one loop primitive: before handlers, body, after handlers (also after a ``cancel``)."""
         try:
-            for handler in before:
-                handler()
+            fire(before)
             body()
         except cancel:
             pass
-        for handler in after:
-            handler()
+        try:  # noqa: SIM105 - a try costs nothing here, contextlib.suppress a context manager per level
+            fire(after)
+        except cancel:
+            pass  # raised in the level's own after_ handlers: the level is over, there is nothing to cancel
+
+    def _out_of_budget(self) -> bool:
+        return (self.max_steps is not None and self.global_step >= self.max_steps) or (
+            self._deadline is not None and time.monotonic() >= self._deadline
+        )
 
     def _epoch_body(self) -> None:
         h = self._handlers
@@ -192,19 +246,21 @@ class Learner:
         # before_train, where per-step schedules lay out the phase.
         self.n_batches = _length(self.train_data)
         try:
+            # Modes are set before before_train/before_valid, so a callback there owns them (frozen norm layers
+            # put in eval in before_train stay in eval).
+            self.phase = "train"
+            self.model.train()
             self._level(h["before_train"], self._train_phase, h["after_train"], CancelPhase)
             if self.valid_data is not None:
+                self.phase = "valid"
+                self.model.eval()
                 self._level(h["before_valid"], self._valid_phase, h["after_valid"], CancelPhase)
         finally:
             # Whether the epoch ran out or was cancelled, after_epoch sits at the start of the next one.
             self._position = (self.epoch + 1, 0)
 
     def _train_phase(self) -> None:
-        self.phase = "train"
-        self.model.train()
-        h = self._handlers
-        before, after = h["before_batch"], h["after_batch"]
-        body = self._train_batch
+        before, after = self._handlers["before_batch"], self._handlers["after_batch"]
         self._rng_at_phase_start = capture_rng_state()
         batches, first = self._iterate(self.train_data)
         batch_idx = -1
@@ -212,24 +268,70 @@ class Learner:
             self.batch_idx = batch_idx
             self.batch = batch
             self._position = (self.epoch, batch_idx + 1)
-            self._level(before, body, after, CancelBatch)
+            try:
+                fire(before)
+                self._train_batch()
+            except CancelBatch as cancel:
+                self._discard_window(cancel)
+            except BaseException:
+                self._discard_window(None)  # an outer cancel or an error: no gradient of this window survives it
+                raise
+            try:  # noqa: SIM105 - per batch: a try is free, contextlib.suppress is not
+                fire(after)
+            except CancelBatch:
+                pass  # the batch is over
+            if self._out_of_budget():
+                break  # a normal end of the phase: after_train, validation and after_epoch follow
         if batch_idx < 0 and first == 0:
             raise ValueError(f"train_data yielded no batches in epoch {self.epoch}: {self.train_data!r}")
+        if self.micro_batch:  # data without a length ended inside an accumulation window: step on what it has
+            try:
+                self._step()
+            except CancelBatch as cancel:
+                self._discard_window(cancel)
 
     def _train_batch(self) -> None:
         h = self._handlers
         self._forward_loss()
-        # Zeroing just before backward (not after the step) keeps a cancelled batch from leaking gradients.
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss.backward()  # type: ignore[union-attr]  # _forward_loss set it (after_loss may replace it)
-        for handler in h["after_backward"]:
-            handler()
-        for handler in h["before_step"]:
-            handler()
+        self.backward_loss = self.loss  # what backward runs on: callbacks may weight or scale it
+        fire(h["before_backward"])
+        self.backward_loss.backward()
+        fire(h["after_backward"])
+        if self.accumulate:  # the window goes on: its gradients wait for its last micro-batch
+            self.micro_batch += 1
+            return
+        self._step()
+
+    def _step(self) -> None:
+        """The step level: before_step, the optimizer step, gradients zeroed, after_step (only if it happened)."""
+        h = self._handlers
+        self.step_loss = self.loss  # the loss of this step; GradientAccumulation sets the window's mean
+        fire(h["before_step"])
         self._optimizer_step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        for handler in h["after_step"]:
-            handler()
+        self.micro_batch = self._skips_in_a_row = 0
+        try:
+            fire(h["after_step"])
+        except CancelStep as cancel:
+            raise RuntimeError(
+                f"{type(cancel).__name__} was raised in after_step, after the optimizer step was applied; raise "
+                "it in before_step (or earlier) to skip a step"
+            ) from cancel
+
+    def _discard_window(self, cancel: CancelBatch | None) -> None:
+        """A cancelled train batch: drop its accumulation window's gradients so none reaches a later step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.micro_batch = 0
+        if isinstance(cancel, CancelStep):
+            self.skipped_steps += 1
+            self._skips_in_a_row += 1
+            if self._skips_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                raise RuntimeError(
+                    f"{MAX_SKIPPED_IN_A_ROW} optimizer steps in a row were skipped (the last at epoch {self.epoch}, "
+                    f"batch {self.batch_idx}, global step {self.global_step}): the run has diverged (a loss "
+                    "scaler skips steps whose gradients are not finite); lower the learning rate or check the data"
+                ) from cancel
 
     def _closure_step(self) -> None:
         """``optimizer.step(closure)`` for optimizers that evaluate the loss several times per step."""
@@ -245,9 +347,7 @@ class Learner:
         self.optimizer.step(closure)  # type: ignore[arg-type]  # torch types the closure as returning float; LBFGS takes the loss tensor
 
     def _valid_phase(self) -> None:
-        self.phase = "valid"
         self._position = None  # a checkpoint taken mid-validation could not be resumed exactly
-        self.model.eval()
         h = self._handlers
         before, after = h["before_batch"], h["after_batch"]
         body = self._forward_loss
@@ -263,11 +363,9 @@ class Learner:
         step = self.step_logic
         self.xb, self.yb = step.unpack(self, self.batch)
         self.pred = step.forward(self)
-        for handler in h["after_pred"]:
-            handler()
+        fire(h["after_pred"])
         self.loss = step.loss(self)
-        for handler in h["after_loss"]:
-            handler()
+        fire(h["after_loss"])
 
     # ----------------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
@@ -428,3 +526,37 @@ def _check_unique_names(callbacks: list[object]) -> None:
                 "one of them a distinct name (e.g. Scheduler(..., name='EpochScheduler')) or subclass it"
             )
         seen.add(name)
+
+
+def _is_cancel(exc: BaseException) -> bool:
+    return isinstance(exc, Cancel)
+
+
+def _misplaced(cancel: Cancel) -> RuntimeError:
+    where = getattr(cancel, "event", "an event")
+    error = RuntimeError(
+        f"{type(cancel).__name__} was raised in {where}, where no {type(cancel).__name__[6:].lower()} is running; "
+        "raise it inside that level (see docs/events.md), or raise the cancel of a level that is running there"
+    )
+    error.__cause__ = cancel
+    return error
+
+
+def _check_budgets(n_epochs: object, max_steps: object, max_time: object) -> None:
+    for name, value in (("n_epochs", n_epochs), ("max_steps", max_steps)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            unit = "epochs" if name == "n_epochs" else "steps"
+            raise TypeError(f"fit({name}) needs an int number of {unit}, got {name}={value!r}")
+        if value < 1:
+            raise ValueError(f"fit({name}) needs at least 1, got {name}={value}")
+    if max_time is not None and (
+        isinstance(max_time, bool) or not isinstance(max_time, (int, float)) or not 0 < max_time < float("inf")
+    ):
+        raise ValueError(f"fit(max_time) needs a positive, finite number of seconds, got max_time={max_time!r}")
+    if n_epochs is None and max_steps is None:
+        raise TypeError(
+            "fit() needs n_epochs, max_steps or both (whichever comes first ends the fit), e.g. fit(10) or "
+            "fit(max_steps=500)"
+        )

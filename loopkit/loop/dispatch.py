@@ -1,0 +1,125 @@
+"""How the handlers of one event run, and what one or more of them raising means.
+
+The rule, for every event: every handler runs, whatever an earlier handler of the same event raised (a
+``Cancel*`` or an error such as a full disk in a logger). Once all ran, :func:`resolve` picks what the event
+raises: the first error, if any handler raised one (later errors and cancels are attached to it as notes);
+otherwise the outermost cancel (``CancelFit`` over ``CancelEpoch`` over ``CancelPhase`` over ``CancelBatch``
+over ``CancelStep``). So a callback that stops the fit in ``after_epoch`` never keeps a ``Checkpoint`` or a
+logger from seeing that epoch.
+
+:func:`resolve` is the one place where an event's outcome is decided; a distributed run makes the decision
+agree across ranks there.
+
+Attached errors: ``error.add_note(...)`` (Python 3.11+), or the same strings appended to ``error.__notes__``
+on Python 3.10, one note per further exception naming the event and the callback that raised it.
+
+Example:
+    >>> from loopkit.loop.events import CancelEpoch, CancelFit
+    >>> seen = []
+    >>> def stop(): seen.append("stop"); raise CancelEpoch
+    >>> def stop_all(): seen.append("stop_all"); raise CancelFit
+    >>> def save(): seen.append("save")
+    >>> try:
+    ...     fire(Handlers("after_batch", (stop, stop_all, save)))
+    ... except CancelFit:
+    ...     seen.append("fit cancelled")
+    >>> seen
+    ['stop', 'stop_all', 'save', 'fit cancelled']
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterable
+
+from .callback import callback_name
+from .events import Cancel
+
+
+class Handlers(tuple):
+    """The handlers of one event, in run order, with the event's name for error messages."""
+
+    event: str
+
+    def __new__(cls, event: str, handlers: Iterable = ()) -> Handlers:
+        self = super().__new__(cls, handlers)
+        self.event = event
+        return self
+
+    def __add__(self, other: tuple) -> Handlers:  # type: ignore[override]
+        return Handlers(self.event, tuple(self) + tuple(other))
+
+
+def fire(handlers: Handlers) -> None:
+    """Run every handler of one event; then raise what :func:`resolve` decides, if any handler raised."""
+    it = iter(handlers)
+    try:
+        for handler in it:
+            handler()
+        return
+    except BaseException as first:  # every exception is resolved below, none is dropped
+        raised = [(handler, first), *run_all(it)]
+    raise resolve(handlers.event, raised)
+
+
+def run_all(handlers: Iterable) -> list[tuple[object, BaseException]]:
+    """Run every handler, whatever the others raise; return each ``(handler, exception)`` raised, in order."""
+    raised = []
+    for handler in handlers:
+        try:
+            handler()
+        except BaseException as exc:
+            raised.append((handler, exc))
+    return raised
+
+
+def resolve(event: str, raised: list[tuple[object, BaseException]]) -> BaseException:
+    """What an event raises, given each ``(handler, exception)`` its handlers raised, in run order.
+
+    The first error (an exception that is not a ``Cancel``) wins, with every other exception attached to it as
+    a note; without errors, the outermost cancel (highest ``level``; the first of equals).
+    """
+    errors = [exc for _, exc in raised if not isinstance(exc, Cancel)]
+    if errors:
+        winner = errors[0]
+        for handler, exc in raised:
+            if exc is not winner:
+                add_note(winner, f"also raised in {event} by {handler_name(handler)}: {describe(exc)}")
+        return winner
+    cancel = max((exc for _, exc in raised), key=lambda exc: exc.level)  # max keeps the first of equals
+    cancel.event = event  # type: ignore[attr-defined]  # where it was raised, for messages
+    return cancel
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)``, or its Python 3.10 equivalent (a ``__notes__`` list of strings)."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+        return
+    notes = getattr(error, "__notes__", None)
+    if not isinstance(notes, list):
+        notes = []
+        try:
+            error.__notes__ = notes  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type without a __dict__: nowhere to attach
+            return
+    notes.append(note)
+
+
+def handler_name(handler: object) -> str:
+    """The callback a handler belongs to, for messages (``functools.partial`` of a bound method)."""
+    func = getattr(handler, "func", handler)
+    owner = getattr(func, "__self__", None)
+    if owner is None:
+        return getattr(func, "__qualname__", repr(func))
+    return callback_name(owner)
+
+
+def describe(exc: BaseException) -> str:
+    """``"Type: message (at file:line in function)"`` for a note about an exception raised elsewhere."""
+    text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {last.filename}:{last.lineno} in {last.name})"
+    return text
