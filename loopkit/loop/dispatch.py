@@ -46,7 +46,7 @@ class Handlers(tuple):
         self.event = event
         return self
 
-    def __add__(self, other: tuple) -> Handlers:  # type: ignore[override]
+    def __add__(self, other: tuple) -> Handlers:
         return Handlers(self.event, tuple(self) + tuple(other))
 
 
@@ -86,7 +86,8 @@ def resolve(event: str, raised: list[tuple[object, BaseException]]) -> BaseExcep
             if exc is not winner:
                 add_note(winner, f"also raised in {event} by {handler_name(handler)}: {describe(exc)}")
         return winner
-    cancel = max((exc for _, exc in raised), key=lambda exc: exc.level)  # max keeps the first of equals
+    cancels = [exc for _, exc in raised if isinstance(exc, Cancel)]
+    cancel = max(cancels, key=lambda exc: exc.level)  # max keeps the first of equals
     cancel.event = event  # type: ignore[attr-defined]  # where it was raised, for messages
     return cancel
 

@@ -105,7 +105,7 @@ class Learner:
         self.callbacks: list[object] = order_callbacks(callbacks)
 
         # Loop state; docs/events.md tables when each is valid.
-        self.n_epochs = 0
+        self.n_epochs: int | None = 0
         self.epoch = 0
         self.phase: str | None = None
         self.batch_idx = 0
@@ -223,7 +223,7 @@ class Learner:
         if raised:
             raise resolve("after_fit", raised)
 
-    def _level(self, before: tuple, body: Callable[[], None], after: tuple, cancel: type[Exception]) -> None:
+    def _level(self, before: Handlers, body: Callable[[], None], after: Handlers, cancel: type[Exception]) -> None:
         """The one loop primitive: before handlers, body, after handlers (also after a ``cancel``)."""
         try:
             fire(before)
@@ -295,7 +295,7 @@ class Learner:
         self._forward_loss()
         self.backward_loss = self.loss  # what backward runs on: callbacks may weight or scale it
         fire(h["before_backward"])
-        self.backward_loss.backward()
+        self.backward_loss.backward()  # type: ignore[union-attr]  # _forward_loss set the loss
         fire(h["after_backward"])
         if self.accumulate:  # the window goes on: its gradients wait for its last micro-batch
             self.micro_batch += 1
