@@ -36,6 +36,10 @@ class Checkpoint(Callback):
         monitor: a :class:`~loopkit.callbacks.metrics.Metrics` key (``"valid_loss"``); if given, the best epoch
             so far is also kept as ``best.pt``.
         mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better.
+
+    Raises:
+        ValueError: at construction, an ``every_n_steps`` or ``keep_last`` that is not a whole number >= 1, or an
+            unknown ``mode``; when the Learner is built, a ``monitor`` without a ``Metrics`` callback.
     """
 
     reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "loss")

@@ -21,6 +21,10 @@ class EarlyStopping(Callback):
         min_delta: how much better than the best so far a value must be to count as an improvement.
         restore_best: at the end of the fit, load the weights of the best epoch (kept as a CPU copy).
 
+    Raises:
+        ValueError: at construction, an unknown ``mode``, a ``patience`` that is not a whole number >= 0, or a
+            negative ``min_delta``; when the Learner is built, no ``Metrics`` callback to read ``monitor`` from.
+
     Attributes:
         best, best_epoch, stopped_epoch: what happened, for inspection after ``fit``.
     """

@@ -31,7 +31,15 @@ from ..scheduling.scheduler import Scheduler
 
 
 def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Fraction of rows whose highest-scoring class is the target class."""
+    """Fraction of rows whose highest-scoring class is the target class.
+
+    Args:
+        pred: class scores (logits or probabilities), shape ``(N, C)`` (or ``(..., C)``).
+        target: class indices, shape ``(N,)`` (or the leading shape of ``pred``), integer dtype.
+
+    Returns:
+        a 0-dim float tensor in [0, 1], on ``pred``'s device (no host sync).
+    """
     return (pred.argmax(dim=-1) == target).float().mean()
 
 
@@ -49,6 +57,10 @@ class Metrics(Callback):
     Args:
         *fns: metric functions ``fn(pred, target) -> scalar tensor``, averages over the batch (as a loss is).
         names: names for the metrics; default each function's ``__name__``.
+
+    Raises:
+        TypeError: a metric that is not callable.
+        ValueError: names that are not one distinct name per function, or a name ``"loss"``.
 
     Attributes:
         history: one dict per finished epoch: ``{"epoch": 0, "train_loss": ..., "valid_loss": ...,

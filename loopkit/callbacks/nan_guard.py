@@ -26,6 +26,9 @@ class NaNGuard(Callback):
     Args:
         check_every: steps between host reads of the flag; ``None`` = 1 on the CPU, 50 elsewhere.
 
+    Raises:
+        ValueError: a ``check_every`` that is not a whole number >= 1 or None.
+
     Attributes:
         tripped_at: ``(epoch, batch_idx, global_step)`` of the first non-finite loss, or None.
     """

@@ -22,6 +22,9 @@ class ProgressBar(Callback):
         refresh_every: steps between reads of the loss for the bar's postfix.
         file: where to draw; default ``sys.stderr``. The bar is shown only if it is a terminal, unless ``force``.
         force: draw even when ``file`` is not a terminal (for logs that want it anyway).
+
+    Raises:
+        ValueError: a ``refresh_every`` that is not a whole number >= 1.
     """
 
     reads = ("loss", "phase", "epoch", "n_epochs", "n_batches", "optimizer", "global_step")

@@ -35,6 +35,11 @@ class TensorBoard(Callback):
     Args:
         logdir: the run directory (created if missing).
         flush_every: write the buffered per-step values every this many steps (and at every epoch end).
+
+    Raises:
+        ValueError: a ``flush_every`` that is not a whole number >= 1.
+        ImportError: when the fit starts, if ``tensorboard`` is not installed (it is imported then, not with
+            loopkit).
     """
 
     reads = ("loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")

@@ -40,7 +40,18 @@ _FUNCTION_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
 
 
 class Callback:
-    """Base class for callbacks: no-op declarations and an empty, round-tripping state."""
+    """Base class for callbacks: no-op declarations and an empty, round-tripping state.
+
+    A callback handles an event by defining a method of that name (``def after_epoch(self, learner)``); a
+    method that looks like an event but names none is a :class:`CallbackError` when the Learner is built.
+
+    Attributes:
+        reads: learner state the callback reads: attribute names or dotted paths (``"optimizer.lr"``).
+        writes: learner state the callback writes; rebinding an undeclared attribute raises
+            :class:`UndeclaredWriteError`. Writers of X run before readers of X.
+        run_after: callback classes or names (``"*"`` for all) this one must run after.
+        run_before: callback classes or names this one must run before.
+    """
 
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()

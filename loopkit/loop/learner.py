@@ -49,6 +49,16 @@ class Learner:
         step: a :class:`loopkit.step.Step` that customises unpacking, forward and loss.
         device: if given, the model is moved there and every batch is moved there by the default step.
 
+    Raises:
+        TypeError: a ``model`` that is not a ``torch.nn.Module``, an ``optimizer`` that is not a
+            ``torch.optim.Optimizer``, data that is not an iterable of batches, a ``loss_fn`` that is not
+            callable, a ``step`` that is not a :class:`~loopkit.loop.step.Step`; a
+            :class:`~loopkit.loop.callback.CallbackError` (a ``TypeError``) for a malformed callback.
+        ValueError: empty data, an optimizer that does not own the model's parameters, two callbacks with one
+            name, or a callback's ``check`` refusing this learner (a ``Checkpoint(monitor=...)`` without
+            ``Metrics``, say); an :class:`~loopkit.loop.ordering.OrderingError` (a ``ValueError``) when the
+            callbacks' declarations admit no order. All at construction, before anything runs.
+
     Example:
         >>> import torch
         >>> torch.manual_seed(0) and None
@@ -170,9 +180,14 @@ class Learner:
             the learner, for chaining.
 
         Raises:
-            TypeError / ValueError: a budget that is not a positive number, or neither ``n_epochs`` nor
-            ``max_steps``. ``RuntimeError``: 100 optimizer steps in a row were skipped (the run diverged).
-            Any error a callback or the model raises, after every ``after_fit`` handler ran.
+            TypeError: an ``n_epochs`` or ``max_steps`` that is not an int, or neither of them given.
+            ValueError: an ``n_epochs`` or ``max_steps`` below 1, a ``max_time`` that is not a positive finite
+                number; ``train_data`` that yields no batch in an epoch; a ``resume_from`` that is not a loopkit
+                checkpoint or does not fit this run.
+            FileNotFoundError: a ``resume_from`` path with no file.
+            RuntimeError: 100 optimizer steps in a row were skipped (the run diverged).
+            Exception: whatever a callback, the model or the loss raised; every ``after_fit`` handler has run
+                by then.
         """
         _check_budgets(n_epochs, max_steps, max_time)
         start_epoch = 0

@@ -37,7 +37,12 @@ import torch
 
 
 class Step:
-    """The default step: ``batch = (xb, yb)``, ``pred = model(xb)``, ``loss = loss_fn(pred, yb)``."""
+    """The default step: ``batch = (xb, yb)``, ``pred = model(xb)``, ``loss = loss_fn(pred, yb)``.
+
+    Subclass it and override any of :meth:`unpack`, :meth:`forward` and :meth:`loss` for batches of another
+    shape (a dict, an ``(x, y, weight)`` triple) or models that take several inputs; pass the instance as
+    ``Learner(..., step=...)``. The loss must be a 0-dim tensor (a scalar) with a gradient.
+    """
 
     def unpack(self, learner: Any, batch: Any) -> tuple[Any, Any]:
         """Split a batch into model input and target, moved to ``learner.device`` when one is set."""

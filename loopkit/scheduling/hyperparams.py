@@ -73,6 +73,11 @@ class OptimizerHyperParameter(HyperParameter):
     Args:
         group: index of the one param group to set, or ``None`` for all groups.
         scale_groups: with ``group=None``, keep each group's ratio to the largest (default) or not.
+
+    Raises:
+        ValueError: at construction, a ``group`` that is not an index >= 0 or None; when the Learner is built,
+            a ``group`` past the optimizer's param groups, or a param group without this key (an optimizer
+            that has no such hyperparameter).
     """
 
     key: str = ""
@@ -150,21 +155,30 @@ class OptimizerHyperParameter(HyperParameter):
 
 
 class LearningRate(OptimizerHyperParameter):
-    """The learning rate, ``param_group["lr"]``."""
+    """The learning rate, ``param_group["lr"]``, in the optimizer's own units (the step size per unit of update).
+
+    Args and errors: see :class:`OptimizerHyperParameter` (``group``, ``scale_groups``).
+    """
 
     key = "lr"
     writes = ("optimizer.lr",)
 
 
 class WeightDecay(OptimizerHyperParameter):
-    """The weight decay, ``param_group["weight_decay"]``."""
+    """The weight decay, ``param_group["weight_decay"]``: the optimizer's coefficient (decoupled for AdamW).
+
+    Args and errors: see :class:`OptimizerHyperParameter` (``group``, ``scale_groups``).
+    """
 
     key = "weight_decay"
     writes = ("optimizer.weight_decay",)
 
 
 class Momentum(OptimizerHyperParameter):
-    """Momentum: ``param_group["momentum"]`` (SGD, RMSprop), or ``betas[0]`` for Adam-style optimizers."""
+    """Momentum: ``param_group["momentum"]`` (SGD, RMSprop), or ``betas[0]`` for Adam-style optimizers.
+
+    Args and errors: see :class:`OptimizerHyperParameter` (``group``, ``scale_groups``).
+    """
 
     key = "momentum"
     writes = ("optimizer.momentum",)
@@ -262,7 +276,11 @@ class Attribute(HyperParameter):
 
 
 class DropoutRate(HyperParameter):
-    """The ``p`` of every dropout module in the model (found once per fit, not per step)."""
+    """The ``p`` of every dropout module in the model (found once per fit, not per step): a probability in [0, 1).
+
+    Raises:
+        ValueError: when the Learner is built, a model without a dropout module.
+    """
 
     writes = ("model.dropout",)
 

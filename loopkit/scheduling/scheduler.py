@@ -52,6 +52,19 @@ class Scheduler(Callback):
         per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once at the start of
             each epoch's train phase (the per-step curve sampled at the epoch's first batch).
         on_mismatch: ``"error"`` (default), ``"stretch"`` or ``"hold"``; see the module docstring.
+
+    Attributes:
+        history: every value applied, by hyperparameter name: per step (``per="step"``, entry ``i`` applied
+            before optimizer step ``i``) or per epoch (``per="epoch"``).
+
+    Raises:
+        TypeError: at construction, ``schedules`` that is not a non-empty mapping, a key that is not a
+            :class:`~loopkit.scheduling.hyperparams.HyperParameter`, a value without a ``bind`` method.
+        ValueError: at construction, an unknown ``per``/``on_mismatch``, an empty ``name``, or two schedules
+            for one hyperparameter; when the Learner is built, a hyperparameter the optimizer cannot hold (a
+            ``group`` index past its param groups, a param group without the key); when the fit starts, a
+            schedule that ends after the fit (with ``on_mismatch="error"``), an epoch-timed schedule over data
+            without a length, or a resumed fit of another length than the checkpoint's.
     """
 
     # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.

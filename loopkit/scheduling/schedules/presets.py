@@ -57,6 +57,25 @@ def onecycle(
     With the default ``unit="epoch"`` and ``total`` = the fit's epochs, step ``k`` of ``N`` is evaluated at
     position ``k/N`` of the cycle, exactly as fastai does; the final value is approached, not reached.
 
+    Args:
+        total: the cycle's length in ``unit`` (epochs by default), > 0.
+        peak: the highest value (the learning rate's ``lr_max``), > 0.
+        pct_start: the fraction of the cycle spent rising, in (0, 1).
+        div: the start value is ``peak / div``.
+        div_final: the end value is ``peak / div_final``.
+        anneal: the annealing of both phases (see :class:`Schedule`).
+        unit: the unit of ``total``: ``"epoch"``, ``"step"`` or ``"fraction"``.
+
+    Returns:
+        a three-knot :class:`Schedule`.
+
+    Raises:
+        ValueError: a ``total``, ``peak``, ``div`` or ``div_final`` that is not a positive number, or a
+            ``pct_start`` outside (0, 1).
+
+    Sources: L. N. Smith, "A disciplined approach to neural network hyper-parameters", arXiv:1803.09820 (2018);
+    fastai's ``fit_one_cycle``.
+
     Example:
         >>> s = onecycle(10, 0.1)          # over 10 epochs, peaking at 0.1 at epoch 2.5
         >>> s.knots[1].value, s.knot_values
@@ -78,7 +97,28 @@ def onecycle_momentum(
     anneal: str = "cos",
     unit: str = "epoch",
 ) -> Schedule:
-    """fastai's momentum companion to :func:`onecycle`: ``high`` down to ``low`` and back up."""
+    """fastai's momentum companion to :func:`onecycle`: ``high`` down to ``low`` and back up.
+
+    Momentum falls while the learning rate rises and rises while it falls (for Adam-style optimizers, applied
+    to ``beta1`` by :class:`~loopkit.scheduling.hyperparams.Momentum`).
+
+    Args:
+        total: the cycle's length in ``unit`` (epochs by default), > 0; the same as the ``onecycle`` it pairs with.
+        high: the momentum at both ends (fastai's 0.95).
+        low: the momentum at the learning rate's peak (fastai's 0.85).
+        pct_start: where ``low`` is reached, as a fraction of the cycle, in (0, 1).
+        anneal: the annealing of both phases.
+        unit: the unit of ``total``.
+
+    Returns:
+        a three-knot :class:`Schedule`.
+
+    Raises:
+        ValueError: a ``total`` that is not a positive number, or a ``pct_start`` outside (0, 1).
+
+    Sources: L. N. Smith, arXiv:1803.09820 (2018), section 4.3 (cyclical momentum); fastai's ``fit_one_cycle``
+    ``moms=(0.95, 0.85, 0.95)``.
+    """
     total = _positive("total", total)
     return Schedule([0.0, _pct(pct_start) * total, total], [high, low, high], anneal=anneal, unit=unit)
 

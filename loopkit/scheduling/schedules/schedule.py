@@ -48,7 +48,15 @@ class Time:
 
 
 def steps(n: float) -> Time:
-    """A knot at optimizer step ``n`` (from 0)."""
+    """A knot at optimizer step ``n`` (counted from 0: step 0 is the first optimizer step of the fit).
+
+    Raises:
+        ValueError: an ``n`` that is not a finite number.
+
+    Example:
+        >>> Schedule([0, steps(500)], [0.0, 1.0]).bind(steps_per_epoch=100)(2.5)  # epoch 2.5 is step 250
+        0.5
+    """
     return Time(_finite(n, "steps(n)"), "step")
 
 
@@ -87,6 +95,13 @@ class Schedule:
             ``"step"``), a function ``f`` on [0, 1], or ``"pchip"`` for one smooth monotone cubic through all
             knots (scipy's ``PchipInterpolator``).
         unit: the unit of plain-number knots: ``"epoch"``, ``"step"`` or ``"fraction"``.
+
+    Raises:
+        TypeError: ``knots`` or ``values`` that are not sequences.
+        ValueError: an unknown ``unit`` or annealing name, no knots, knots and values of different lengths,
+            knots not strictly increasing, a value that is not finite, ``"exp"`` between values of different
+            sign or through zero, ``"pchip"`` with one knot, or a list of annealings that is not one per segment.
+            Knots in mixed units fail when the schedule is bound to a fit whose epoch length they need.
     """
 
     def __init__(
