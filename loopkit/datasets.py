@@ -27,7 +27,10 @@ def spirals(
 
     Returns:
         ``(x, y)``: float32 points of shape ``(n_classes * n_per_class, 2)`` in roughly [-1, 1]^2 and
-        int64 class labels.
+        int64 class labels of shape ``(n_classes * n_per_class,)``.
+
+    Raises:
+        ValueError: ``n_per_class < 1`` or ``n_classes < 2``.
     """
     if n_per_class < 1 or n_classes < 2:
         raise ValueError(f"spirals needs n_per_class >= 1 and n_classes >= 2, got {n_per_class=}, {n_classes=}")

@@ -62,6 +62,14 @@ def make_optimizer(
         params: parameters or parameter-group dicts, as for any torch optimizer.
         options: keyword arguments for the optimizer (``{"lr": 1e-3, "betas": (0.9, 0.95)}``).
         **more: further keyword arguments, merged over ``options``.
+
+    Returns:
+        the optimizer, built as ``cls(params, **options, **more)``.
+
+    Raises:
+        TypeError: a ``name`` that is not a string.
+        ValueError: an unknown name (the message lists the valid ones), or an option the optimizer does not take
+            (the message lists the ones it does); the optimizer's own errors for bad values.
     """
     if not isinstance(name, str):
         raise TypeError(f"optimizer name must be a string such as 'adamw', got {name!r}")

@@ -63,6 +63,14 @@ def layerwise_groups(
     Returns:
         a list of param-group dicts (with a ``"name"`` each) for any ``torch.optim`` optimizer; empty groups
         are left out.
+
+    Raises:
+        TypeError: ``blocks`` that is not a non-empty list of modules.
+        ValueError: a ``decay`` outside [0, 1], a negative ``lr``, or a parameter in two blocks.
+
+    Sources: discriminative fine-tuning in J. Howard and S. Ruder, "Universal Language Model Fine-tuning"
+    (ULMFiT), arXiv:1801.06146; the layer-wise learning-rate decay of K. Clark et al., "ELECTRA",
+    arXiv:2003.10555.
     """
     if not blocks or not all(isinstance(b, torch.nn.Module) for b in blocks):
         raise TypeError(f"layerwise_groups needs a non-empty list of modules, bottom first, got {blocks!r}")
@@ -109,6 +117,10 @@ class FreezeUntil(Callback):
     Args:
         modules: the modules to hold still (the backbone), e.g. every block but the head.
         epoch: the first epoch (from 0) in which they train.
+
+    Raises:
+        TypeError: ``modules`` that is not a non-empty list of modules.
+        ValueError: an ``epoch`` that is not a whole number >= 0.
     """
 
     reads = ("epoch",)

@@ -41,6 +41,10 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
             checkpoints that restore the RNG replay it, like ``RandomSampler``).
         drop_last: drop a last batch smaller than the batch size at that point.
         generator: an optional ``torch.Generator`` for the permutation.
+
+    Raises:
+        ValueError: an ``n`` or ``batch_size`` that is not a whole number >= 1 (also when the batch size is set
+            later).
     """
 
     def __init__(
@@ -83,7 +87,12 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
 
 
 class BatchSize(HyperParameter):
-    """The batch size of the training DataLoader's :class:`ScheduledBatchSampler`; values are rounded to ints."""
+    """The batch size of the training DataLoader's :class:`ScheduledBatchSampler`; values are rounded to ints.
+
+    Raises:
+        TypeError: when the Learner is built, ``train_data`` that is not a DataLoader with a
+            :class:`ScheduledBatchSampler` as its ``batch_sampler``.
+    """
 
     writes = ("train_data.batch_sampler",)
 

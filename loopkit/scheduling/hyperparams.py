@@ -202,6 +202,11 @@ class Attribute(HyperParameter):
     attributes of it (module children by name, ``"model.head.0.p"``, work too). A tensor-valued target is
     filled in place, so a value on the GPU is set without a host sync.
 
+    Raises:
+        ValueError: at construction, a path that is not a dotted name with at least two parts (``"loss_fn.margin"``).
+        AttributeError: when the Learner is built, a path that does not exist on it.
+        TypeError: when the Learner is built, a target that is not a number or a one-element tensor.
+
     Example:
         >>> import torch
         >>> class Ns: pass

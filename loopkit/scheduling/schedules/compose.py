@@ -51,6 +51,11 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
     Args:
         schedules: n schedules in one unit.
         boundaries: n - 1 strictly increasing times at which the next schedule takes over.
+
+    Raises:
+        TypeError: an item of ``schedules`` that is not a :class:`Schedule`.
+        ValueError: not one boundary fewer than schedules, boundaries not positive and strictly increasing,
+            a ``"pchip"`` schedule, or schedules in different units or with knots in mixed units.
     """
     if len(boundaries) != len(schedules) - 1:
         raise ValueError(
@@ -126,6 +131,14 @@ def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: 
 
     Cycle ``i`` lasts ``period * period_mult**i`` (``period`` = the schedule's last knot) and its values are
     multiplied by ``decay**i``. After the last cycle the last value holds.
+
+    Raises:
+        TypeError: a ``schedule`` that is not a :class:`Schedule`.
+        ValueError: ``cycles`` not a whole number >= 1, ``period_mult`` or ``decay`` not > 0, a schedule that
+            does not start at 0 or has length 0, a ``"pchip"`` schedule, or knots in mixed units.
+
+    Source: the warm restarts of I. Loshchilov and F. Hutter, "SGDR: Stochastic Gradient Descent with Warm
+    Restarts", arXiv:1608.03983 (``period_mult`` is their ``T_mult``).
     """
     whole_number("repeat", "cycles", cycles)
     if not period_mult > 0:
@@ -160,7 +173,11 @@ def shift(schedule: Schedule, dt: float) -> Schedule:
 
 
 def stretch(schedule: Schedule, factor: float) -> Schedule:
-    """The same schedule running ``factor`` times longer (``factor`` > 0)."""
+    """The same schedule running ``factor`` times longer (``factor`` > 0).
+
+    Raises:
+        ValueError: a ``factor`` that is not > 0.
+    """
     if not factor > 0:
         raise ValueError(f"stretch(factor={factor!r}) must be > 0")
     ks, vs = _plain(schedule, "stretch")
