@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loopkit import Learner, Metrics, Schedule, Scheduler, accuracy
+from loopkit import CancelStep, Learner, Metrics, Schedule, Scheduler, accuracy
 from loopkit.hyperparams import LearningRate
 
 
@@ -95,3 +95,58 @@ def test_state_round_trip_mid_phase():
     other.load_state_dict(metrics.state_dict())
     assert other.history == metrics.history and other._count == metrics._count
     assert torch.equal(other._sums, metrics._sums)
+
+
+def test_train_loss_counts_only_steps_that_happened():
+    """Issue 12 section 5: the loss of a cancelled step is not part of the training loss."""
+    train = classification()
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    metrics = Metrics(accuracy)
+    seen = []
+
+    class SkipSecond:
+        reads = ("batch_idx", "loss", "pred", "yb")
+
+        def after_loss(self, learner):
+            seen.append((learner.loss.item(), accuracy(learner.pred, learner.yb).item(), len(learner.yb)))
+
+        def before_step(self, learner):
+            if learner.batch_idx == 1:
+                raise CancelStep
+
+    Learner(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.cross_entropy,
+        callbacks=[metrics, SkipSecond()],
+    ).fit(1)
+    kept = [seen[i] for i in (0, 2, 3)]
+    n = sum(size for _, _, size in kept)
+    assert metrics.history[0]["train_loss"] == pytest.approx(sum(v * k for v, _, k in kept) / n, rel=1e-6)
+    assert metrics.history[0]["train_accuracy"] == pytest.approx(sum(a * k for _, a, k in kept) / n, rel=1e-6)
+
+
+def test_long_phases_fold_into_the_sums_without_changing_them(monkeypatch):
+    from loopkit.callbacks import metrics as metrics_module
+
+    train = classification(n=200, batch=3)
+    results = []
+    for flush_every in (1024, 5):
+        monkeypatch.setattr(metrics_module, "FLUSH_EVERY", flush_every)
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        metrics = Metrics(accuracy)
+        Learner(
+            model,
+            train,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            torch.nn.functional.cross_entropy,
+            valid_data=train,
+            callbacks=[metrics],
+        ).fit(1)
+        results.append(metrics.history[0])
+        assert len(metrics._sizes) == 0
+    for key in results[0]:
+        assert results[1][key] == pytest.approx(results[0][key], rel=1e-12)  # float64 sums in another order

@@ -3,7 +3,10 @@
 from ..distributed.callback import Distributed
 from .checkpoint import Checkpoint
 from .early_stopping import EarlyStopping
+from .gradient_accumulation import GradientAccumulation
+from .gradient_clip import ClipThreshold, GradientClip
 from .metrics import Metrics, accuracy
+from .mixed_precision import MixedPrecision
 from .nan_guard import NaNGuard
 from .progress import ProgressBar
 from .tensorboard import TensorBoard
@@ -17,4 +20,8 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "NaNGuard",
+    "MixedPrecision",
+    "GradientAccumulation",
+    "GradientClip",
+    "ClipThreshold",
 ]

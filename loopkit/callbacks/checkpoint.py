@@ -42,7 +42,7 @@ class Checkpoint(Callback):
             unknown ``mode``; when the Learner is built, a ``monitor`` without a ``Metrics`` callback.
     """
 
-    reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "loss")
+    reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "loss", "micro_batch")
     run_after = ("*",)
 
     def __init__(
@@ -89,7 +89,12 @@ class Checkpoint(Callback):
             raise ValueError(f"Checkpoint(monitor={self.monitor!r}) needs a Metrics callback in the Learner")
 
     def after_batch(self, learner: Any) -> None:
-        if learner.phase == "train" and self.every_n_steps and learner.global_step % self.every_n_steps == 0:
+        if (
+            learner.phase == "train"
+            and self.every_n_steps
+            and learner.micro_batch == 0  # at an accumulation window's boundary, after its step
+            and learner.global_step % self.every_n_steps == 0
+        ):
             self._save(learner, f"step-{learner.global_step:09d}.pt")
 
     def after_epoch(self, learner: Any) -> None:

@@ -8,7 +8,8 @@ Scheduled hyperparameters are read from the Schedulers' histories (already host 
 On resume the writer opens with ``purge_step`` at the resumed step, so TensorBoard discards anything an
 interrupted run wrote past its last checkpoint.
 
-Tags, against the global step: ``train/loss`` (every step), ``hparams/<name>`` (every value a per-step
+Tags, against the global step: ``train/loss`` (every optimizer step that happened: the step's loss, under
+gradient accumulation the sample-weighted mean over its window, unscaled under mixed precision), ``hparams/<name>`` (every value a per-step
 Scheduler applied, e.g. ``hparams/lr``; a per-epoch Scheduler's go to ``hparams_per_epoch/<name>`` against the
 epoch), ``epoch/<metric>`` (at the step each epoch ends, from
 :class:`~loopkit.callbacks.metrics.Metrics`), and at the end a text summary ``run/hyperparameters`` plus an
@@ -42,7 +43,7 @@ class TensorBoard(Callback):
             loopkit).
     """
 
-    reads = ("loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
+    reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
     run_after = ("Metrics",)
 
     def __init__(self, logdir: str | os.PathLike, *, flush_every: int = 100) -> None:
@@ -66,10 +67,12 @@ class TensorBoard(Callback):
         self._losses, self._loss_steps, self._hp_logged = [], [], {}
         self._initial_groups = [{k: v for k, v in g.items() if k != "params"} for g in learner.optimizer.param_groups]
 
-    def after_loss(self, learner: Any) -> None:
-        if learner.phase == "train" and self.writer is not None:
-            self._losses.append(learner.loss.detach())
-            self._loss_steps.append(learner.global_step)
+    def after_step(self, learner: Any) -> None:
+        # Only steps that happened are logged, each once, at its 0-based index (the index Scheduler.history
+        # uses): a cancelled or skipped step's loss is never logged as the loss of a step.
+        if self.writer is not None:  # rank 0 only
+            self._losses.append(learner.step_loss.detach())
+            self._loss_steps.append(learner.global_step - 1)
 
     def after_batch(self, learner: Any) -> None:
         if learner.phase == "train" and len(self._losses) >= self.flush_every:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import evaluation
 from .callback import callback_name, handled_events, validate_callback
 from .checkpoint import load_checkpoint
 from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
@@ -382,6 +383,27 @@ class Learner:
         self.loss = step.loss(self)
         fire(h["after_loss"])
 
+    # ----------------------------------------------------------------------------------------- evaluating
+    def validate(self, data: Iterable | None = None) -> dict[str, float]:
+        """Evaluate on ``data`` (default ``valid_data``) without training: the valid phase's events run.
+
+        Returns ``{"valid_loss": sample-weighted mean loss, ...}`` plus every ``valid_*`` mean a Metrics
+        callback computed. Same step, device and precision callbacks as training; see
+        :mod:`loopkit.loop.evaluation`.
+        """
+        if data is None:
+            data = self.valid_data
+        _check_data(data, "data")
+        return evaluation.validate(self, data)  # type: ignore[arg-type]
+
+    def predict(self, data: Iterable) -> Any:
+        """The model's predictions for ``data`` (batches as in ``train_data``, or inputs alone).
+
+        Returns the predictions concatenated along dimension 0 when they are tensors, else a list of them.
+        """
+        _check_data(data, "data")
+        return evaluation.predict(self, data)
+
     # ----------------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly: model, optimizer, callbacks, RNG, loop position.
@@ -389,6 +411,11 @@ class Learner:
         Valid in the train phase's events and at ``after_epoch`` (the points a checkpoint can be resumed
         from); raises ``RuntimeError`` during validation.
         """
+        if self.micro_batch:
+            raise RuntimeError(
+                f"a checkpoint can be taken only at an accumulation window's boundary (after its step), not after "
+                f"micro-batch {self.micro_batch} of a window; save from after_batch when learner.micro_batch == 0"
+            )
         if self._position is None:
             raise RuntimeError(
                 "a checkpoint can be taken during the train phase or at after_epoch, not during validation "

@@ -1,0 +1,96 @@
+"""GradientAccumulation: one optimizer step per ``k`` micro-batches, with the gradient of one big batch.
+
+The loss of an optimizer step is the sample-weighted mean over every sample of its window: micro-batch ``i``
+of ``n_i`` samples and (batch-mean) loss ``L_i`` contributes ``n_i * L_i / N`` with ``N = sum(n_i)``, so a
+window of micro-batches of unequal sizes, or a short window at the end of an epoch, gives exactly the gradient
+of one batch made of those samples. ``N`` is only known at the window's end, so backward runs on
+``L_i * n_i / (k * n_0)`` (``n_0``: the window's first micro-batch size) and the gradients are rescaled by
+``k * n_0 / N`` in ``before_step`` when the window was not ``k`` micro-batches of ``n_0`` samples; a full window
+of equal micro-batches (the usual case) is never rescaled, and equals a hand-written loop that backpropagates
+``loss / k``.
+
+The clock: ``global_step`` counts optimizer steps, so every schedule (a 100-step warmup is 100 optimizer steps)
+and ``max_steps`` count windows, not micro-batches.
+
+Remainder: a window ends after ``k`` micro-batches or at the last batch of the epoch, whichever comes first
+(an epoch of 10 batches with ``k=4`` steps after batches 4, 8 and 10). With data of unknown length the Learner
+steps on the open window when the epoch's data ends.
+
+A cancel inside a window (``CancelBatch`` or ``CancelStep`` in micro-batch 2 of 4) discards the whole window:
+its gradients are zeroed and the next batch starts a new window, so no gradient of a cancelled micro-batch
+reaches a step.
+
+Checkpoints are offered only at window boundaries (``Learner.state_dict`` refuses mid-window, and
+``Checkpoint`` saves only after a step), so a checkpoint never holds half a window and resumes exactly.
+
+Several processes: this callback sets ``learner.accumulate`` in ``before_batch``, before the forward, so a
+distributed callback ordered after it can skip the gradient all-reduce of the non-final micro-batches (DDP's
+``no_sync``) by reading it there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._validate import whole_number
+from ..loop.callback import Callback
+from ..loop.evaluation import batch_size
+
+
+class GradientAccumulation(Callback):
+    """Accumulate gradients over ``k`` micro-batches per optimizer step.
+
+    Args:
+        k: micro-batches per optimizer step, an int >= 1.
+
+    Assumes ``loss_fn`` returns the mean over the batch (``reduction="mean"``, torch's default), so that
+    ``n_i * L_i`` is the micro-batch's summed loss. ``learner.step_loss`` is the window's loss (the
+    sample-weighted mean of the unscaled micro-batch losses), which per-step loggers read.
+    """
+
+    reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb", "optimizer")
+    writes = ("accumulate", "backward_loss", "step_loss", "model.grads")
+    run_before = ("MixedPrecision", "GradientClip")
+
+    def __init__(self, k: int) -> None:
+        whole_number("GradientAccumulation", "k", k)
+        self.k = k
+        self._losses: list[torch.Tensor] = []
+        self._sizes: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"GradientAccumulation({self.k})"
+
+    def before_batch(self, learner: Any) -> None:
+        if learner.phase != "train":
+            return
+        if learner.micro_batch == 0:
+            self._losses.clear()
+            self._sizes.clear()
+        last = learner.micro_batch + 1 >= self.k or (
+            learner.n_batches is not None and learner.batch_idx + 1 >= learner.n_batches
+        )
+        learner.accumulate = not last
+
+    def before_backward(self, learner: Any) -> None:
+        n = batch_size(learner)
+        self._losses.append(learner.loss.detach())
+        self._sizes.append(n)
+        if self.k > 1:
+            learner.backward_loss = learner.backward_loss * (n / (self.k * self._sizes[0]))
+
+    def before_step(self, learner: Any) -> None:
+        sizes = self._sizes
+        total = sum(sizes)
+        nominal = self.k * sizes[0]
+        if total != nominal:  # a short window, or micro-batches of unequal sizes
+            grads = [p.grad for g in learner.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, nominal / total)
+        if len(sizes) == 1:
+            learner.step_loss = self._losses[0]
+        else:
+            weights = torch.tensor(sizes, dtype=torch.float32).to(self._losses[0].device, non_blocking=True)
+            learner.step_loss = torch.stack(self._losses).float() @ weights / total

@@ -1,0 +1,120 @@
+"""GradientClip: clip gradients by their global norm or by value, before the optimizer step.
+
+It runs in ``before_step``, after :class:`GradientAccumulation` completed the window's gradient and after
+:class:`MixedPrecision` unscaled it, so the threshold applies to the true gradient. The threshold is a
+:class:`ClipThreshold` hyperparameter a :class:`~loopkit.scheduling.scheduler.Scheduler` can move like a
+learning rate.
+
+The pre-clip global norm of every step is kept on the device in :attr:`GradientClip.norm` (norm mode), so a
+logger can read it without a host sync per step (torch's ``clip_grad_norm_`` computes it anyway).
+
+Example:
+    >>> import torch
+    >>> from loopkit import Learner, Scheduler, Schedule
+    >>> model = torch.nn.Linear(2, 1)
+    >>> data = [(torch.randn(4, 2), torch.randn(4, 1))] * 4
+    >>> clip = GradientClip(max_norm=1.0)
+    >>> sched = Scheduler({ClipThreshold: Schedule([0, 1], [1.0, 0.1])})   # tighten the clip over the epoch
+    >>> _ = Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+    ...             callbacks=[clip, sched]).fit(1)
+    >>> round(clip.max_norm, 3)
+    0.325
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ..loop.callback import Callback
+from ..scheduling.hyperparams import HyperParameter
+
+
+class GradientClip(Callback):
+    """Clip gradients by global norm (``max_norm``) or elementwise (``max_value``), one of the two.
+
+    Args:
+        max_norm: scale all gradients down together so that their global ``norm_type``-norm is at most this.
+        max_value: clamp every gradient element to ``[-max_value, max_value]``.
+        norm_type: the norm for ``max_norm`` (2.0 default; ``float("inf")`` for the max-abs norm).
+
+    Attributes:
+        norm: the pre-clip global norm of the latest step, a 0-d tensor on the gradients' device (norm mode;
+            None before the first step and in value mode).
+    """
+
+    reads = ("optimizer",)
+    writes = ("model.grads",)
+    run_after = ("GradientAccumulation", "MixedPrecision")
+
+    def __init__(self, max_norm: float | None = None, *, max_value: float | None = None, norm_type: float = 2.0):
+        if (max_norm is None) == (max_value is None):
+            raise ValueError(
+                f"GradientClip needs exactly one of max_norm or max_value, got max_norm={max_norm!r}, "
+                f"max_value={max_value!r}"
+            )
+        for name, value in (("max_norm", max_norm), ("max_value", max_value)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+                raise ValueError(f"GradientClip({name}={value!r}) needs a positive number")
+        if not isinstance(norm_type, (int, float)) or not (norm_type > 0 or math.isinf(norm_type)):
+            raise ValueError(f"GradientClip(norm_type={norm_type!r}) needs a positive number or float('inf')")
+        self.max_norm = None if max_norm is None else float(max_norm)
+        self.max_value = None if max_value is None else float(max_value)
+        self.norm_type = float(norm_type)
+        self.norm: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        if self.max_norm is not None:
+            return f"GradientClip(max_norm={self.max_norm:g})"
+        return f"GradientClip(max_value={self.max_value:g})"
+
+    @property
+    def threshold(self) -> float:
+        """The active threshold: ``max_norm`` or ``max_value``; what :class:`ClipThreshold` schedules."""
+        return self.max_norm if self.max_norm is not None else self.max_value  # type: ignore[return-value]
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        if self.max_norm is not None:
+            self.max_norm = value
+        else:
+            self.max_value = value
+
+    def before_fit(self, learner: Any) -> None:
+        self.norm = None
+
+    def before_step(self, learner: Any) -> None:
+        params = [p for group in learner.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        if self.max_norm is not None:
+            self.norm = torch.nn.utils.clip_grad_norm_(params, self.max_norm, norm_type=self.norm_type)
+        elif self.max_value is not None:
+            torch.nn.utils.clip_grad_value_(params, self.max_value)
+
+
+class ClipThreshold(HyperParameter):
+    """The threshold of the Learner's :class:`GradientClip` (its ``max_norm`` or ``max_value``), schedulable."""
+
+    writes = ("callbacks.GradientClip",)
+
+    @property
+    def name(self) -> str:
+        return "clip"
+
+    def check(self, learner: Any) -> None:
+        if not any(isinstance(cb, GradientClip) for cb in learner.callbacks):
+            raise ValueError("ClipThreshold is scheduled but the Learner has no GradientClip callback; add one")
+
+    def bind(self, learner: Any) -> None:
+        self._clip = next(cb for cb in learner.callbacks if isinstance(cb, GradientClip))
+
+    def set(self, learner: Any, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"ClipThreshold: the schedule gave {value!r}; a clipping threshold must be positive")
+        self._clip.threshold = float(value)
+
+    def get(self, learner: Any) -> float:
+        return self._clip.threshold

@@ -1,0 +1,114 @@
+"""Evaluation without training: ``Learner.validate(data)`` and ``Learner.predict(data)``.
+
+Both run under the learner's settings (its ``Step``, device and callbacks: a ``MixedPrecision`` callback
+autocasts here too), in eval mode and under ``torch.no_grad()``, and restore the model's modes afterwards.
+
+- ``validate`` runs the valid phase's events (``before_valid``, per batch ``before_batch``, ``after_pred``,
+  ``after_loss``, ``after_batch``, then ``after_valid``), so Metrics and loggers see it as a validation; it
+  returns the sample-weighted mean loss as ``"valid_loss"`` plus every ``valid_*`` value a Metrics callback
+  computed.
+- ``predict`` fires ``before_batch``, ``after_pred`` and ``after_batch`` per batch with
+  ``learner.phase == "predict"`` (there is no loss: batches may be inputs alone) and returns the predictions,
+  concatenated along the first dimension when they are tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from .dispatch import fire
+from .events import CancelBatch, CancelPhase
+
+
+def batch_size(learner: Any) -> int:
+    """The number of samples in the current batch: the first dimension of the target (or the input)."""
+    for value in (learner.yb, learner.xb):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return 1
+
+
+def validate(learner: Any, data: Iterable) -> dict[str, float]:
+    """Run the valid phase on ``data``; see the module docstring."""
+    h = learner._handlers
+    total = torch.zeros((), dtype=torch.float64)
+    count = 0
+
+    def body() -> None:
+        nonlocal total, count
+        for batch_idx, batch in enumerate(data):
+            learner.batch_idx, learner.batch = batch_idx, batch
+            try:
+                fire(h["before_batch"])
+                learner._forward_loss()
+                n = batch_size(learner)
+                total = total.to(learner.loss.device) + learner.loss.detach().to(torch.float64) * n
+                count += n
+            except CancelBatch:
+                pass
+            try:  # noqa: SIM105 - the batch is over
+                fire(h["after_batch"])
+            except CancelBatch:
+                pass
+
+    with _evaluating(learner, "valid"):
+        learner._level(h["before_valid"], body, h["after_valid"], CancelPhase)
+    result = {"valid_loss": total.item() / count if count else float("nan")}
+    for cb in learner.callbacks:  # a Metrics callback's means of this phase
+        latest = getattr(cb, "latest_phase", None)
+        if isinstance(latest, dict):
+            result.update({k: v for k, v in latest.items() if k.startswith("valid_")})
+    return result
+
+
+def predict(learner: Any, data: Iterable) -> Any:
+    """The model's predictions for every batch of ``data``; see the module docstring."""
+    h = learner._handlers
+    step = learner.step_logic
+    preds: list[Any] = []
+    with _evaluating(learner, "predict"):
+        for batch_idx, batch in enumerate(data):
+            learner.batch_idx, learner.batch = batch_idx, batch
+            try:
+                fire(h["before_batch"])
+                if isinstance(batch, (tuple, list)) and len(batch) == 2:
+                    learner.xb, learner.yb = step.unpack(learner, batch)
+                else:  # inputs alone
+                    learner.xb, learner.yb = step.unpack(learner, (batch, None))
+                learner.pred = step.forward(learner)
+                fire(h["after_pred"])
+                preds.append(learner.pred)
+            except CancelBatch:
+                pass
+            try:  # noqa: SIM105 - the batch is over
+                fire(h["after_batch"])
+            except CancelBatch:
+                pass
+    if preds and all(isinstance(p, torch.Tensor) for p in preds):
+        return torch.cat([p if p.dim() else p.reshape(1) for p in preds])
+    return preds
+
+
+class _evaluating:
+    """Eval mode and no_grad for the duration; restores modes, phase and position after."""
+
+    def __init__(self, learner: Any, phase: str) -> None:
+        self.learner, self.phase = learner, phase
+
+    def __enter__(self) -> None:
+        learner = self.learner
+        self.modes = [(m, m.training) for m in learner.model.modules()]
+        self.saved = (learner.phase, learner._position)
+        learner.phase, learner._position = self.phase, None
+        learner.model.eval()
+        self.no_grad = torch.no_grad()
+        self.no_grad.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.no_grad.__exit__(None, None, None)
+        for module, training in self.modes:
+            module.training = training
+        self.learner.phase, self.learner._position = self.saved
