@@ -24,6 +24,16 @@ import torch
 from . import evaluation
 from .callback import callback_name, handled_events, validate_callback
 from .checkpoint import load_checkpoint
+from .checks import (
+    check_budgets,
+    check_data,
+    check_model,
+    check_optimizer,
+    check_unique_names,
+    is_cancel,
+    length,
+    misplaced,
+)
 from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
 from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
@@ -86,13 +96,13 @@ class Learner:
         step: Step | None = None,
         device: str | torch.device | None = None,
     ) -> None:
-        _check_model(model)
-        _check_data(train_data, "train_data")
+        check_model(model)
+        check_data(train_data, "train_data")
         if valid_data is not None:
-            _check_data(valid_data, "valid_data")
+            check_data(valid_data, "valid_data")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(pred, target), got {loss_fn!r}")
-        _check_optimizer(optimizer, model, loss_fn)
+        check_optimizer(optimizer, model, loss_fn)
         if step is None:
             step = Step()
         elif not all(callable(getattr(step, m, None)) for m in ("unpack", "forward", "loss")):
@@ -100,7 +110,7 @@ class Learner:
         callbacks = list(callbacks)
         for cb in callbacks:
             validate_callback(cb)
-        _check_unique_names(callbacks)
+        check_unique_names(callbacks)
 
         self.device = torch.device(device) if device is not None else None
         if self.device is not None:
@@ -120,7 +130,7 @@ class Learner:
         self.epoch = 0
         self.phase: str | None = None
         self.batch_idx = 0
-        self.n_batches: int | None = _length(train_data)
+        self.n_batches: int | None = length(train_data)
         self.global_step = 0
         self.batch: Any = None
         self.xb: Any = None
@@ -190,7 +200,7 @@ class Learner:
             Exception: whatever a callback, the model or the loss raised; every ``after_fit`` handler has run
                 by then.
         """
-        _check_budgets(n_epochs, max_steps, max_time)
+        check_budgets(n_epochs, max_steps, max_time)
         start_epoch = 0
         self.global_step = 0
         if resume_from is not None:
@@ -199,7 +209,7 @@ class Learner:
         self.n_epochs = n_epochs
         self.max_steps = max_steps
         self._deadline = None if max_time is None else time.monotonic() + max_time
-        self.n_batches = _length(self.train_data)
+        self.n_batches = length(self.train_data)
         self.micro_batch, self.accumulate, self.skipped_steps, self._skips_in_a_row = 0, False, 0, 0
         self.error = None
         h = self._handlers
@@ -218,7 +228,7 @@ class Learner:
         except CancelFit:
             pass
         except Cancel as cancel:  # a cancel of a level that was not running where it was raised
-            error = _misplaced(cancel)
+            error = misplaced(cancel)
         except BaseException as exc:
             error = exc
         self._teardown(error)
@@ -229,7 +239,7 @@ class Learner:
         self._resume = None
         self.error = error
         try:
-            raised = [(handler, exc) for handler, exc in run_all(self._handlers["after_fit"]) if not _is_cancel(exc)]
+            raised = [(handler, exc) for handler, exc in run_all(self._handlers["after_fit"]) if not is_cancel(exc)]
         finally:
             self.error = None
         if error is not None:
@@ -260,7 +270,7 @@ class Learner:
         h = self._handlers
         # Read after before_epoch, where a per-epoch schedule may have changed the batch size, and before
         # before_train, where per-step schedules lay out the phase.
-        self.n_batches = _length(self.train_data)
+        self.n_batches = length(self.train_data)
         try:
             # Modes are set before before_train/before_valid, so a callback there owns them (frozen norm layers
             # put in eval in before_train stay in eval).
@@ -393,7 +403,7 @@ class Learner:
         """
         if data is None:
             data = self.valid_data
-        _check_data(data, "data")
+        check_data(data, "data")
         return evaluation.validate(self, data)  # type: ignore[arg-type]
 
     def predict(self, data: Iterable) -> Any:
@@ -401,7 +411,7 @@ class Learner:
 
         Returns the predictions concatenated along dimension 0 when they are tensors, else a list of them.
         """
-        _check_data(data, "data")
+        check_data(data, "data")
         return evaluation.predict(self, data)
 
     # ----------------------------------------------------------------------------------------- resuming
@@ -520,85 +530,3 @@ class Learner:
     def __repr__(self) -> str:
         names = ", ".join(callback_name(cb) for cb in self.callbacks)
         return f"Learner(model={type(self.model).__name__}, optimizer={type(self.optimizer).__name__}, callbacks=[{names}])"
-
-
-def _length(data: Iterable) -> int | None:
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
-
-
-def _check_model(model: object) -> None:
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}: {model!r}")
-
-
-def _check_data(data: object, name: str) -> None:
-    if data is None or isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
-        raise TypeError(f"{name} must be an iterable of batches (a DataLoader, a list, ...), got {data!r}")
-    length = _length(data)
-    if length == 0:
-        raise ValueError(f"{name} is empty ({data!r} has length 0); pass data with at least one batch")
-
-
-def _check_optimizer(optimizer: object, model: torch.nn.Module, loss_fn: object) -> None:
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}: {optimizer!r}")
-    owned = {id(p) for p in model.parameters()}
-    if isinstance(loss_fn, torch.nn.Module):
-        owned |= {id(p) for p in loss_fn.parameters()}
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    foreign = [tuple(p.shape) for p in params if id(p) not in owned]
-    if foreign or not params:
-        raise ValueError(
-            f"the optimizer {type(optimizer).__name__} does not own this model's parameters "
-            f"({len(foreign)} of its {len(params)} parameters, shapes {foreign[:3]}, are not the model's); "
-            "build it from model.parameters() of this model"
-        )
-
-
-def _check_unique_names(callbacks: list[object]) -> None:
-    seen: set[str] = set()
-    for cb in callbacks:
-        name = callback_name(cb)
-        if name in seen:
-            raise ValueError(
-                f"two callbacks are named {name!r}; checkpoints and describe() key callbacks by name, so give "
-                "one of them a distinct name (e.g. Scheduler(..., name='EpochScheduler')) or subclass it"
-            )
-        seen.add(name)
-
-
-def _is_cancel(exc: BaseException) -> bool:
-    return isinstance(exc, Cancel)
-
-
-def _misplaced(cancel: Cancel) -> RuntimeError:
-    where = getattr(cancel, "event", "an event")
-    error = RuntimeError(
-        f"{type(cancel).__name__} was raised in {where}, where no {type(cancel).__name__[6:].lower()} is running; "
-        "raise it inside that level (see docs/events.md), or raise the cancel of a level that is running there"
-    )
-    error.__cause__ = cancel
-    return error
-
-
-def _check_budgets(n_epochs: object, max_steps: object, max_time: object) -> None:
-    for name, value in (("n_epochs", n_epochs), ("max_steps", max_steps)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            unit = "epochs" if name == "n_epochs" else "steps"
-            raise TypeError(f"fit({name}) needs an int number of {unit}, got {name}={value!r}")
-        if value < 1:
-            raise ValueError(f"fit({name}) needs at least 1, got {name}={value}")
-    if max_time is not None and (
-        isinstance(max_time, bool) or not isinstance(max_time, (int, float)) or not 0 < max_time < float("inf")
-    ):
-        raise ValueError(f"fit(max_time) needs a positive, finite number of seconds, got max_time={max_time!r}")
-    if n_epochs is None and max_steps is None:
-        raise TypeError(
-            "fit() needs n_epochs, max_steps or both (whichever comes first ends the fit), e.g. fit(10) or "
-            "fit(max_steps=500)"
-        )
