@@ -50,8 +50,8 @@ class GradientAccumulation(Callback):
     sample-weighted mean of the unscaled micro-batch losses), which per-step loggers read.
     """
 
-    reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb", "optimizer")
-    writes = ("accumulate", "backward_loss", "step_loss", "model.grads")
+    reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb")
+    writes = ("accumulate", "micro_batches_per_step", "backward_loss", "step_loss", "model.grads")
     run_before = ("MixedPrecision", "GradientClip")
 
     def __init__(self, k: int) -> None:
@@ -62,6 +62,9 @@ class GradientAccumulation(Callback):
 
     def __repr__(self) -> str:
         return f"GradientAccumulation({self.k})"
+
+    def before_fit(self, learner: Any) -> None:
+        learner.micro_batches_per_step = self.k  # the Scheduler counts optimizer steps per epoch with it
 
     def before_batch(self, learner: Any) -> None:
         if learner.phase != "train":

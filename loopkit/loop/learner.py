@@ -142,6 +142,7 @@ class Learner:
         self.max_steps: int | None = None
         self._deadline: float | None = None
         self.micro_batch = 0
+        self.micro_batches_per_step = 1
         self.accumulate = False
         self.skipped_steps = 0
         self._skips_in_a_row = 0
@@ -211,6 +212,7 @@ class Learner:
         self._deadline = None if max_time is None else time.monotonic() + max_time
         self.n_batches = length(self.train_data)
         self.micro_batch, self.accumulate, self.skipped_steps, self._skips_in_a_row = 0, False, 0, 0
+        self.micro_batches_per_step = 1  # GradientAccumulation sets its k in before_fit
         self.error = None
         h = self._handlers
         error: BaseException | None = None

@@ -68,7 +68,18 @@ class Scheduler(Callback):
     """
 
     # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
-    reads: tuple[str, ...] = ("epoch", "batch_idx", "global_step", "n_batches", "n_epochs", "phase", "train_data")
+    reads: tuple[str, ...] = (
+        "epoch",
+        "batch_idx",
+        "global_step",
+        "n_batches",
+        "n_epochs",
+        "max_steps",
+        "micro_batch",
+        "micro_batches_per_step",
+        "phase",
+        "train_data",
+    )
 
     def __init__(
         self, schedules: Mapping[Any, Any], *, per: str = "step", on_mismatch: str = "error", name: str | None = None
@@ -116,7 +127,7 @@ class Scheduler(Callback):
 
     def before_fit(self, learner: Any) -> None:
         self._learner = learner
-        self._geometry = (learner.n_epochs, learner.n_batches)
+        self._geometry = _geometry(learner)
         self._bound = [self._bind(schedule, *self._geometry) for _, schedule in self.entries]
         self._maps = [self._fresh_map(hp, bound) for (hp, _), bound in zip(self.entries, self._bound)]
         for hp, _ in self.entries:
@@ -139,17 +150,25 @@ class Scheduler(Callback):
             self._build_plan(learner)
 
     def before_batch(self, learner: Any) -> None:
-        if self.per == "epoch" or learner.phase != "train":
+        # Once per optimizer step, before its window's first micro-batch (micro_batch is 0 without accumulation).
+        if self.per == "epoch" or learner.phase != "train" or learner.micro_batch:
             return
         # The hot path: _apply's loop, inlined to save a call per step.
-        b, s = learner.batch_idx, learner.global_step - self._step0
+        step = learner.global_step
+        b, s = learner.batch_idx, step - self._step0
         for set_value, table, by_step, history, beyond in self._plan:
             try:
                 value = table[s if by_step else b]
             except IndexError:
                 value = beyond(s if by_step else b)
             set_value(learner, value)
-            history.append(value)
+            # history[k] is the value step k used: a value applied for a step that was then skipped is replaced.
+            history[step:] = (value,)
+
+    def after_train(self, learner: Any) -> None:
+        if self.per == "step":  # drop a value applied for a step that never happened (the phase's last, skipped)
+            for history in self.history.values():
+                del history[learner.global_step :]
 
     def _apply(self, learner: Any, b: int, s: int) -> None:
         """Set every hyperparameter to its value at batch ``b`` / step ``s`` of this phase, and record it."""
@@ -266,6 +285,21 @@ class Scheduler(Callback):
         s_end = offset + old_end * scale
         new_scale = (s_end - s_here) / (new_end - here)
         return (s_here - here * new_scale, new_scale)
+
+
+def _geometry(learner: Any) -> tuple[Any, int | None]:
+    """(epochs, optimizer steps per epoch) over which schedules are laid out.
+
+    Steps per epoch count optimizer steps: ``ceil(n_batches / micro_batches_per_step)`` under gradient
+    accumulation, so ``steps(100)`` is 100 optimizer steps. The epochs are ``n_epochs``, or, for
+    ``fit(max_steps=N)`` without an epoch count, the epochs that N steps take (a fraction of the fit is then a
+    fraction of the N steps).
+    """
+    n, k = learner.n_batches, learner.micro_batches_per_step
+    per_epoch = None if n is None else -(-n // k)
+    if learner.n_epochs is not None or learner.max_steps is None or not per_epoch:
+        return learner.n_epochs, per_epoch
+    return learner.max_steps / per_epoch, per_epoch
 
 
 class _ScalarClock:
