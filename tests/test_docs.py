@@ -26,5 +26,6 @@ def test_doc_page_examples_run(page, tmp_path, monkeypatch):
     text = page.read_text()
     for block in BLOCK.finditer(text):
         line = text[: block.start()].count("\n") + 2
-        code = compile(block.group(1), f"{page.name}:{line}", "exec")
+        # dont_inherit: a page runs as a user would run it, without this file's `from __future__` imports.
+        code = compile(block.group(1), f"{page.name}:{line}", "exec", dont_inherit=True)
         exec(code, namespace)

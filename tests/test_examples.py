@@ -49,3 +49,29 @@ def test_batch_size_ramp_doubles_the_batch_and_halves_the_steps():
     assert result["steps_per_epoch"] == [math.ceil(1500 / b) for b in result["batch_sizes"]]
     assert len(result["lr"]) == sum(result["steps_per_epoch"])
     assert result["history"][-1]["valid_accuracy"] > 0.6  # chance is 1/3
+
+
+def test_triplet_finetuning_from_parameters_with_a_scheduled_miner_margin(tmp_path):
+    from loopkit.runs.runner import run_task
+
+    task = str(EXAMPLES / "finetune_triplet.py")
+    margins = []
+
+    class Watch:
+        reads = ("step_logic",)
+
+        def after_epoch(self, learner):
+            margins.append(learner.step_logic.miner.margin)
+
+    run = run_task(
+        task,
+        {"epochs": 6, "miner_margin": 0.05, "miner_margin_end": 0.3},
+        experiment="t",
+        root=tmp_path,
+        callbacks=[Watch()],
+    )
+    rows = run.metrics()
+    assert rows[0]["valid_recall_at_1"] < 0.6 and run.info["final"]["valid_recall_at_1"] > 0.7  # chance 0.1
+    # the margin follows cos from 0.05 to 0.3 over the fit: after epoch e (of 6), at the fit's last step of e
+    assert margins == sorted(margins) and margins[0] > 0.05 and 0.29 < margins[-1] < 0.3
+    assert run.info["params"]["loss"] == "triplet_margin" and run.info["params"]["loss_options"] == {"margin": 0.2}

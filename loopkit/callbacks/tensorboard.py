@@ -18,7 +18,9 @@ entry for TensorBoard's hparams plugin.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -36,9 +38,13 @@ class TensorBoard(Callback):
     Args:
         logdir: the run directory (created if missing).
         flush_every: write the buffered per-step values every this many steps (and at every epoch end).
+        hparams: the run's own parameters (``{"learning_rate": 0.003, "scheduler": "onecycle", ...}``) for the
+            hparams entry, beside what the optimizer and Schedulers say; values that are not numbers, strings
+            or booleans are stored as their JSON text.
 
     Raises:
         ValueError: a ``flush_every`` that is not a whole number >= 1.
+        TypeError: ``hparams`` that is not a mapping.
         ImportError: when the fit starts, if ``tensorboard`` is not installed (it is imported then, not with
             loopkit).
     """
@@ -46,8 +52,16 @@ class TensorBoard(Callback):
     reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
     run_after = ("Metrics",)
 
-    def __init__(self, logdir: str | os.PathLike, *, flush_every: int = 100) -> None:
+    def __init__(
+        self, logdir: str | os.PathLike, *, flush_every: int = 100, hparams: Mapping[str, Any] | None = None
+    ) -> None:
         whole_number("TensorBoard", "flush_every", flush_every)
+        if hparams is not None and not isinstance(hparams, Mapping):
+            raise TypeError(f"TensorBoard(hparams=...) takes a mapping of parameter names to values, got {hparams!r}")
+        self.hparams = {
+            k: v if isinstance(v, (int, float, bool, str)) else json.dumps(v, default=repr)
+            for k, v in (hparams or {}).items()
+        }
         self.logdir = os.fspath(logdir)
         self.flush_every = flush_every
         self.writer: Any = None  # a torch SummaryWriter from before_fit to after_fit (imported lazily)
@@ -112,7 +126,12 @@ class TensorBoard(Callback):
                 self._hp_logged[name] = len(history)
 
     def _log_run(self, learner: Any) -> None:
-        hparams: dict[str, Any] = {"n_epochs": learner.n_epochs, "optimizer": type(learner.optimizer).__name__}
+        # The user's own parameters win over same-named entries derived from the learner.
+        hparams: dict[str, Any] = {
+            "n_epochs": learner.n_epochs,
+            "optimizer": type(learner.optimizer).__name__,
+            **self.hparams,
+        }
         for i, group in enumerate(self._initial_groups):
             for key, value in group.items():
                 if isinstance(value, (int, float, bool, str)):

@@ -1,0 +1,182 @@
+"""The command line: ``python -m loopkit.runs`` (or the ``loopkit`` console script).
+
+::
+
+    python -m loopkit.runs run loopkit.demo --epochs=5 --learning_rate=0.01    # one recorded run of a task
+    python -m loopkit.runs list digits --sort valid_accuracy                   # an experiment's runs, a table
+    python -m loopkit.runs show digits/20261130-104300-3fa2                    # one run: record and metrics
+    python -m loopkit.runs resume digits/20261130-104300-3fa2                  # continue from its checkpoint
+    python -m loopkit.runs sweep sweep.yaml                                    # a sweep (docs/runs.md)
+
+``loopkit runs list digits`` is the same as ``loopkit list digits``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from .parameters import ParameterError, params_from_namespace, parser_for
+from .record import STALE_AFTER_S, Run, list_runs
+from .runner import load_task, resume_run, run_task
+
+
+def _add_run_options(parser: argparse.ArgumentParser, experiment: str) -> None:
+    group = parser.add_argument_group("run record")
+    group.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
+    group.add_argument("--run-name", default=None, help="the run's name (default: time and a random suffix)")
+    group.add_argument("--runs-root", default="runs", help="root directory of run records (default: runs)")
+
+
+def run_task_main(
+    task: str | ModuleType, argv: Sequence[str] | None = None, *, prog: str | None = None, experiment: str = "default"
+) -> Run:
+    """Parse ``argv`` as the task's parameters, train one recorded run, print its metrics and where it is."""
+    module = load_task(task)
+    doc = (module.__doc__ or "").strip().splitlines()
+    parser = parser_for(module.Params, prog=prog, description=doc[0] if doc else None)
+    _add_run_options(parser, experiment)
+    args = parser.parse_args(argv)
+    try:
+        params = params_from_namespace(module.Params, args)
+    except ParameterError as error:
+        parser.error(str(error))
+    run = run_task(module, params, experiment=args.experiment, root=args.runs_root, name=args.run_name)
+    print_run(run)
+    return run
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return "" if value is None else str(value)
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A plain-text table, columns left-aligned to their widest cell."""
+    cells = [list(map(str, header))] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
+    """The run's status, its per-epoch metrics as a table, final and best values, and its directory."""
+    status, reason = run.effective(stale_after)
+    info = run.info
+    print(f"run {run.experiment}/{run.name}: {status}" + (f" ({reason})" if reason else ""))
+    if info["error"]:
+        print(f"  error: {info['error']}")
+    print(f"  parameters: {json.dumps(run.params)}")
+    rows = run.metrics()
+    if rows:
+        keys = list(rows[0])
+        print(table([[r.get(k) for k in keys] for r in rows], keys))
+    if info["best"]:
+        best = info["best"]
+        print(f"best {best['metric']}: {best['value']:.4f} (epoch {best['epoch']})")
+    repro = info["repro"]
+    if repro:
+        dirty = " (dirty)" if repro.get("git_dirty") else ""
+        print(
+            f"  seed {repro.get('seed')}, git {repro.get('git_commit') or 'none'}{dirty}, python {repro.get('python')}, "
+            f"torch {repro.get('torch')}, loopkit {repro.get('loopkit')}"
+        )
+        print(f"  command: {repro.get('command')}")
+    print(f"  record: {run.dir}  (tensorboard --logdir {run.dir}/tensorboard)")
+
+
+def list_table(
+    runs: Sequence[Run], metric: str | None, *, descending: bool | None = None, stale_after: float = STALE_AFTER_S
+) -> str:
+    """Runs as a table sorted by ``metric`` (each run's best value; runs without it last)."""
+    if metric is not None and runs and not any(metric in r.info["final"] for r in runs):
+        produced = sorted({k for r in runs for k in r.info["final"]})
+        raise ValueError(f"no run produces metric {metric!r}; they produce: {', '.join(produced) or 'nothing yet'}")
+    if descending is None:
+        descending = not (metric or "").endswith("loss")
+
+    def key(run: Run) -> tuple[int, float, str]:
+        value = run.value(metric) if metric else None
+        if value is None:
+            return (1, 0.0, run.name)
+        return (0, -value if descending else value, run.name)
+
+    rows = []
+    for run in sorted(runs, key=key) if metric else runs:
+        status, reason = run.effective(stale_after)
+        rows.append(
+            [
+                run.name,
+                status + (f" ({reason})" if reason and status != "FINISHED" else ""),
+                run.info["epochs_done"],
+                run.value(metric) if metric else (run.info["best"] or {}).get("value"),
+                run.info["started"] and run.info["started"][:19],
+                json.dumps(run.params, separators=(",", ":"))[:80],
+            ]
+        )
+    return table(rows, ["run", "status", "epochs", f"best {metric}" if metric else "best", "started", "parameters"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["runs"]:
+        argv = argv[1:]
+    parser = argparse.ArgumentParser(prog="python -m loopkit.runs", description="Runs, run records and sweeps.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train one recorded run of a task", add_help=False)
+    p.add_argument("task", help="a module name (loopkit.demo) or a .py file defining Params and build")
+
+    p = sub.add_parser("list", help="an experiment's runs, sorted by a metric")
+    p.add_argument("experiment")
+    p.add_argument("--root", default="runs")
+    p.add_argument("--sort", default=None, help="metric to sort by (each run's best value)")
+    order = p.add_mutually_exclusive_group()
+    order.add_argument("--desc", dest="descending", action="store_true", default=None, help="highest first")
+    order.add_argument("--asc", dest="descending", action="store_false", help="lowest first")
+    p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, help="seconds without heartbeat = interrupted")
+
+    for command, text in (
+        ("show", "one run: status, parameters, metrics"),
+        ("resume", "continue a run from its checkpoint"),
+    ):
+        p = sub.add_parser(command, help=text)
+        p.add_argument("run", help="EXPERIMENT/RUN")
+        p.add_argument("--root", default="runs")
+        p.add_argument("--stale-after", type=float, default=STALE_AFTER_S)
+
+    if argv[:1] == ["run"] and len(argv) >= 2 and not argv[1].startswith("-"):
+        run_task_main(argv[1], argv[2:], prog=f"python -m loopkit.runs run {argv[1]}", experiment="default")
+        return 0
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print(
+                list_table(
+                    list_runs(args.root, args.experiment),
+                    args.sort,
+                    descending=args.descending,
+                    stale_after=args.stale_after,
+                )
+            )
+        elif args.command in ("show", "resume"):
+            experiment, _, name = args.run.partition("/")
+            if not name:
+                parser.error(f"{args.command}: give the run as EXPERIMENT/RUN, got {args.run!r}")
+            if args.command == "show":
+                print_run(Run.load(args.root, experiment, name), args.stale_after)
+            else:
+                print_run(resume_run(args.root, experiment, name, stale_after=args.stale_after))
+        else:
+            parser.error("run needs a task: python -m loopkit.runs run loopkit.demo --epochs=3")
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

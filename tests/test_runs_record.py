@@ -1,0 +1,187 @@
+"""Run records: status, metrics, reproducibility, TensorBoard hparams, killed runs and exact resume, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from loopkit.runs import cli
+from loopkit.runs.record import Run, list_runs
+from loopkit.runs.runner import resume_run, run_task
+
+HERE = pathlib.Path(__file__).resolve().parent
+TASK = str(HERE / "runs_task.py")
+REPO = HERE.parent
+
+
+def hparams_of(logdir):
+    """The hparams entry TensorBoard's plugin reads: parameter name -> value, from the event files."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    found = {}
+    for root, _, files in os.walk(logdir):
+        for name in files:
+            if "tfevents" not in name:
+                continue
+            for event in EventFileLoader(os.path.join(root, name)).Load():
+                for value in event.summary.value:
+                    if value.metadata.plugin_data.plugin_name != "hparams":
+                        continue
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    if data.HasField("session_start_info"):
+                        for key, v in data.session_start_info.hparams.items():
+                            found[key] = v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+    return found
+
+
+def test_a_finished_run_records_everything(tmp_path):
+    seen = []
+
+    class Spy:
+        def after_epoch(self, learner):
+            seen.append(Run.load(tmp_path, "exp", "r1").info["status"])
+
+    run = run_task(
+        TASK, {"epochs": 3, "lr": 0.1, "seed": 7}, experiment="exp", root=tmp_path, name="r1", callbacks=[Spy()]
+    )
+    info = json.loads((tmp_path / "exp" / "r1" / "run.json").read_text())
+    assert seen == ["STARTED"] * 3 and info["status"] == "FINISHED" and info["error"] is None
+    assert info["created"] <= info["started"] <= info["ended"]
+    assert info["params"] == {
+        "epochs": 3,
+        "lr": 0.1,
+        "scheduler": "constant",
+        "scheduler_options": {},
+        "seed": 7,
+        "fail_at_epoch": -1,
+        "width": 4,
+    }
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [0, 1, 2] and all({"train_loss", "valid_loss"} <= set(r) for r in rows)
+    best = min(rows, key=lambda r: r["valid_loss"])
+    assert info["best"] == {"metric": "valid_loss", "value": best["valid_loss"], "epoch": best["epoch"]}
+    assert info["final"] == {k: v for k, v in rows[-1].items() if k != "epoch"}
+    repro = info["repro"]
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert repro["git_commit"] == head and isinstance(repro["git_dirty"], bool)
+    assert (repro["seed"], repro["python"], repro["torch"]) == (7, platform.python_version(), torch.__version__)
+    assert repro["loopkit"] and repro["executable"] == sys.executable
+    assert repro["command"] == shlex.join(sys.orig_argv)  # as typed, "python -m ..." included
+    # the checkpoint of the last epoch and a TensorBoard hparams entry holding the user's parameters
+    assert os.listdir(tmp_path / "exp" / "r1" / "checkpoints") == ["epoch-0003.pt"]
+    hp = hparams_of(tmp_path / "exp" / "r1" / "tensorboard")
+    assert hp["lr"] == 0.1 and hp["seed"] == 7 and hp["scheduler"] == "constant" and hp["scheduler_options"] == "{}"
+
+
+def test_a_failing_run_is_failed_with_its_error_and_the_error_propagates(tmp_path):
+    with pytest.raises(RuntimeError, match="planned failure in epoch 1"):
+        run_task(TASK, {"epochs": 3, "fail_at_epoch": 1}, experiment="exp", root=tmp_path, name="bad")
+    run = Run.load(tmp_path, "exp", "bad")
+    assert run.info["status"] == "FAILED" and run.info["reason"] == "error"
+    assert run.info["error"] == "RuntimeError: planned failure in epoch 1" and run.info["epochs_done"] == 1
+    with pytest.raises(ValueError, match="unknown schedule 'nope'"):
+        run_task(TASK, {"scheduler": "nope"}, experiment="exp", root=tmp_path, name="unbuilt")
+    assert Run.load(tmp_path, "exp", "unbuilt").info["status"] == "FAILED"  # failed in build, before the fit
+
+
+def test_names_are_unique_and_checked(tmp_path):
+    Run.create(tmp_path, "exp", {}, name="x")
+    with pytest.raises(FileExistsError, match=r"exp/x already exists.*resume"):
+        Run.create(tmp_path, "exp", {}, name="x")
+    with pytest.raises(ValueError, match=r"run name '\.\./x'"):
+        Run.create(tmp_path, "exp", {}, name="../x")
+    a, b = Run.create(tmp_path, "exp", {}), Run.create(tmp_path, "exp", {})
+    assert a.name != b.name
+
+
+def test_a_stale_heartbeat_reads_as_interrupted(tmp_path):
+    run = Run.create(tmp_path, "exp", {}, name="r")
+    run.start()
+    assert run.effective(stale_after=60) == ("STARTED", None)
+    past = time.time() - 120
+    (tmp_path / "exp" / "r" / "heartbeat").write_text(repr(past))
+    assert run.effective(stale_after=60) == ("FAILED", "interrupted")
+
+
+KILLED_RUN = """
+import sys
+from loopkit.runs.runner import run_task
+run_task(sys.argv[1], {"epochs": 4, "lr": 0.1, "seed": 3}, experiment="exp", root=sys.argv[2], name="killed",
+         heartbeat=0.1)
+"""
+
+
+def test_a_killed_run_shows_interrupted_and_resumes_exactly(tmp_path):
+    reference = run_task(TASK, {"epochs": 4, "lr": 0.1, "seed": 3}, experiment="exp", root=tmp_path, name="whole")
+    env = dict(os.environ, LOOPKIT_TEST_SLEEP="60", LOOPKIT_TEST_SLEEP_AFTER="2", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, TASK, str(tmp_path)], env=env)
+    checkpoint = tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0002.pt"
+    try:
+        deadline = time.time() + 120
+        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "the run never reached its second checkpoint"
+        time.sleep(0.3)  # the process sleeps after epoch 2; its heartbeat goes on
+        run = Run.load(tmp_path, "exp", "killed")
+        assert run.effective(stale_after=1.0) == ("STARTED", None)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    time.sleep(1.2)
+    run = Run.load(tmp_path, "exp", "killed")
+    assert run.info["status"] == "STARTED" and run.effective(stale_after=1.0) == ("FAILED", "interrupted")
+    listing = cli.list_table(list_runs(tmp_path, "exp"), "valid_loss", stale_after=1.0)
+    assert "FAILED (interrupted)" in listing
+    with pytest.raises(ValueError, match="looks alive"):
+        resume_run(tmp_path, "exp", "killed", stale_after=3600)
+
+    resumed = resume_run(tmp_path, "exp", "killed", stale_after=1.0)
+    assert resumed.dir == str(tmp_path / "exp" / "killed") and resumed.info["status"] == "FINISHED"
+    assert resumed.info["attempts"] == 2
+    assert resumed.metrics() == reference.metrics()  # every epoch's metrics, bit for bit
+    ours = torch.load(tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0004.pt", weights_only=False)["model"]
+    theirs = torch.load(tmp_path / "exp" / "whole" / "checkpoints" / "epoch-0004.pt", weights_only=False)["model"]
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    with pytest.raises(ValueError, match="FINISHED; there is nothing to resume"):
+        resume_run(tmp_path, "exp", "killed")
+
+
+def test_cli_lists_sorted_shows_and_refuses_unknown_metrics(tmp_path, capsys):
+    for name, lr in (("slow", 0.01), ("fast", 0.1), ("mid", 0.03)):
+        run_task(TASK, {"epochs": 2, "lr": lr}, experiment="exp", root=tmp_path, name=name)
+    assert cli.main(["list", "exp", "--root", str(tmp_path), "--sort", "valid_loss"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    order = [line.split()[0] for line in out[2:]]
+    best = {n: Run.load(tmp_path, "exp", n).info["best"]["value"] for n in ("slow", "fast", "mid")}
+    assert order == sorted(best, key=best.get)  # lowest loss first
+    assert cli.main(["runs", "list", "exp", "--root", str(tmp_path), "--sort", "valid_loss", "--desc"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:]] == order[::-1]
+    assert cli.main(["list", "exp", "--root", str(tmp_path), "--sort", "valid_acc"]) == 2
+    assert "no run produces metric 'valid_acc'; they produce: train_loss, valid_loss" in capsys.readouterr().err
+    assert cli.main(["show", "exp/fast", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "run exp/fast: FINISHED" in out and '"lr": 0.1' in out and "best valid_loss" in out
+    assert cli.main(["show", "exp/none", "--root", str(tmp_path)]) == 2
+    assert "runs there: fast, mid, slow" in capsys.readouterr().err
+
+
+def test_cli_run_and_resume_a_task_by_path(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", TASK, "--epochs=2", "--lr", "0.02", "--experiment=e", "--run-name=a"]) == 0
+    run = Run.load("runs", "e", "a")
+    assert run.info["status"] == "FINISHED" and run.params["lr"] == 0.02 and run.info["task"] == TASK
+    with pytest.raises(SystemExit):
+        cli.main(["run", TASK, "--epochs=0"])
+    assert "parameter 'epochs' must be >= 1, got epochs=0" in capsys.readouterr().err
