@@ -143,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     order.add_argument("--asc", dest="descending", action="store_false", help="lowest first")
     p.add_argument("--stale-after", type=float, default=STALE_AFTER_S, help="seconds without heartbeat = interrupted")
 
+    sub.add_parser("sweep", help="run, join or report a sweep described by a YAML/TOML file (sweep --help)")
+
     for command, text in (
         ("show", "one run: status, parameters, metrics"),
         ("resume", "continue a run from its checkpoint"),
@@ -152,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--root", default="runs")
         p.add_argument("--stale-after", type=float, default=STALE_AFTER_S)
 
+    if argv[:1] == ["sweep"]:
+        from .sweep_cli import sweep_main
+
+        return sweep_main(argv[1:])
     if argv[:1] == ["run"] and len(argv) >= 2 and not argv[1].startswith("-"):
         run_task_main(argv[1], argv[2:], prog=f"python -m loopkit.runs run {argv[1]}", experiment="default")
         return 0

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import platform
@@ -117,6 +118,7 @@ def reproducibility(seed: Any = None, source_dir: str | None = None, argv: Seque
     }
 
 
+@functools.lru_cache(maxsize=16)  # once per process and directory: a sweep runs many trials from one tree
 def _git(directory: str, *args: str) -> str | None:
     try:
         out = subprocess.run(

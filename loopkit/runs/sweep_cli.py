@@ -1,0 +1,49 @@
+"""``python -m loopkit.runs sweep SPEC`` : run (or join) the sweep a YAML/TOML file describes, then report it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from .parameters import ParameterError, load_config
+from .sweep import SweepError, from_config
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loopkit.runs sweep",
+        description="Run or join a sweep. Start the same command in several processes, or on several machines "
+        "with --storage pointing at one database: they share the trials.",
+    )
+    parser.add_argument("spec", help="a YAML or TOML file: task, parameters (the search space), settings")
+    parser.add_argument("--root", default=None, help="root of the run records (default: runs)")
+    parser.add_argument(
+        "--storage", default=None, help="a file path or database URL (default: <root>/<experiment>/sweep.journal)"
+    )
+    parser.add_argument("--study-name", default=None)
+    parser.add_argument("--dry-run", action="store_true", help="check the sweep and print its size; run nothing")
+    parser.add_argument("--report", action="store_true", help="print the results and draw the plot; run nothing")
+    parser.add_argument("--plot", default=None, help="where to write the PNG (default: <root>/<experiment>/sweep.png)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        sweep = from_config(load_config(args.spec), root=args.root, storage=args.storage, study_name=args.study_name)
+        if args.dry_run:
+            sweep.print_plan()
+            return 0
+        if not args.report:
+            sweep.run(quiet=args.quiet)
+        else:
+            sweep.print_plan()
+        print(sweep.table())
+        try:
+            print("best parameters:", json.dumps(sweep.best_params()))
+        except SweepError as error:
+            print(error)
+        print("plot:", sweep.plot(args.plot))
+    except (SweepError, ParameterError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
