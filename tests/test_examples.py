@@ -75,3 +75,13 @@ def test_triplet_finetuning_from_parameters_with_a_scheduled_miner_margin(tmp_pa
     # the margin follows cos from 0.05 to 0.3 over the fit: after epoch e (of 6), at the fit's last step of e
     assert margins == sorted(margins) and margins[0] > 0.05 and 0.29 < margins[-1] < 0.3
     assert run.info["params"]["loss"] == "triplet_margin" and run.info["params"]["loss_options"] == {"margin": 0.2}
+
+
+@pytest.mark.parametrize("spec", ["digits_sweep.yaml", "finetune_triplet_sweep.yaml"])
+def test_the_example_sweep_files_are_valid_sweeps(spec, tmp_path, capsys, monkeypatch):
+    from loopkit.runs import cli
+
+    monkeypatch.chdir(EXAMPLES.parent)  # the triplet file names its task relative to the repository
+    assert cli.main(["sweep", str(EXAMPLES / spec), "--dry-run", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert ("grid of 3 x 2 x 2 = 12 trials" if spec.startswith("digits") else "grid of 4 x 2 = 8 trials") in out
