@@ -25,6 +25,46 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+STRICT_FOR_USERS = [
+    "disallow_untyped_defs",
+    "disallow_incomplete_defs",
+    "check_untyped_defs",
+    "disallow_untyped_decorators",
+    "disallow_any_generics",
+    "disallow_subclassing_any",
+    "disallow_untyped_calls",
+    "warn_return_any",
+    "no_implicit_reexport",
+    "strict_equality",
+    "extra_checks",
+    "warn_unused_ignores",
+]
+
+
+def mypy_config() -> str:
+    """pyproject.toml's [tool.mypy] options (but its ``files``), plus mypy --strict's checks for the user scripts."""
+    import tomllib  # Python 3.11+, as CI runs
+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    overrides = settings.pop("overrides", [])
+    settings.pop("files", None)
+
+    def ini(value: object) -> str:
+        if isinstance(value, bool):
+            return str(value)
+        if isinstance(value, list):
+            return ",".join(map(str, value))
+        return str(value)
+
+    lines = ["[mypy]", *(f"{k} = {ini(v)}" for k, v in settings.items())]
+    for override in overrides:
+        modules = override.pop("module")
+        lines += ["", f"[mypy-{','.join(modules) if isinstance(modules, list) else modules}]"]
+        lines += [f"{k} = {ini(v)}" for k, v in override.items()]
+    lines += ["", "[mypy-user_good,user_bad]", *(f"{flag} = True" for flag in STRICT_FOR_USERS)]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="loopkit-typecheck-") as tmp:
         work = Path(tmp)
@@ -49,10 +89,12 @@ def main() -> int:
             return 1
         for name in ("user_good.py", "user_bad.py"):
             shutil.copy(HERE / name, work / name)
-        # One run for both scripts (torch is analysed once); the cache under the repo's .mypy_cache makes a
-        # local re-run fast and is kept apart from the package check's, whose options differ.
-        cache = ROOT / ".mypy_cache" / "installed-check"
-        mypy = [sys.executable, "-m", "mypy", "--strict", "--python-version", "3.10", "--cache-dir", str(cache)]
+        # One run for both scripts. The user scripts get mypy --strict's checks; everything else (torch
+        # above all) the package check's options, so the cache the package check left in .mypy_cache serves
+        # here too and torch is not analysed twice.
+        config = work / "mypy.ini"
+        config.write_text(mypy_config())
+        mypy = [sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(ROOT / ".mypy_cache")]
         result = run([*mypy, "user_good.py", "user_bad.py"], work, env)
         expected = {
             ("user_bad.py", i, m.group(1).strip())

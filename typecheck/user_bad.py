@@ -8,7 +8,7 @@ from loopkit import Learner, Scheduler, onecycle
 model = torch.nn.Linear(2, 1)
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 learner = Learner(model, [], optimizer, torch.nn.functional.mse_loss)
-learner.fit("3")  # error: Argument 1 to "fit" of "Learner" has incompatible type "str"; expected "int"
+learner.fit("3")  # error: Argument 1 to "fit" of "Learner" has incompatible type "str"; expected "int | None"
 onecycle(10, "0.1")  # error: Argument 2 to "onecycle" has incompatible type "str"; expected "float"
 Scheduler({}, per=1)  # error: Argument "per" to "Scheduler" has incompatible type "int"; expected "str"
 learner.global_step + "1"  # error: Unsupported operand types for + ("int" and "str")
