@@ -1,11 +1,14 @@
 // Prelude that lets loopkit's CUDA kernels compile as plain C++ and run on the host, one simulated thread at a
-// time, so that a machine without a GPU (CI) still checks their arithmetic, indexing, vector/scalar paths and
+// time (in order, or shuffled), so that a machine without a GPU (CI) still checks their arithmetic, indexing, vector/scalar paths and
 // launch arguments against torch.optim. Running threads one after another is exact for these kernels because
 // their threads share nothing: no shared memory, no barriers, no warp intrinsics, and each element is written
 // by exactly one thread. What it cannot check: timing, memory coalescing, the GPU's own float rounding of
 // powf/sqrtf (covered by the tolerances) and the driver's launch path (the GPU tests do that).
+#include <csetjmp>
+#include <csignal>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 #include <cstring>
 #include <type_traits>
 #include <utility>
@@ -51,17 +54,47 @@ static void loopkit_call(void (*kernel)(A...), void** args, std::index_sequence<
     kernel(*static_cast<std::remove_cv_t<A>*>(args[I])...);
 }
 
+// A fault (SIGSEGV/SIGBUS) inside a launch jumps back here with its address, so that the test fails with "this
+// kernel read address 0x10" (near null: a null pointer taken from a table) instead of killing the test process.
+static sigjmp_buf loopkit_jump;
+static volatile std::uintptr_t loopkit_fault_address = 0;
+static void loopkit_on_fault(int, siginfo_t* info, void*) {
+    loopkit_fault_address = reinterpret_cast<std::uintptr_t>(info->si_addr);
+    siglongjmp(loopkit_jump, 1);
+}
+
+// Runs every (block, thread) of the grid: in order when seed is 0, else in an order shuffled by the seed (the
+// kernels' threads share nothing, so any order must give the same result). Returns 1 and the address on a fault.
 template <typename... A>
-static void loopkit_launch(void (*kernel)(A...), unsigned grid, unsigned block, void** args) {
+static int loopkit_launch(void (*kernel)(A...), unsigned grid, unsigned block, void** args, unsigned long long seed,
+                          unsigned long long* fault_address) {
     gridDim.x = grid;
     blockDim.x = block;
-    for (unsigned b = 0; b < grid; ++b) {
-        blockIdx.x = b;
-        for (unsigned t = 0; t < block; ++t) {
-            threadIdx.x = t;
+    std::vector<unsigned long long> order((std::size_t)grid * block);
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+    for (std::size_t i = order.size(); seed && i > 1; --i) {  // Fisher-Yates with xorshift64
+        seed ^= seed << 13; seed ^= seed >> 7; seed ^= seed << 17;
+        std::swap(order[i - 1], order[seed % i]);
+    }
+    struct sigaction on_fault = {}, old_segv, old_bus;
+    on_fault.sa_sigaction = loopkit_on_fault;
+    on_fault.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigaction(SIGSEGV, &on_fault, &old_segv);
+    sigaction(SIGBUS, &on_fault, &old_bus);
+    int faulted = 0;
+    if (sigsetjmp(loopkit_jump, 1) == 0) {
+        for (unsigned long long i : order) {
+            blockIdx.x = (unsigned)(i / block);
+            threadIdx.x = (unsigned)(i % block);
             loopkit_call(kernel, args, std::index_sequence_for<A...>{});
         }
+    } else {
+        faulted = 1;
+        *fault_address = loopkit_fault_address;
     }
+    sigaction(SIGSEGV, &old_segv, nullptr);
+    sigaction(SIGBUS, &old_bus, nullptr);
+    return faulted;
 }
 
 // The kernel's parameter types as the compiler sees them ("... [with A = {const long long int*, int}]"), so the

@@ -12,7 +12,9 @@ differ by float32 rounding of the bias corrections (powf) and fused arithmetic.
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
+import re
 import warnings
 
 import pytest
@@ -28,6 +30,7 @@ from . import cuda_on_host
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 HOST_KERNELS = pytest.mark.skipif(cuda_on_host.compiler() is None, reason="needs g++ to run the kernels on the host")
 STEPS = 100
+real_launch = _cuda.launch
 
 
 @pytest.fixture(
@@ -534,18 +537,19 @@ def test_steady_steps_reuse_the_tables_and_refresh_the_hyperparameters_in_place(
     opt, ref = FusedAdamW(groups(ours)), torch.optim.AdamW(groups(theirs))
     grads(ours, 0)
     opt.step()
-    hyper, tables = opt._hyper.data_ptr(), dict(opt._cache)
+    cpu = torch.device("cpu")
+    hyper, tables = opt._hyper[cpu].data_ptr(), dict(opt._cache)
     for p in ours:
         if p.grad is not None:
             p.grad.mul_(-0.5)  # new values, same storage, as with zero_grad(set_to_none=False) and backward
     for k in range(1, 4):
         moving(opt, k, adam=True)
         opt.step()
-        assert opt._hyper.data_ptr() == hyper
+        assert opt._hyper[cpu].data_ptr() == hyper
         assert all(opt._cache[slot][1] is tables[slot][1] for slot in tables)
         lr, (_, beta2) = opt.param_groups[1]["lr"], opt.param_groups[1]["betas"]
-        assert opt._hyper[1, 0].item() == pytest.approx(lr, rel=1e-7)  # float32 of the python value
-        assert opt._hyper[1, 4].item() == pytest.approx(1 - beta2, rel=1e-7)
+        assert opt._hyper[cpu][1, 0].item() == pytest.approx(lr, rel=1e-7)  # float32 of the python value
+        assert opt._hyper[cpu][1, 4].item() == pytest.approx(1 - beta2, rel=1e-7)
     # and the same four steps through torch, for the values
     grads(theirs, 0)
     ref.step()
@@ -574,7 +578,7 @@ def test_the_tuning_knobs_reach_the_kernel_and_keep_it_exact(monkeypatch, ilp):
     take_steps(opt, ours, True, range(10))
     take_steps(ref, theirs, True, range(10))
     assert compiled[0][3] == (f"-DILP={ilp}",)
-    assert opt._cache[torch.float32][1].chunk_size == 4096
+    assert opt._cache[torch.device("cpu"), torch.float32][1].chunk_size == 4096
     for p, q in zip(ours, theirs):
         assert_close(p, q, 1e-6)
 
@@ -657,3 +661,327 @@ def test_after_two_warm_up_steps_a_launch_builds_and_uploads_nothing(monkeypatch
     monkeypatch.setattr(_cuda, "tables", refuse)
     for _ in range(3):
         opt.launch()
+
+
+# ------------------------------------------------------------------- mixed precision: GradScaler, on the device
+def scaled_steps(opt, ps, scaler, ks, skip, adam):
+    """Step k for each k in ks under a GradScaler, as a training loop does: gradients scaled by the current scale,
+    an inf in the first gradient on the steps in ``skip``, a schedule that moves every step."""
+    for k in ks:
+        moving(opt, k, adam)
+        grads(ps, k)
+        for p in ps:
+            if p.grad is not None:
+                p.grad.copy_(scaler.scale(p.grad))  # as backward of scaler.scale(loss) would give
+        if k in skip:
+            ps[0].grad.view(-1)[0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+
+
+@pytest.mark.parametrize("dampening", [0.0, 0.3])
+def test_gradscaler_steps_unscale_and_skip_on_the_device_as_torch_skips(device, dampening):
+    # GradScaler.step(optimizer) hands our fused optimizers the scale and the inf flag as tensors (no sync); torch's
+    # unfused optimizers are skipped by the scaler on the host. Both must end identical: a skipped step moves no
+    # parameter, state or step count (step 0 included: SGD's new buffer stays new), the schedule's values of the
+    # steps taken are the ones used.
+    skip = {0, 3, 4, 9}
+    for opt_cls, torch_cls, adam, kw in (
+        (FusedAdamW, torch.optim.AdamW, True, {}),
+        (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9, "dampening": dampening}),
+    ):
+        if adam and dampening:
+            continue
+        ours, theirs = params(device), params("cpu")
+        a, b = opt_cls(groups(ours), **kw), torch_cls(groups(theirs), foreach=False, **kw)
+        scalers = [torch.amp.GradScaler(device, init_scale=2.0**12, growth_interval=2) for _ in range(2)]
+        scaled_steps(a, ours, scalers[0], range(12), skip, adam)
+        scaled_steps(b, theirs, scalers[1], range(12), skip, adam)
+        assert scalers[0].get_scale() == scalers[1].get_scale()
+        for p, q in zip(ours, theirs):
+            assert_close(p.cpu(), q, 1e-6)
+            for key, value in b.state.get(q, {}).items():
+                if key == "step":
+                    assert a.state[p]["step"].item() == value.item() == 12 - len(skip)
+                else:
+                    assert_close(a.state[p][key].cpu(), value, 1e-6)
+
+
+def test_a_skipped_first_momentum_step_leaves_no_buffer_in_the_state_dict(device):
+    ours, theirs = params(device), params("cpu")
+    a, b = FusedSGD(groups(ours), momentum=0.9), torch.optim.SGD(groups(theirs), momentum=0.9)
+    scalers = [torch.amp.GradScaler(device, init_scale=2.0**12) for _ in range(2)]
+    scaled_steps(a, ours, scalers[0], [0], {0}, False)
+    scaled_steps(b, theirs, scalers[1], [0], {0}, False)
+    assert a.state_dict()["state"] == b.state_dict()["state"] == {}
+
+
+@HOST_KERNELS
+def test_a_scaled_kernel_step_reads_nothing_back_to_the_host(monkeypatch):
+    # With GradScaler, the skip decision and the unscaling stay on the device: no tensor becomes a python value.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    for opt_cls, kw in ((FusedAdamW, {}), (FusedSGD, {"momentum": 0.9})):
+        ps = params()
+        opt, scaler = opt_cls(groups(ps), **kw), torch.amp.GradScaler("cpu", init_scale=2.0**12)
+        scaled_steps(opt, ps, scaler, range(2), {0}, opt_cls is FusedAdamW)  # compile, allocate
+        with monkeypatch.context() as m:
+            for name in ("item", "tolist", "__float__", "__bool__", "__int__"):
+                m.setattr(torch.Tensor, name, lambda *args, name=name: pytest.fail(f"Tensor.{name} in a step"))
+            scaled_steps(opt, ps, scaler, range(2, 4), {3}, opt_cls is FusedAdamW)
+
+
+# --------------------------------------------------------- CUDA graphs, emulated: capture, replay, no null buffer
+@HOST_KERNELS
+def test_a_replay_after_momentum_turned_on_is_refused_and_the_kernel_never_follows_a_null_buffer(monkeypatch):
+    # A graph captured while group 0's momentum is 0 holds a null buffer pointer for its parameters. If a schedule
+    # then raises the momentum, the replay must not read near address 0 (a crash on a GPU): the host refuses the
+    # replay, and the kernel itself takes the buffer path only with a buffer.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    ps = params()
+    opt = FusedSGD(groups(ps, momentum=0.0), lr=0.1, momentum=0.9)  # group 0 plain, group 1 with momentum
+    grads(ps, 0)
+    opt.step()
+    opt.step()
+    with cuda_on_host.capture(monkeypatch) as graph:
+        opt.step()
+    opt.param_groups[0]["momentum"] = 0.9
+    with pytest.raises(RuntimeError, match=r"param group 0's momentum is now 0.9, but its parameters had no momentum"):
+        opt.upload_hyperparameters()
+    before = [p.detach().clone() for p in ps]
+    cpu = torch.device("cpu")
+    opt._hyper[cpu][0, 1] = 0.9  # what the refused upload would have written
+    graph.replay()  # plain SGD for group 0 (no buffer), no fault
+    lr = opt._hyper[cpu][0, 0].item()
+    for p, b in zip(ps[:3], before[:3]):
+        if p.grad is not None:
+            assert torch.equal(p, b - lr * p.grad)
+
+
+@HOST_KERNELS
+def test_the_host_emulation_reports_a_near_null_access_instead_of_crashing():
+    # How the replay fault above showed up on the host: a kernel following a null pointer fails the test with the
+    # address (here SGD's per-tensor `first` flags, passed as null) instead of killing the test process.
+    kernel = cuda_on_host.host_kernel("sgd_step", torch.float32)
+    p, buffer = torch.zeros(8), torch.zeros(8)
+    tables = _cuda.tables([[p], [p], [buffer]], [0], 1024)
+    hyper = torch.tensor([[0.1, 0.9, 1.0, 0.0, 0.0, 1.0]])
+    args = [tables.pointers, tables.numels, tables.group_of, tables.chunks, hyper, None, None, None, 1, 1024]
+    with pytest.raises(RuntimeError, match=r"sgd_step faulted at address 0x0 \(near null"):
+        kernel(grid=(1, 1, 1), block=(256, 1, 1), args=args)
+    args[7] = torch.zeros(1)
+    kernel(grid=(1, 1, 1), block=(256, 1, 1), args=args)  # and runs with a real one
+
+
+@HOST_KERNELS
+@pytest.mark.parametrize("opt_cls, kw", [(FusedAdamW, {}), (FusedSGD, {"momentum": 0.9})])
+def test_capturing_with_gradients_allocated_anew_is_refused_before_anything_is_built(monkeypatch, opt_cls, kw):
+    # torch's whole-network recipe sets gradients to None before capture, so backward allocates new ones inside
+    # it; our tables would then be built and uploaded inside the capture. That is refused with the way out.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    ps = params()
+    opt = opt_cls(groups(ps), **kw)
+    grads(ps, 0)
+    opt.step()
+    opt.step()
+    old = [p.grad for p in ps]  # kept alive, so the new gradients get new addresses
+    grads(ps, 1)
+    monkeypatch.setattr(_cuda, "device_table", lambda *a, **k: pytest.fail("a table was uploaded while capturing"))
+    with cuda_on_host.capture(monkeypatch), pytest.raises(RuntimeError, match=r"zero_grad\(set_to_none=False\)"):
+        opt.step()
+    assert old
+
+
+@HOST_KERNELS
+def test_a_captured_step_replays_with_a_moving_schedule_and_builds_nothing(monkeypatch):
+    # The documented recipe: warm up, keep the gradients allocated, capture step(), then per iteration write new
+    # gradients in place, upload the hyperparameters and replay. Against torch's eager SGD with the same values.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    ours, theirs = params(), params()
+    opt, ref = (
+        FusedSGD(groups(ours), momentum=0.9, nesterov=True),
+        torch.optim.SGD(groups(theirs), momentum=0.9, nesterov=True),
+    )
+    take_steps(opt, ours, False, range(2))
+    take_steps(ref, theirs, False, range(2))
+    with monkeypatch.context() as m:
+        m.setattr(_cuda, "device_table", lambda *a, **k: pytest.fail("a table was uploaded while capturing"))
+        with cuda_on_host.capture(monkeypatch) as graph:
+            opt.step()
+    assert len(graph.launches) == 1  # one launch per device and dtype
+    for k in range(2, 8):
+        moving(opt, k, False)
+        g = torch.Generator().manual_seed(1000 + k)
+        for p in ours:
+            if p.grad is not None:
+                p.grad.copy_(torch.randn(p.shape, generator=g))
+        opt.upload_hyperparameters()
+        graph.replay()
+        take_steps(ref, theirs, False, [k])
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)
+
+
+# --------------------------------------------------------------------------- devices, dtypes, torch versions
+@HOST_KERNELS
+def test_one_launch_per_device_and_dtype_and_state_on_another_device_is_refused(monkeypatch):
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    launches = []
+    monkeypatch.setattr(_cuda, "launch", lambda *args: launches.append(args[-1]) or real_launch(*args))
+    g = torch.Generator().manual_seed(4)
+    mixed = [
+        torch.nn.Parameter(torch.randn(s, generator=g).to(t))
+        for s, t in (((5,), torch.bfloat16), ((7,), torch.float32), ((3,), torch.bfloat16))
+    ]
+    theirs = [torch.nn.Parameter(p.detach().float()) for p in mixed]
+    opt, ref = FusedSGD(mixed, lr=0.1, momentum=0.9), torch.optim.SGD(theirs, lr=0.1, momentum=0.9)
+    for p, q in zip(mixed, theirs):
+        p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
+        q.grad = p.grad.float()
+    opt.step()
+    ref.step()
+    assert len(launches) == 2 and set(opt._cache) == {
+        (torch.device("cpu"), torch.bfloat16),
+        (torch.device("cpu"), torch.float32),
+    }
+    for p, q in zip(mixed, theirs):
+        assert_close(p.float(), q.detach().to(p.dtype).float(), 2.0**-8)
+    # a state tensor left on another device (the model moved after the optimizer made its state) is refused
+    adam = FusedAdamW(mixed[1:2])
+    adam.step()
+    adam.state[mixed[1]]["exp_avg_sq"] = torch.zeros(7, device="meta")
+    with pytest.raises(RuntimeError, match=r"the exp_avg_sq of a parameter of shape \(7,\) on cpu is on meta"):
+        adam.step()
+
+
+def test_parameters_are_grouped_by_device_then_dtype():
+    # On a GPU machine: one launch per (device, dtype); here "meta" stands in for a second device.
+    ps = [
+        torch.nn.Parameter(torch.zeros(2, device=d, dtype=t))
+        for d, t in (("cpu", torch.float32), ("meta", torch.float32), ("cpu", torch.bfloat16), ("meta", torch.float32))
+    ]
+    for p in ps:
+        p.grad = torch.zeros_like(p)
+    opt = FusedSGD([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.1)
+    parts = opt._partition()
+    cpu, meta = torch.device("cpu"), torch.device("meta")
+    assert {key: [(gi, id(p)) for gi, p in items] for key, items in parts.items()} == {
+        (cpu, torch.float32): [(0, id(ps[0]))],
+        (meta, torch.float32): [(0, id(ps[1])), (1, id(ps[3]))],
+        (cpu, torch.bfloat16): [(1, id(ps[2]))],
+    }
+
+
+def test_nothing_in_loopkit_needs_torchs_private_cuda_helpers(monkeypatch):
+    # torch 2.1 to 2.6 have no _cuda_load_module, torch before 2.10 no _get_gpu_rtc_library. With torch.cuda._utils
+    # as torch 2.1 has it, a CUDA build finding no NVRTC gets loopkit's error, not an ImportError.
+    import sys
+    import types
+
+    old = types.ModuleType("torch.cuda._utils")
+    old._get_device_index = lambda *a, **k: 0
+    monkeypatch.setitem(sys.modules, "torch.cuda._utils", old)
+    monkeypatch.setattr(torch.cuda, "_utils", old, raising=False)
+    monkeypatch.setattr(torch.version, "cuda", "12.1")
+    monkeypatch.delenv("LOOPKIT_NVRTC", raising=False)
+    monkeypatch.setattr(_cuda.site, "getsitepackages", list)
+    monkeypatch.setattr(_cuda.glob, "glob", lambda pattern: [])
+    _cuda.compiled.cache_clear()
+    try:
+        assert _cuda.nvrtc_library() is None
+        with pytest.raises(RuntimeError, match="compile their kernels with NVRTC and found none"):
+            _cuda.compiled("adamw_step", torch.float32, 0)
+    finally:
+        _cuda.compiled.cache_clear()
+    import pathlib
+
+    sources = pathlib.Path(_cuda.__file__).parent.glob("*.py")
+    uses = re.compile(r"from torch\.cuda\._utils import|from torch\.cuda import _utils|torch\.cuda\._utils\.\w")
+    assert not [s.name for s in sources if uses.search(s.read_text())]
+
+
+def test_nvrtc_of_torchs_cuda_major_version_comes_first():
+    found = [
+        "/usr/local/cuda-13.0/lib64/libnvrtc.so",
+        "/site/nvidia/cu13/lib/libnvrtc.so.13",
+        "/site/nvidia/cuda_nvrtc/lib/libnvrtc.so",
+        "/site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+        "/usr/local/cuda-12.4/lib64/libnvrtc.so",
+    ]
+    assert _cuda.nvrtc_candidates(found, 12) == [
+        "/site/nvidia/cuda_nvrtc/lib/libnvrtc.so.12",
+        "/usr/local/cuda-12.4/lib64/libnvrtc.so",
+        "/site/nvidia/cuda_nvrtc/lib/libnvrtc.so",
+        "/usr/local/cuda-13.0/lib64/libnvrtc.so",
+        "/site/nvidia/cu13/lib/libnvrtc.so.13",
+    ]
+
+
+class FakeDriver:
+    """libcuda's entry points that loopkit calls, in python: a loaded "cubin" is the name of a host kernel, and a
+    launch runs it with the very argument array loopkit built for cuLaunchKernel."""
+
+    def __init__(self, load_error=0):
+        self.load_error, self.kernels, self.contexts, self.launches = load_error, {}, [], []
+
+    def cuCtxPushCurrent_v2(self, context):
+        self.contexts.append(context.value)
+        return 0
+
+    def cuCtxPopCurrent_v2(self, out):
+        self.contexts.pop()
+        return 0
+
+    def cuModuleLoadData(self, module, image):
+        module._obj.value = 1
+        self.image = image
+        return self.load_error
+
+    def cuModuleGetFunction(self, function, module, name):
+        self.kernels[len(self.kernels) + 1] = cuda_on_host.host_kernel(name.decode(), torch.float32)
+        function._obj.value = len(self.kernels)
+        return 0
+
+    def cuLaunchKernel(self, function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
+        assert self.contexts == [7] and (gy, gz, by, bz, shared, extra) == (1, 1, 1, 1, 0, None)
+        self.launches.append(stream.value)
+        self.kernels[function.value].run(gx, bx, list(params_values(params, self.kernels[function.value])))
+        return 0
+
+    def cuGetErrorName(self, result, out):
+        out._obj.value = b"CUDA_ERROR_NO_BINARY_FOR_GPU"
+
+    def cuGetErrorString(self, result, out):
+        out._obj.value = b"no kernel image is available for execution on the device"
+
+    def cuDriverGetVersion(self, out):
+        out._obj.value = 12020
+        return 0
+
+
+def params_values(params, kernel):
+    """Read cuLaunchKernel's void* array back as the values loopkit meant: pointers and C ints, in order."""
+    for i, ctype in enumerate(kernel.parameters):
+        cell = ctypes.cast(params[i], ctypes.POINTER(ctypes.c_int if ctype == "int" else ctypes.c_void_p))
+        yield (ctypes.c_int if ctype == "int" else ctypes.c_void_p)(cell.contents.value)
+
+
+@HOST_KERNELS
+def test_the_driver_launch_path_passes_the_arguments_the_kernel_expects(monkeypatch):
+    # loopkit's own cuModuleLoadData / cuLaunchKernel calls (which replace torch's private helpers), against a
+    # driver stand-in that runs the host kernel with the argument array loopkit built: parity with torch.
+    from loopkit.optim import _driver
+
+    fake = FakeDriver()
+    monkeypatch.setattr(_driver, "libcuda", lambda: fake)
+    monkeypatch.setattr(_driver, "primary_context", lambda index: ctypes.c_void_p(7))
+    monkeypatch.setattr(base.FusedOptimizer, "_runs_kernels", staticmethod(lambda device: True))
+    monkeypatch.setattr(_cuda, "compiled", lambda name, dtype, index, options: _driver.load(b"cubin", name, index))
+    ours, theirs = params(), params()
+    take_steps(FusedSGD(groups(ours), momentum=0.9), ours, False, range(3))
+    take_steps(torch.optim.SGD(groups(theirs), momentum=0.9), theirs, False, range(3))
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-6)
+    assert fake.launches == [None] * 3 and fake.contexts == []  # the host stand-in's "stream", contexts popped
+    fake.load_error = 209
+    with pytest.raises(RuntimeError, match=r"driver \(version 12.2\) could not load .* by NVRTC 13.0.*NO_BINARY"):
+        _driver.load(b"cubin", "sgd_step", 0, "(compiled for sm_90 by NVRTC 13.0, libnvrtc.so.13)")

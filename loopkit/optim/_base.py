@@ -12,8 +12,7 @@ the graph's kernels read the table, which the host refreshes before each replay.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -72,6 +71,8 @@ class FusedOptimizer(torch.optim.Optimizer):
     kernel_name = ""
     #: Leading columns of the pointer table that hold one element per parameter element (param, grad, state).
     elementwise_columns = 0
+    #: What each column of the pointer table holds, for error messages.
+    column_names: tuple[str, ...] = ()
     #: Extra NVRTC flags (``("-DILP=4",)``). A tuning knob like :attr:`chunk_size`: set it on an instance before
     #: its first step; benchmarks/bench_optim.py's sweep times the alternatives (docs/optim.md).
     kernel_options: tuple[str, ...] = ()
@@ -107,8 +108,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                         f"{type(self).__name__} supports float32, bfloat16 and float16 parameters, "
                         f"got {p.dtype} (shape {tuple(p.shape)})"
                     )
+        self._hyper: dict[torch.device, torch.Tensor] = {}
+        self._forget_launches()
+
+    def _forget_launches(self) -> None:
+        """Drop the cached tables (and what subclasses keep with them): loaded state lives at new addresses."""
         self._cache: dict[Any, Any] = {}
-        self._hyper: torch.Tensor | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's, except that state stays float32 and step counts live on the parameter's device.
@@ -120,6 +125,7 @@ class FusedOptimizer(torch.optim.Optimizer):
             group = {key: value for key, value in saved.items() if key not in IMPLEMENTATION_KEYS}
             self._check_group({**self.defaults, **group})
         super().load_state_dict(state_dict)
+        self._forget_launches()
         for group in self.param_groups:
             for key in IMPLEMENTATION_KEYS:
                 group.pop(key, None)
@@ -147,99 +153,166 @@ class FusedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------- step
+    #: torch.amp.GradScaler's contract for fused optimizers: instead of reading the inf flag on the host (a sync)
+    #: and skipping step(), it sets ``self.grad_scale`` and ``self.found_inf`` (device tensors) and calls step(),
+    #: which unscales and skips on the device.
+    _step_supports_amp_scaling = True
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        """One step for every parameter with a gradient: one kernel launch per device and dtype, the reference
+        implementation for parameters off CUDA. Under ``GradScaler.step(optimizer)`` the gradients are unscaled and
+        the step skipped (parameters, state and step counts unchanged) on the device, without a host sync."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             self._check_group(group)  # a schedule may have moved a value out of range
-        live = [(gi, p) for gi, group in enumerate(self.param_groups) for p in group["params"] if p.grad is not None]
-        for _, p in live:
-            if p.grad.is_sparse:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients (parameter of shape "
-                    f"{tuple(p.shape)}); use torch.optim.SparseAdam for sparse embeddings"
-                )
-            if p.grad.dtype != p.dtype or p.grad.device != p.device:
-                raise RuntimeError(
-                    f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
-                    f"parameter of {p.dtype} on {p.device} (shape {tuple(p.shape)}); gradients must "
-                    "match their parameter's dtype and device"
-                )
-        if not live:
+        parts = self._partition()
+        if not parts:
             return loss
-        if self._runs_kernels(live[0][1]):
-            self.upload_hyperparameters(live[0][1].device)
-            self.launch()
-        else:
-            warn_reference_once(type(self).__name__)
-            self._reference_step()
+        capturing = _cuda.capturing()
+        for device in dict.fromkeys(device for device, _ in parts if self._runs_kernels(device)):
+            if not capturing:  # a captured step reads the table that upload_hyperparameters() refreshes
+                self._upload(device)
+        scaling = AmpScaling(getattr(self, "grad_scale", None), getattr(self, "found_inf", None))
+        for (device, dtype), items in parts.items():
+            if self._runs_kernels(device):
+                self._launch(device, dtype, items, scaling.on(device))
+            else:
+                warn_reference_once(type(self).__name__)
+                self._reference_step(items, *scaling.on(device))
         return loss
 
-    @staticmethod
-    def _runs_kernels(p: torch.Tensor) -> bool:
-        """Whether this parameter's step runs the fused kernels (else the reference). The tests override it to
-        run the kernel sources on the host (``tests/cuda_on_host.py``)."""
-        return p.is_cuda
-
-    def upload_hyperparameters(self, device: torch.device | None = None) -> None:
-        """Send every group's current values to the device table, without a host sync."""
-        if device is None:
-            device = next(p.device for g in self.param_groups for p in g["params"])
-        rows = [self._hyper_row(group) for group in self.param_groups]
-        fresh = _cuda.device_table(rows, device, torch.float32)
-        if self._hyper is None or self._hyper.shape != fresh.shape or self._hyper.device != fresh.device:
-            self._hyper = fresh
-        else:
-            self._hyper.copy_(fresh)  # same storage: a captured graph's kernels read it
-
-    def launch(self) -> None:
-        """Launch the kernels for the current gradients (one launch per parameter dtype); CUDA-graph capturable."""
-        by_dtype: dict[torch.dtype, list[tuple[int, torch.Tensor]]] = {}
+    def _partition(self) -> dict[tuple[torch.device, torch.dtype], list[tuple[int, torch.Tensor]]]:
+        """The parameters with a gradient, as (group index, parameter), by device and dtype (one launch each)."""
+        parts: dict[tuple[torch.device, torch.dtype], list[tuple[int, torch.Tensor]]] = {}
         for gi, group in enumerate(self.param_groups):
             for p in group["params"]:
-                if p.grad is not None:  # zero-size tensors get state (as in torch) and no chunk
-                    by_dtype.setdefault(p.dtype, []).append((gi, p))
-        for dtype, items in by_dtype.items():
-            self._launch_dtype(dtype, items)
+                if p.grad is None:  # zero-size tensors get state (as in torch) and no chunk
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients (parameter of shape "
+                        f"{tuple(p.shape)}); use torch.optim.SparseAdam for sparse embeddings"
+                    )
+                if p.grad.dtype != p.dtype or p.grad.device != p.device:
+                    raise RuntimeError(
+                        f"{type(self).__name__}: a gradient of {p.grad.dtype} on {p.grad.device} for a "
+                        f"parameter of {p.dtype} on {p.device} (shape {tuple(p.shape)}); gradients must "
+                        "match their parameter's dtype and device"
+                    )
+                parts.setdefault((p.device, p.dtype), []).append((gi, p))
+        return parts
 
-    def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
+    @staticmethod
+    def _runs_kernels(device: torch.device) -> bool:
+        """Whether parameters on this device step with the fused kernels (else the reference). The tests override
+        it to run the kernel sources on the host (``tests/cuda_on_host.py``)."""
+        return device.type == "cuda"
+
+    def upload_hyperparameters(self, device: torch.device | None = None) -> None:
+        """Send every group's current values to the device table (of ``device``, or of every device holding
+        parameters), without a host sync: before each replay of a CUDA graph that captured :meth:`launch` or
+        :meth:`step`.
+
+        Raises:
+            RuntimeError: a value the captured launch cannot honour (FusedSGD: momentum turned on for parameters
+                that had no momentum buffer when the launch was captured).
+        """
+        self._check_replayable()
+        devices = [device] if device is not None else self._kernel_devices()
+        for d in devices:
+            self._upload(torch.device(d))
+
+    def _kernel_devices(self) -> list[torch.device]:
+        found = {p.device: None for group in self.param_groups for p in group["params"]}
+        return [d for d in found if self._runs_kernels(d)]
+
+    def _upload(self, device: torch.device) -> None:
+        rows = [self._hyper_row(group) for group in self.param_groups]
+        fresh = _cuda.device_table(rows, device, torch.float32)
+        current = self._hyper.get(device)
+        if current is None or current.shape != fresh.shape:
+            self._hyper[device] = fresh
+        else:
+            current.copy_(fresh)  # same storage: a captured graph's kernels read it
+
+    def _check_replayable(self) -> None:
+        """Raise if the cached launches (what a CUDA graph may have captured) cannot honour the current values."""
+
+    def launch(self) -> None:
+        """Launch the kernels for the current gradients, one launch per device and dtype, with the hyperparameters
+        last uploaded; CUDA-graph capturable once warmed up (docs/optim.md): it then builds and uploads nothing."""
+        for (device, dtype), items in self._partition().items():
+            if self._runs_kernels(device):
+                self._launch(device, dtype, items, (None, None))
+
+    def _launch(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        items: list[tuple[int, torch.Tensor]],
+        scaling: tuple[torch.Tensor | None, torch.Tensor | None],
+    ) -> None:
         raise NotImplementedError
 
-    def _run_kernel(
-        self,
-        slot: Any,
-        items: list[tuple[int, torch.Tensor]],
-        columns: Sequence[Sequence[torch.Tensor | None]],
-        *extra: int,
-    ) -> None:
-        """Launch this optimizer's kernel over ``columns`` (param, grad, state... per tensor of ``items``).
-
-        The pointer, size, group and chunk tables are cached under ``slot`` (the launch's dtype, say) and rebuilt
-        only when an address or the chunk size changed, so a steady step uploads nothing but hyperparameters.
-        """
+    def _tables(
+        self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor | None]]
+    ) -> tuple[_cuda.Tables, bool]:
+        """The pointer, size, group and chunk tables for ``columns`` (param, grad, state... per tensor of ``items``),
+        and whether they were built now. Cached under ``slot`` (device and dtype) and rebuilt only when an address or
+        the chunk size changed, so a steady step uploads nothing but hyperparameters."""
         key = (self.chunk_size, *map(_cuda.addresses, columns))
         cached = self._cache.get(slot)
-        if cached is None or cached[0] != key:
-            self._check_layout(columns[: self.elementwise_columns])
-            cached = self._cache[slot] = (key, _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size))
-        if self._hyper is None:
+        if cached is not None and cached[0] == key:
+            return cached[1], False
+        name = type(self).__name__
+        if _cuda.capturing():
             raise RuntimeError(
-                f"{type(self).__name__}.launch() needs the hyperparameter table on the device: call "
-                "upload_hyperparameters() first (step() does both)"
+                f"{name}: tensors were allocated or moved while a CUDA graph was being captured (new gradients, say, "
+                "when they were set to None before capture), so the kernels' tables would be built and uploaded "
+                "inside the capture. Warm up so that every tensor exists before capturing, and keep the gradients "
+                "allocated: optimizer.zero_grad(set_to_none=False) (docs/optim.md, CUDA graphs)"
             )
-        p = items[0][1]
-        kernel = _cuda.compiled(self.kernel_name, p.dtype, p.device.index or 0, tuple(self.kernel_options))
-        _cuda.launch(kernel, cached[1], self._hyper, len(items), *extra)
+        self._check_layout(columns[: self.elementwise_columns])
+        self._check_devices(slot[0], columns)
+        built = _cuda.tables(columns, [gi for gi, _ in items], self.chunk_size)
+        self._cache[slot] = (key, built)
+        return built, True
 
-    def _check_layout(self, columns: Sequence[Sequence[torch.Tensor | None]]) -> None:
+    def _run_kernel(
+        self, device: torch.device, dtype: torch.dtype, tables: _cuda.Tables, pointers: list, n_tensors: int
+    ) -> None:
+        hyper = self._hyper.get(device)
+        if hyper is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.launch(): no hyperparameters on {device} yet; call step() once, or "
+                "upload_hyperparameters(), first"
+            )
+        kernel = _cuda.compiled(self.kernel_name, dtype, device.index or 0, tuple(self.kernel_options))
+        _cuda.launch(kernel, tables, hyper, pointers, n_tensors, device)
+
+    def _check_devices(self, device: torch.device, columns: list[list[torch.Tensor | None]]) -> None:
+        """Every tensor of a launch on its device: a CPU tensor's address (state made before ``model.cuda()``, say)
+        or another GPU's would be read as this device's memory. Checked when the tables are built."""
+        for name, column in zip(self.column_names, columns):
+            for p, t in zip(columns[0], column):
+                if t is not None and t.device != device:
+                    raise RuntimeError(
+                        f"{type(self).__name__}: the {name} of a parameter of shape {tuple(p.shape)} on {device} "
+                        f"is on {t.device}; optimizer state must live on its parameter's device (was the "
+                        "optimizer stepped or its state loaded before the model moved? load_state_dict() after "
+                        "moving the model puts the state on each parameter's device)"
+                    )
+
+    def _check_layout(self, columns: list[list[torch.Tensor]]) -> None:
         """The kernels walk each tensor's memory as a flat array: every parameter must be dense, and its gradient
         and float32 state laid out the same way. Checked when the tables are built, i.e. when an address changes."""
         name = type(self).__name__
         for row in zip(*columns):
-            p = cast(torch.Tensor, row[0])  # column 0 holds the parameters: never None
+            p = row[0]
             if not (
                 p.is_contiguous()
                 or p.is_contiguous(memory_format=torch.channels_last)
@@ -263,5 +336,36 @@ class FusedOptimizer(torch.optim.Optimizer):
                         f"of shape {tuple(p.shape)}; was the state edited by hand?"
                     )
 
-    def _reference_step(self) -> None:
+    def _reference_step(
+        self, items: list[tuple[int, torch.Tensor]], grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None
+    ) -> None:
         raise NotImplementedError
+
+
+class AmpScaling:
+    """GradScaler's ``grad_scale`` and ``found_inf`` (float32 tensors of one element, or None), moved once per
+    step to each device that needs them, without a sync, as torch's fused optimizers do."""
+
+    def __init__(self, grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None) -> None:
+        for name, t in (("grad_scale", grad_scale), ("found_inf", found_inf)):
+            if t is not None and (not isinstance(t, torch.Tensor) or t.dtype != torch.float32 or t.numel() != 1):
+                raise TypeError(f"{name} must be a float32 tensor of one element (GradScaler's), got {t!r}")
+        self.values = (grad_scale, found_inf)
+        self._moved: dict[torch.device, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if device not in self._moved:
+            self._moved[device] = tuple(  # type: ignore[assignment]
+                None if t is None else t.to(device, non_blocking=True).reshape(()).contiguous() for t in self.values
+            )
+        return self._moved[device]
+
+
+def with_items_by_group(
+    items: list[tuple[int, torch.Tensor]],
+) -> dict[int, list[torch.Tensor]]:
+    """The parameters of ``items`` by group index, in order: the reference implementations step one group at a time."""
+    by_group: dict[int, list[torch.Tensor]] = {}
+    for gi, p in items:
+        by_group.setdefault(gi, []).append(p)
+    return by_group

@@ -1,9 +1,10 @@
 """Compiling and launching the fused kernels: NVRTC at first use, cached per device, kernel and dtype.
 
-We call NVRTC directly (the ``libnvrtc`` that torch's CUDA wheels ship, found by torch's own loader) and load the
-cubin with torch's driver-API module loader. ``torch.cuda._compile_kernel`` would do the same but insists on a CUDA
-toolkit (``CUDA_HOME``) to add include paths; the kernels include no headers, so users need neither nvcc nor a
-toolkit. cuda-python would add a dependency for the same calls.
+We call NVRTC directly (the ``libnvrtc`` that torch's CUDA wheels ship) and load the cubin with the driver API
+(``_driver.py``); nothing from ``torch.cuda._utils``, whose private helpers differ between torch releases.
+``torch.cuda._compile_kernel`` would do the same but insists on a CUDA toolkit (``CUDA_HOME``) to add include
+paths; the kernels include no headers, so users need neither nvcc nor a toolkit. cuda-python would add a
+dependency for the same calls.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import functools
 import glob
 import os
 import pathlib
+import re
 import site
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import torch
+
+from . import _driver
 
 KERNELS = pathlib.Path(__file__).resolve().parent / "kernels"
 PARAM_KINDS = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -64,7 +67,7 @@ def nvrtc_compile(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str]
         libnvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def _checker(libnvrtc: ctypes.CDLL) -> Callable[[int], None]:
+def _checker(libnvrtc: ctypes.CDLL):
     def check(result: int) -> None:
         if result != 0:
             libnvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
@@ -73,22 +76,42 @@ def _checker(libnvrtc: ctypes.CDLL) -> Callable[[int], None]:
     return check
 
 
+def _major(path: str) -> int | None:
+    """The CUDA major version in a libnvrtc file name (``libnvrtc.so.12``, ``.../cuda-12.4/lib64/libnvrtc.so``)."""
+    found = re.search(r"libnvrtc\.so\.(\d+)", path) or re.search(r"cuda-(\d+)", path)
+    return int(found.group(1)) if found else None
+
+
+def nvrtc_candidates(found: list[str], cuda_major: int | None) -> list[str]:
+    """``found`` ordered for loading: those of torch's CUDA major version first (a cubin from a newer major may
+    not load on the driver torch was built for), then those of unknown version, then the others."""
+
+    def rank(path: str) -> int:
+        major = _major(path)
+        return 0 if cuda_major is not None and major == cuda_major else 1 if major is None else 2
+
+    return sorted(found, key=rank)  # stable: the search order within a rank
+
+
+def nvrtc_version(libnvrtc: ctypes.CDLL) -> str:
+    major, minor = ctypes.c_int(), ctypes.c_int()
+    if libnvrtc.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)) != 0:
+        return "unknown"
+    return f"{major.value}.{minor.value}"
+
+
 def nvrtc_library() -> ctypes.CDLL | None:
-    """An NVRTC library to compile with, or None: ``$LOOPKIT_NVRTC`` (a path), else torch's on a CUDA build, else
-    NVIDIA's ``nvidia-cuda-nvrtc`` wheel's or a CUDA toolkit's. The kernels compile without a GPU, so a CPU-only
+    """An NVRTC library to compile with, or None: ``$LOOPKIT_NVRTC`` (a path), else one of torch's CUDA major
+    version if any (``libnvrtc.so.<major>``, which torch's CUDA wheels bring), else NVIDIA's ``nvidia-cuda-nvrtc``
+    wheels' or a CUDA toolkit's, matching major version first. The kernels compile without a GPU, so a CPU-only
     machine with one of these can check them (the tests and ``benchmarks/bench_compile.py`` do)."""
     if os.environ.get("LOOPKIT_NVRTC"):
         return ctypes.CDLL(os.environ["LOOPKIT_NVRTC"])
-    if torch.version.cuda:
-        from torch.cuda._utils import _get_gpu_rtc_library
-
-        try:
-            return _get_gpu_rtc_library()
-        except OSError:
-            pass
-    candidates = [p for d in site.getsitepackages() for p in glob.glob(f"{d}/nvidia/*/lib/libnvrtc.so*")]
-    candidates += glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*")
-    for path in candidates:
+    cuda_major = int(torch.version.cuda.split(".")[0]) if torch.version.cuda else None
+    found = [f"libnvrtc.so.{cuda_major}"] if cuda_major is not None else []
+    found += [p for d in site.getsitepackages() for p in sorted(glob.glob(f"{d}/nvidia/*/lib/libnvrtc.so*"))]
+    found += sorted(glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*"))
+    for path in nvrtc_candidates(found, cuda_major):
         try:
             return ctypes.CDLL(path)
         except OSError:
@@ -97,11 +120,9 @@ def nvrtc_library() -> ctypes.CDLL | None:
 
 
 @functools.cache
-def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()) -> Any:
+def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[str, ...] = ()) -> _driver.Kernel:
     """The kernel ``name`` (``"adamw_step"`` in ``adamw.cu``...) for parameters of ``dtype`` on one device,
     compiled with extra NVRTC ``options`` (``("-DILP=4",)``: the benchmark sweep's tuning knobs)."""
-    from torch.cuda._utils import _cuda_load_module
-
     libnvrtc = nvrtc_library()
     if libnvrtc is None:
         raise RuntimeError(
@@ -115,15 +136,16 @@ def compiled(name: str, dtype: torch.dtype, device_index: int, options: tuple[st
         f"{major}{minor}",
         [f"-DPARAM_KIND={PARAM_KINDS[dtype]}", *options],
     )
-    with torch.cuda.device(device_index):
-        # cuModuleLoadData takes a cubin as well as PTX; given kernel names, torch returns a dict of kernels.
-        kernels = cast("dict[str, Any]", _cuda_load_module(cubin, [name]))
-        return kernels[name]
+    made_by = f"(compiled for sm_{major}{minor} by NVRTC {nvrtc_version(libnvrtc)}, {libnvrtc._name})"
+    return _driver.load(cubin, name, device_index, made_by)
 
 
-def device_table(
-    rows: Sequence[float] | Sequence[Sequence[float]], device: torch.device, dtype: torch.dtype = torch.int64
-) -> torch.Tensor:
+def capturing() -> bool:
+    """Whether the current CUDA stream is capturing a graph (never on a machine without CUDA)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
     """A small host table sent to the device through pinned memory, without blocking the host."""
     host = torch.tensor(rows, dtype=dtype)
     if device.type == "cpu":  # the kernels run on the host only in the tests
@@ -142,12 +164,11 @@ class Tables(NamedTuple):
     chunk_size: int
 
 
-def tables(columns: Sequence[Sequence[torch.Tensor | None]], groups: list[int], chunk_size: int) -> Tables:
+def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int) -> Tables:
     """Build the tables for tensors ``columns[c][t]`` (column 0 the parameters; None for a state the kernel will
     not touch), tensor t in group ``groups[t]``."""
-    params = cast("Sequence[torch.Tensor]", columns[0])  # column 0 holds the parameters: never None
-    device = params[0].device
-    numels = [p.numel() for p in params]
+    device = columns[0][0].device
+    numels = [p.numel() for p in columns[0]]
     chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
     return Tables(
         device_table([list(addresses(column)) for column in columns], device),
@@ -162,28 +183,30 @@ def tables(columns: Sequence[Sequence[torch.Tensor | None]], groups: list[int], 
 _data_ptr = torch.Tensor.data_ptr
 
 
-def addresses(column: Sequence[torch.Tensor | None]) -> tuple[int, ...]:
+def addresses(column: list[torch.Tensor | None]) -> tuple[int, ...]:
     """The tensors' device addresses for the pointer table; None (a state the kernel will not touch) is null.
     Computed at every step to notice a moved tensor, hence the map over the method (half the cost of a loop)."""
     try:
-        return tuple(map(_data_ptr, column))  # type: ignore[arg-type]  # a None raises TypeError, caught below
+        return tuple(map(_data_ptr, column))
     except TypeError:  # a None in the column
         return tuple(0 if t is None else t.data_ptr() for t in column)
 
 
-def launch(kernel: Callable[..., Any], tables: Tables, hyper: torch.Tensor, n_tensors: int, *extra: int) -> None:
-    if tables.n_chunks:
-        kernel(
-            grid=(tables.n_chunks, 1, 1),
-            block=(THREADS, 1, 1),
-            args=[
-                tables.pointers,
-                tables.numels,
-                tables.group_of,
-                tables.chunks,
-                hyper,
-                n_tensors,
-                tables.chunk_size,
-                *extra,
-            ],
-        )
+def launch(
+    kernel: Any,
+    tables: Tables,
+    hyper: torch.Tensor,
+    pointers: list[torch.Tensor | None],
+    n_tensors: int,
+    device: torch.device,
+) -> None:
+    """One launch over ``tables``: arguments (tables, hyper, ``pointers``, n_tensors, chunk_size) in the kernels' C
+    order, on ``device`` and its current stream, whichever device is current (the uploads went to that stream)."""
+    if not tables.n_chunks:
+        return
+    args = [tables.pointers, tables.numels, tables.group_of, tables.chunks, hyper, *pointers]
+    args += [n_tensors, tables.chunk_size]
+    if device.type == "cuda":
+        kernel(grid=(tables.n_chunks, 1, 1), block=(THREADS, 1, 1), args=args, stream=torch.cuda.current_stream(device))
+    else:  # the kernels run on the host only in the tests
+        kernel(grid=(tables.n_chunks, 1, 1), block=(THREADS, 1, 1), args=args)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ._base import FusedOptimizer, check_flag, check_implementation, check_number
+from ._base import FusedOptimizer, check_flag, check_implementation, check_number, with_items_by_group
 from ._reference import adamw_reference
 
 
@@ -36,6 +35,7 @@ class FusedAdamW(FusedOptimizer):
 
     kernel_name = "adamw_step"
     elementwise_columns = 4
+    column_names = ("parameter", "gradient", "exp_avg", "exp_avg_sq", "step")
 
     def __init__(
         self,
@@ -108,14 +108,18 @@ class FusedAdamW(FusedOptimizer):
             state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32, memory_format=torch.preserve_format)
         return state
 
-    def _reference_step(self) -> None:
-        for group in self.param_groups:
-            live = [p for p in group["params"] if p.grad is not None]
+    def _reference_step(
+        self, items: list[tuple[int, torch.Tensor]], grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None
+    ) -> None:
+        for gi, live in with_items_by_group(items).items():
+            group = self.param_groups[gi]
             states = [self._state(p) for p in live]
+            if found_inf is not None and found_inf.item():  # the CPU path: reading the flag costs no device sync
+                continue  # skipped: no step counted, as when GradScaler skips torch's step
             beta1, beta2 = group["betas"]
             adamw_reference(
                 live,
-                [p.grad for p in live],
+                [p.grad if grad_scale is None else p.grad / grad_scale for p in live],
                 [s["exp_avg"] for s in states],
                 [s["exp_avg_sq"] for s in states],
                 [s["step"] for s in states],
@@ -127,18 +131,28 @@ class FusedAdamW(FusedOptimizer):
                 maximize=group["maximize"],
             )
 
-    def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
+    def _launch(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        items: list[tuple[int, torch.Tensor]],
+        scaling: tuple[torch.Tensor | None, torch.Tensor | None],
+    ) -> None:
         states = [self._state(p) for _, p in items]
         steps = [s["step"] for s in states]
-        torch._foreach_add_(steps, 1.0)  # on the device: no sync
-        columns: list[Sequence[torch.Tensor | None]] = [
+        columns = [
             [p for _, p in items],
             [p.grad for _, p in items],
             [s["exp_avg"] for s in states],
             [s["exp_avg_sq"] for s in states],
             steps,
         ]
-        self._run_kernel(dtype, items, columns)
+        tables, _ = self._tables((device, dtype), items, columns)
+        grad_scale, found_inf = scaling
+        torch._foreach_add_(steps, 1.0)  # on the device: no sync
+        self._run_kernel(device, dtype, tables, [grad_scale, found_inf], len(items))
+        if found_inf is not None:  # a skipped step is not counted, as in torch's fused AdamW
+            torch._foreach_sub_(steps, [found_inf] * len(steps))
 
 
 def _log(beta: float) -> float:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ._base import FusedOptimizer, check_flag, check_implementation, check_number
+from . import _cuda
+from ._base import FusedOptimizer, check_flag, check_implementation, check_number, with_items_by_group
 from ._reference import sgd_reference
 
 
@@ -22,6 +22,7 @@ class FusedSGD(FusedOptimizer):
 
     kernel_name = "sgd_step"
     elementwise_columns = 3
+    column_names = ("parameter", "gradient", "momentum_buffer")
 
     def __init__(
         self,
@@ -78,13 +79,17 @@ class FusedSGD(FusedOptimizer):
             -1.0 if group["maximize"] else 1.0,
         ]
 
-    def _reference_step(self) -> None:
-        for group in self.param_groups:
-            live = [p for p in group["params"] if p.grad is not None]
+    def _reference_step(
+        self, items: list[tuple[int, torch.Tensor]], grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None
+    ) -> None:
+        if found_inf is not None and found_inf.item():  # the CPU path: reading the flag costs no device sync
+            return  # skipped, as when GradScaler skips torch's step: no buffer made or moved
+        for gi, live in with_items_by_group(items).items():
+            group = self.param_groups[gi]
             buffers = [self.state[p].get("momentum_buffer") for p in live]
             new = sgd_reference(
                 live,
-                [p.grad for p in live],
+                [p.grad if grad_scale is None else p.grad.float() / grad_scale for p in live],
                 buffers,
                 lr=group["lr"],
                 momentum=group["momentum"],
@@ -97,21 +102,94 @@ class FusedSGD(FusedOptimizer):
                 if buf is not None:
                     self.state[p]["momentum_buffer"] = buf
 
-    def _launch_dtype(self, dtype: torch.dtype, items: list[tuple[int, torch.Tensor]]) -> None:
-        # As in torch, a buffer exists once a step ran with momentum; its first step sets buf = d_p, undampened,
-        # so new buffers get their own launch. A group with momentum 0 needs none (the kernel skips it).
-        fresh, steady = [], []
-        for gi, p in items:
+    def _launch(
+        self,
+        device: torch.device,
+        dtype: torch.dtype,
+        items: list[tuple[int, torch.Tensor]],
+        scaling: tuple[torch.Tensor | None, torch.Tensor | None],
+    ) -> None:
+        # As in torch, a buffer exists once a step ran with momentum, and its first step sets buf = d_p, undampened.
+        # Which buffers are new is a per-tensor flag on the device (``first``), not a host decision: a step that
+        # GradScaler skips on the device leaves a new buffer new, and the host never learns it was skipped.
+        created = []
+        for i, (gi, p) in enumerate(items):
             if self.param_groups[gi]["momentum"] != 0 and "momentum_buffer" not in self.state[p]:
-                self.state[p]["momentum_buffer"] = torch.zeros_like(p, dtype=torch.float32)
-                fresh.append((gi, p))
+                self.state[p]["momentum_buffer"] = torch.zeros_like(
+                    p, dtype=torch.float32, memory_format=torch.preserve_format
+                )
+                created.append(i)
+        buffers = [self.state[p].get("momentum_buffer") for _, p in items]
+        slot = (device, dtype)
+        tables, built = self._tables(slot, items, [[p for _, p in items], [p.grad for _, p in items], buffers])
+        if built:
+            self._first[slot] = self._first_flags(slot, items, created, device)
+            self._unbuffered[slot] = {gi for (gi, _), b in zip(items, buffers) if b is None}
+        first, params, pending = self._first[slot]
+        grad_scale, found_inf = scaling
+        self._run_kernel(device, dtype, tables, [grad_scale, found_inf, first], len(items))
+        if pending:
+            if found_inf is None:
+                first.zero_()
+                self._first[slot] = (first, params, False)
             else:
-                steady.append((gi, p))
-        for part, first in ((steady, 0), (fresh, 1)):
-            if part:
-                columns: list[Sequence[torch.Tensor | None]] = [
-                    [p for _, p in part],
-                    [p.grad for _, p in part],
-                    [self.state[p].get("momentum_buffer") for _, p in part],
-                ]
-                self._run_kernel((dtype, first), part, columns, first)
+                first.mul_(found_inf)  # still new where this step was skipped
+
+    def _first_flags(
+        self, slot: Any, items: list[tuple[int, torch.Tensor]], created: list[int], device: torch.device
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], bool]:
+        """The ``first`` flags for a new table: 1 for buffers made in this step, and, where the previous table's
+        flags may still be set (steps skipped since), those flags carried over on the device (no sync)."""
+        flags = [0.0] * len(items)
+        for i in created:
+            flags[i] = 1.0
+        first = _cuda.device_table(flags, device, torch.float32)
+        pending = bool(created)
+        old = self._first.get(slot)
+        if old is not None and old[2]:
+            position = {id(p): i for i, (_, p) in enumerate(items)}
+            pairs = [(position[id(p)], j) for j, p in enumerate(old[1]) if id(p) in position]
+            if pairs:
+                new_index = _cuda.device_table([i for i, _ in pairs], device)
+                old_index = _cuda.device_table([j for _, j in pairs], device)
+                first[new_index] = torch.maximum(first[new_index], old[0][old_index])
+                pending = True
+        return first, tuple(p for _, p in items), pending
+
+    def _check_replayable(self) -> None:
+        for groups in self._unbuffered.values():
+            for gi in sorted(groups):
+                momentum = self.param_groups[gi]["momentum"]
+                if momentum != 0:
+                    raise RuntimeError(
+                        f"FusedSGD: param group {gi}'s momentum is now {momentum!r}, but its parameters had no momentum "
+                        "buffer (momentum was 0) when the launch was captured, and a replay cannot create one. Take "
+                        "one step() with momentum > 0 before capturing, or capture again"
+                    )
+
+    def _forget_launches(self) -> None:
+        super()._forget_launches()
+        self._first: dict[Any, tuple[torch.Tensor, tuple[torch.Tensor, ...], bool]] = {}
+        self._unbuffered: dict[Any, set[int]] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's, without the buffers that no step has used yet (their first step was skipped by GradScaler),
+        as torch.optim.SGD, which makes no buffer in a skipped step. Reads the device flags: a sync, as saving is."""
+        state_dict = super().state_dict()
+        unused = {
+            id(p)
+            for first, params, pending in self._first.values()
+            if pending
+            for p, flag in zip(params, first.tolist())
+            if flag
+        }
+        if unused:
+            ids = [id(p) for group in self.param_groups for p in group["params"]]
+            for index, key in enumerate(ids):
+                if key in unused and index in state_dict["state"]:
+                    kept = {k: v for k, v in state_dict["state"][index].items() if k != "momentum_buffer"}
+                    if kept:
+                        state_dict["state"][index] = kept
+                    else:
+                        del state_dict["state"][index]
+        return state_dict

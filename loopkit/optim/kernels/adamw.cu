@@ -3,6 +3,7 @@
 // table:  [5, n_tensors] device pointers: param, grad (same dtype as param), exp_avg, exp_avg_sq (float32),
 //         step (one float32 per tensor, already incremented for this step).
 // chunks: [n_chunks, 2] int32: tensor index, chunk index within the tensor; one thread block per chunk.
+// grad_scale, found_inf: GradScaler's scale and inf flag (one float32 each, on the device), or null without one.
 // hyper:  [n_groups, 9] float32, device-resident: lr, 1 - lr * weight_decay, 1 - beta1, beta2, 1 - beta2,
 //         log(beta1), log(beta2), eps, gradient sign (-1 to maximize) (complements and logs taken in double on the
 //         host, as torch does). The host
@@ -10,8 +11,11 @@
 // The arithmetic follows torch.optim.AdamW's single-tensor step operation for operation.
 extern "C" __global__ void __launch_bounds__(256) adamw_step(
     const i64* __restrict__ table, const i64* __restrict__ numels, const int* __restrict__ group_of,
-    const int* __restrict__ chunks, const float* __restrict__ hyper, int n_tensors, int chunk_size)
+    const int* __restrict__ chunks, const float* __restrict__ hyper, const float* __restrict__ grad_scale,
+    const float* __restrict__ found_inf, int n_tensors, int chunk_size)
 {
+    if (found_inf != nullptr && *found_inf != 0.0f) return;  // GradScaler found inf/NaN: skip, as torch's fused step
+    const float scale = grad_scale != nullptr ? *grad_scale : 1.0f;
     i64 start, end;
     const int t = chunk_range(chunks, numels, chunk_size, start, end);
     const float* h = hyper + 9 * group_of[t];
@@ -31,7 +35,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_step(
         reinterpret_cast<float*>(table[2 * n_tensors + t]), reinterpret_cast<float*>(table[3 * n_tensors + t]),
         start, end,
         [=](float& param, float grad, float& exp_avg, float& exp_avg_sq) {
-            grad *= sign;                                                      // maximize: -grad, exactly
+            grad = sign * grad / scale;                        // unscale as torch's fused step; maximize: -grad
             param *= decay;
             exp_avg = small_weight ? exp_avg + one_minus_beta1 * (grad - exp_avg)  // lerp_(grad, 1 - beta1)
                                    : grad - (grad - exp_avg) * one_minus_w;
