@@ -105,6 +105,19 @@ def test_gpu_step(benchmark, shape, kind, impl):
 
 
 @CUDA
+@pytest.mark.parametrize("shape", ["gpt2_124M"])
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+@pytest.mark.parametrize("impl", ["loopkit+amp", "fused+amp"])
+def test_gpu_amp_step(benchmark, shape, kind, impl):
+    """Under GradScaler: grad_scale and found_inf as GradScaler.step hands them to a fused optimizer (unscale in
+    the kernel, skip flag read per block). Same bytes moved; what the division and the flag cost."""
+    ps, opt = make(kind, impl.removesuffix("+amp"), SHAPES[shape], "cuda")
+    opt.grad_scale = torch.full((1,), 1024.0, device="cuda")
+    opt.found_inf = torch.zeros((), device="cuda")
+    measure(benchmark, ps, opt, kind, f"{kind} {impl} {shape}")
+
+
+@CUDA
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("kind", ["adamw", "sgd"])
 @pytest.mark.parametrize("chunk_size", [16384, 32768, 65536, 131072])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import math
+import pathlib
 import re
 import warnings
 
@@ -396,6 +397,69 @@ def test_sparse_gradients_and_a_scheduled_negative_lr_fail_at_the_step():
 
 # ----------------------------------------------------------------------------------------------- GPU only
 @CUDA
+def test_a_gradscaler_step_never_syncs_the_host_and_matches_torch():
+    ours, theirs = params("cuda"), params("cuda")
+    a, b = FusedAdamW(groups(ours)), torch.optim.AdamW(groups(theirs), fused=True)
+    scalers = [torch.amp.GradScaler("cuda", init_scale=2.0**12, growth_interval=2) for _ in range(2)]
+    scaled_steps(a, ours, scalers[0], range(2), {0}, True)  # compile, allocate
+    scaled_steps(b, theirs, scalers[1], range(2), {0}, True)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        scaled_steps(a, ours, scalers[0], range(2, 10), {3, 4}, True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    scaled_steps(b, theirs, scalers[1], range(2, 10), {3, 4}, True)
+    for p, q in zip(ours, theirs):
+        assert_close(p, q, 1e-5)
+        if q in b.state:
+            assert a.state[p]["step"].item() == b.state[q]["step"].item() == 7
+
+
+@CUDA
+def test_the_step_runs_on_the_parameters_device_and_its_current_stream():
+    # Gradients written on a side stream, then the step on that stream: ordered after them only if the kernels
+    # launch on the current stream of the parameters' device. With two GPUs, parameters on the one not current.
+    devices = ["cuda:0"] + (["cuda:1"] if torch.cuda.device_count() > 1 else [])
+    for device in devices:
+        ours, theirs = params(device), params(device)
+        opt, ref = FusedSGD(groups(ours), momentum=0.9), torch.optim.SGD(groups(theirs), momentum=0.9)
+        side = torch.cuda.Stream(device)
+        with torch.cuda.device(0), torch.cuda.stream(side):
+            for k in range(5):
+                moving(opt, k, False)
+                moving(ref, k, False)
+                grads(ours, k)
+                grads(theirs, k)
+                torch.cuda._sleep(1_000_000)  # a slow stream: a launch elsewhere would overtake the gradients
+                opt.step()
+                ref.step()
+        torch.cuda.synchronize(device)
+        for p, q in zip(ours, theirs):
+            assert_close(p, q, 1e-6)
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_misaligned_views_take_the_scalar_path_on_the_gpu(dtype):
+    # A parameter that is a view at element offset 1 is not 16-byte aligned: the scalar path must run it
+    # (gpu_session.sh runs this under compute-sanitizer, which reports a misaligned vector access).
+    flat = torch.randn(4006, device="cuda").to(dtype)
+    ours = [torch.nn.Parameter(flat[1:4002]), torch.nn.Parameter(torch.randn(3, device="cuda").to(dtype))]
+    theirs = [torch.nn.Parameter(p.detach().float().clone()) for p in ours]
+    for opt_cls, torch_cls, kw in ((FusedAdamW, torch.optim.AdamW, {}), (FusedSGD, torch.optim.SGD, {"momentum": 0.9})):
+        opt, ref = opt_cls(ours, lr=0.01, **kw), torch_cls(theirs, lr=0.01, **kw)
+        for _ in range(3):
+            for p, q in zip(ours, theirs):
+                p.grad = torch.randn(p.shape, device="cuda").to(dtype)
+                q.grad = p.grad.float()
+                q.data.copy_(p.data.float())
+            opt.step()
+            ref.step()
+            for p, q in zip(ours, theirs):
+                assert_close(p.float(), q.detach().to(dtype).float(), 2.0**-8 if dtype == torch.bfloat16 else 1e-6)
+
+
+@CUDA
 def test_a_scheduled_training_step_never_syncs_the_host():
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)).cuda()
     data = [(torch.randn(32, 64, device="cuda"), torch.randn(32, 1, device="cuda")) for _ in range(6)]
@@ -421,8 +485,8 @@ def test_the_step_replays_in_a_cuda_graph_while_the_schedule_moves():
         grads(ps, 0)
         for p, q in zip(ps, twin):
             q.grad = None if p.grad is None else p.grad.clone()
-        # Warm up (compiles, allocates state and tables; SGD's first momentum step is a launch of its own, so two
-        # steps), then capture the launch alone: nothing may be allocated or uploaded while capturing.
+        # Warm up (compiles, allocates state and tables; the second step clears SGD's new-buffer flags), then
+        # capture the launch alone: nothing may be allocated or uploaded while capturing.
         moving(opt, 0, adam)
         moving(ref, 0, adam)
         for _ in range(2):
@@ -526,6 +590,35 @@ def test_kernels_take_the_vector_path_when_aligned_and_agree_when_not(monkeypatc
             assert used_vectors == 0
         else:
             assert used_vectors > 0
+
+
+@HOST_KERNELS
+@pytest.mark.parametrize("variant", ["shuffled-threads", "fma-contracted"])
+def test_the_kernels_give_torchs_result_in_any_thread_order_and_with_fma_contraction(monkeypatch, variant):
+    # The GPU runs blocks and threads in no fixed order and contracts a * b + c into FMAs (nvcc and NVRTC do by
+    # default): the host emulation runs them shuffled, or built with -ffp-contract=fast on FMA instructions.
+    # Shuffled must be bit-identical to in order (the threads share nothing); contracted within the tolerance.
+    cuda_on_host.run_kernels_on_host(monkeypatch)
+    if variant == "fma-contracted":
+        if "fma" not in pathlib.Path("/proc/cpuinfo").read_text(errors="ignore"):
+            pytest.skip("this CPU has no FMA instructions")
+        monkeypatch.setattr(cuda_on_host, "EXTRA_FLAGS", ("-mfma", "-ffp-contract=fast"))
+    for opt_cls, torch_cls, adam, kw in (
+        (FusedAdamW, torch.optim.AdamW, True, {}),
+        (FusedSGD, torch.optim.SGD, False, {"momentum": 0.9, "dampening": 0.1}),
+    ):
+        in_order, varied, theirs = params(), params(), params()
+        for ps, seed in ((in_order, 0), (varied, 20261130 if variant == "shuffled-threads" else 0)):
+            opt = opt_cls(groups(ps), **kw)
+            opt.chunk_size = 4096  # more blocks to shuffle
+            with monkeypatch.context() as m:
+                m.setattr(cuda_on_host, "ORDER_SEED", seed)
+                take_steps(opt, ps, adam, range(6))
+        run(torch_cls, theirs, adam, steps=6, **kw)
+        for p, q, r in zip(varied, in_order, theirs):
+            assert_close(p, r, 1e-6)
+            if variant == "shuffled-threads":
+                assert torch.equal(p, q)
 
 
 @HOST_KERNELS
@@ -892,8 +985,6 @@ def test_nothing_in_loopkit_needs_torchs_private_cuda_helpers(monkeypatch):
             _cuda.compiled("adamw_step", torch.float32, 0)
     finally:
         _cuda.compiled.cache_clear()
-    import pathlib
-
     sources = pathlib.Path(_cuda.__file__).parent.glob("*.py")
     uses = re.compile(r"from torch\.cuda\._utils import|from torch\.cuda import _utils|torch\.cuda\._utils\.\w")
     assert not [s.name for s in sources if uses.search(s.read_text())]
