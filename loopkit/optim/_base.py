@@ -12,7 +12,8 @@ the graph's kernels read the table, which the host refreshes before each replay.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 
@@ -259,7 +260,7 @@ class FusedOptimizer(torch.optim.Optimizer):
         raise NotImplementedError
 
     def _tables(
-        self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: list[list[torch.Tensor | None]]
+        self, slot: Any, items: list[tuple[int, torch.Tensor]], columns: Sequence[Sequence[torch.Tensor | None]]
     ) -> tuple[_cuda.Tables, bool]:
         """The pointer, size, group and chunk tables for ``columns`` (param, grad, state... per tensor of ``items``),
         and whether they were built now. Cached under ``slot`` (device and dtype) and rebuilt only when an address or
@@ -294,11 +295,11 @@ class FusedOptimizer(torch.optim.Optimizer):
         kernel = _cuda.compiled(self.kernel_name, dtype, device.index or 0, tuple(self.kernel_options))
         _cuda.launch(kernel, tables, hyper, pointers, n_tensors, device)
 
-    def _check_devices(self, device: torch.device, columns: list[list[torch.Tensor | None]]) -> None:
+    def _check_devices(self, device: torch.device, columns: Sequence[Sequence[torch.Tensor | None]]) -> None:
         """Every tensor of a launch on its device: a CPU tensor's address (state made before ``model.cuda()``, say)
         or another GPU's would be read as this device's memory. Checked when the tables are built."""
         for name, column in zip(self.column_names, columns):
-            for p, t in zip(columns[0], column):
+            for p, t in zip(cast("Sequence[torch.Tensor]", columns[0]), column):
                 if t is not None and t.device != device:
                     raise RuntimeError(
                         f"{type(self).__name__}: the {name} of a parameter of shape {tuple(p.shape)} on {device} "
@@ -307,12 +308,12 @@ class FusedOptimizer(torch.optim.Optimizer):
                         "moving the model puts the state on each parameter's device)"
                     )
 
-    def _check_layout(self, columns: list[list[torch.Tensor]]) -> None:
+    def _check_layout(self, columns: Sequence[Sequence[torch.Tensor | None]]) -> None:
         """The kernels walk each tensor's memory as a flat array: every parameter must be dense, and its gradient
         and float32 state laid out the same way. Checked when the tables are built, i.e. when an address changes."""
         name = type(self).__name__
         for row in zip(*columns):
-            p = row[0]
+            p = cast(torch.Tensor, row[0])  # column 0 holds the parameters: never None
             if not (
                 p.is_contiguous()
                 or p.is_contiguous(memory_format=torch.channels_last)
@@ -359,6 +360,11 @@ class AmpScaling:
                 None if t is None else t.to(device, non_blocking=True).reshape(()).contiguous() for t in self.values
             )
         return self._moved[device]
+
+
+def grad_of(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, for a parameter already known to have one (the steps only see those)."""
+    return cast(torch.Tensor, p.grad)
 
 
 def with_items_by_group(

@@ -16,7 +16,8 @@ import os
 import pathlib
 import re
 import site
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, cast
 
 import torch
 
@@ -67,7 +68,7 @@ def nvrtc_compile(libnvrtc: ctypes.CDLL, src: str, arch: str, options: list[str]
         libnvrtc.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def _checker(libnvrtc: ctypes.CDLL):
+def _checker(libnvrtc: ctypes.CDLL) -> Callable[[int], None]:
     def check(result: int) -> None:
         if result != 0:
             libnvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
@@ -145,7 +146,9 @@ def capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def device_table(rows: list[list[int]], device: torch.device, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+def device_table(
+    rows: Sequence[float] | Sequence[Sequence[float]], device: torch.device, dtype: torch.dtype = torch.int64
+) -> torch.Tensor:
     """A small host table sent to the device through pinned memory, without blocking the host."""
     host = torch.tensor(rows, dtype=dtype)
     if device.type == "cpu":  # the kernels run on the host only in the tests
@@ -164,11 +167,12 @@ class Tables(NamedTuple):
     chunk_size: int
 
 
-def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int) -> Tables:
+def tables(columns: Sequence[Sequence[torch.Tensor | None]], groups: list[int], chunk_size: int) -> Tables:
     """Build the tables for tensors ``columns[c][t]`` (column 0 the parameters; None for a state the kernel will
     not touch), tensor t in group ``groups[t]``."""
-    device = columns[0][0].device
-    numels = [p.numel() for p in columns[0]]
+    params = cast("Sequence[torch.Tensor]", columns[0])  # column 0 holds the parameters: never None
+    device = params[0].device
+    numels = [p.numel() for p in params]
     chunks = [[t, c] for t, n in enumerate(numels) for c in range((n + chunk_size - 1) // chunk_size)]
     return Tables(
         device_table([list(addresses(column)) for column in columns], device),
@@ -183,11 +187,11 @@ def tables(columns: list[list[torch.Tensor]], groups: list[int], chunk_size: int
 _data_ptr = torch.Tensor.data_ptr
 
 
-def addresses(column: list[torch.Tensor | None]) -> tuple[int, ...]:
+def addresses(column: Sequence[torch.Tensor | None]) -> tuple[int, ...]:
     """The tensors' device addresses for the pointer table; None (a state the kernel will not touch) is null.
     Computed at every step to notice a moved tensor, hence the map over the method (half the cost of a loop)."""
     try:
-        return tuple(map(_data_ptr, column))
+        return tuple(map(_data_ptr, column))  # type: ignore[arg-type]  # a None raises TypeError, caught below
     except TypeError:  # a None in the column
         return tuple(0 if t is None else t.data_ptr() for t in column)
 
@@ -204,8 +208,8 @@ def launch(
     order, on ``device`` and its current stream, whichever device is current (the uploads went to that stream)."""
     if not tables.n_chunks:
         return
-    args = [tables.pointers, tables.numels, tables.group_of, tables.chunks, hyper, *pointers]
-    args += [n_tensors, tables.chunk_size]
+    args: list[torch.Tensor | int | None] = [tables.pointers, tables.numels, tables.group_of, tables.chunks, hyper]
+    args += [*pointers, n_tensors, tables.chunk_size]
     if device.type == "cuda":
         kernel(grid=(tables.n_chunks, 1, 1), block=(THREADS, 1, 1), args=args, stream=torch.cuda.current_stream(device))
     else:  # the kernels run on the host only in the tests

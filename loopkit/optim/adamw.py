@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ._base import FusedOptimizer, check_flag, check_implementation, check_number, with_items_by_group
+from ._base import FusedOptimizer, check_flag, check_implementation, check_number, grad_of, with_items_by_group
 from ._reference import adamw_reference
 
 
@@ -119,7 +120,7 @@ class FusedAdamW(FusedOptimizer):
             beta1, beta2 = group["betas"]
             adamw_reference(
                 live,
-                [p.grad if grad_scale is None else p.grad / grad_scale for p in live],
+                [grad_of(p) if grad_scale is None else grad_of(p) / grad_scale for p in live],
                 [s["exp_avg"] for s in states],
                 [s["exp_avg_sq"] for s in states],
                 [s["step"] for s in states],
@@ -140,7 +141,7 @@ class FusedAdamW(FusedOptimizer):
     ) -> None:
         states = [self._state(p) for _, p in items]
         steps = [s["step"] for s in states]
-        columns = [
+        columns: list[Sequence[torch.Tensor | None]] = [
             [p for _, p in items],
             [p.grad for _, p in items],
             [s["exp_avg"] for s in states],

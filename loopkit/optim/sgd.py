@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from . import _cuda
-from ._base import FusedOptimizer, check_flag, check_implementation, check_number, with_items_by_group
+from ._base import FusedOptimizer, check_flag, check_implementation, check_number, grad_of, with_items_by_group
 from ._reference import sgd_reference
 
 
@@ -89,7 +89,7 @@ class FusedSGD(FusedOptimizer):
             buffers = [self.state[p].get("momentum_buffer") for p in live]
             new = sgd_reference(
                 live,
-                [p.grad if grad_scale is None else p.grad.float() / grad_scale for p in live],
+                [grad_of(p) if grad_scale is None else grad_of(p).float() / grad_scale for p in live],
                 buffers,
                 lr=group["lr"],
                 momentum=group["momentum"],
