@@ -48,6 +48,9 @@ class GradientAccumulation(Callback):
     Assumes ``loss_fn`` returns the mean over the batch (``reduction="mean"``, torch's default), so that
     ``n_i * L_i`` is the micro-batch's summed loss. ``learner.step_loss`` is the window's loss (the
     sample-weighted mean of the unscaled micro-batch losses), which per-step loggers read.
+
+    Raises:
+        ValueError: a ``k`` that is not a whole number >= 1.
     """
 
     reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb")

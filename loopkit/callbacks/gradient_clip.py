@@ -43,6 +43,10 @@ class GradientClip(Callback):
     Attributes:
         norm: the pre-clip global norm of the latest step, a 0-d tensor on the gradients' device (norm mode;
             None before the first step and in value mode).
+
+    Raises:
+        ValueError: not exactly one of ``max_norm`` and ``max_value``, either not a positive number, or a
+            ``norm_type`` that is not a positive number or ``float("inf")``.
     """
 
     reads = ("optimizer",)

@@ -36,6 +36,10 @@ class MixedPrecision(Callback):
     Attributes:
         scaler: the ``torch.amp.GradScaler`` (float16), else None.
         skipped: optimizer steps skipped this fit because the gradients were not finite.
+
+    Raises:
+        ValueError: at construction, a ``dtype`` other than bfloat16 or float16, an unknown ``device_type``, or
+            ``device_type="cuda"`` without CUDA; on resume, a state saved with the other dtype's scaler.
     """
 
     reads = ("model", "optimizer", "phase")

@@ -22,6 +22,15 @@ class FusedAdamW(FusedOptimizer):
     and the state_dict uses torch.optim.AdamW's keys (``step``, ``exp_avg``, ``exp_avg_sq``), so checkpoints
     move between the two. On a machine without CUDA the reference implementation runs (one warning).
 
+    Raises:
+        ValueError: at construction (and for a param group added or loaded later), an ``lr``, ``eps`` or
+            ``weight_decay`` that is not a number >= 0, ``betas`` that are not two numbers in [0, 1),
+            ``amsgrad=True``, ``differentiable=True``, ``foreach=True`` or ``fused=False``, or a loaded group with
+            ``decoupled_weight_decay=False``.
+
+    Source: I. Loshchilov and F. Hutter, "Decoupled Weight Decay Regularization", arXiv:1711.05101; the
+    reference is ``torch.optim.AdamW``, which the tests compare against step by step.
+
     Example:
         >>> import torch, warnings
         >>> model = torch.nn.Linear(3, 1)

@@ -18,6 +18,13 @@ class FusedSGD(FusedOptimizer):
     ``torch.optim.SGD``); ``foreach`` and ``fused`` choose torch's implementation, and only the values that
     describe this one (fused) are accepted. The momentum buffer is float32 whatever the parameter dtype; the state_dict uses torch's key
     (``momentum_buffer``). On a machine without CUDA the reference implementation runs (one warning).
+
+    Raises:
+        ValueError: at construction (and for a param group added or loaded later), an ``lr``, ``momentum`` or
+            ``weight_decay`` that is not a number >= 0, a ``dampening`` outside [0, 1], Nesterov without
+            ``momentum > 0`` and ``dampening = 0``, ``differentiable=True``, ``foreach=True`` or ``fused=False``.
+        RuntimeError: replaying a captured CUDA graph after a group's momentum went from 0 to nonzero (the
+            capture has no momentum buffer to update).
     """
 
     kernel_name = "sgd_step"
