@@ -10,11 +10,24 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from datetime import timedelta
 
 import torch
 
 import loopkit.callbacks.checkpoint as checkpoint_module
-from loopkit import Checkpoint, Distributed, Learner, Metrics, ProgressBar, Schedule, Scheduler, TensorBoard, accuracy
+from loopkit import (
+    CancelFit,
+    Checkpoint,
+    Distributed,
+    Learner,
+    Metrics,
+    NaNGuard,
+    ProgressBar,
+    Schedule,
+    Scheduler,
+    TensorBoard,
+    accuracy,
+)
 from loopkit.distributed import rank
 from loopkit.hyperparams import LearningRate, Momentum
 
@@ -132,6 +145,70 @@ def _train(out, saves, bar, *, resume, sleep):
     )
 
 
+class Poison:
+    """On one rank, at one step, makes the loss NaN (what a bad sample would do to that rank alone)."""
+
+    reads = ("global_step", "phase")
+    writes = ("loss",)
+
+    def __init__(self, rank, step):
+        self.rank, self.step = rank, step
+
+    def after_loss(self, learner):
+        if rank() == self.rank and learner.phase == "train" and learner.global_step == self.step:
+            learner.loss = learner.loss * float("nan")
+
+
+class Fail:
+    """On one rank, at one step, raises an error."""
+
+    reads = ("global_step", "phase")
+
+    def __init__(self, rank, step):
+        self.rank, self.step = rank, step
+
+    def after_batch(self, learner):
+        if rank() == self.rank and learner.phase == "train" and learner.global_step == self.step:
+            raise RuntimeError(f"boom on rank {rank()} at step {self.step}")
+
+
+class StopAlone:
+    """On one rank only, raises CancelFit at the end of one epoch (a rank-local decision)."""
+
+    reads = ("epoch",)
+
+    def __init__(self, rank, epoch):
+        self.rank, self.epoch = rank, epoch
+
+    def after_epoch(self, learner):
+        if rank() == self.rank and learner.epoch == self.epoch:
+            raise CancelFit
+
+
+def decisions(out, what):
+    """A short run in which one rank alone meets a NaN loss, an error, or a decision to stop."""
+    x, y = data()
+    ds = torch.utils.data.TensorDataset
+    train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
+    valid_loader = torch.utils.data.DataLoader(ds(x[N_TRAIN:], y[N_TRAIN:]), batch_size=8)
+    net = model()
+    guard, record = NaNGuard(), Record()
+    extra = {"nan": Poison(1, 5), "error": Fail(1, 3), "stop": StopAlone(1, 0)}[what]
+    learner = Learner(
+        net,
+        train_loader,
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        torch.nn.functional.cross_entropy,
+        valid_data=valid_loader,
+        callbacks=[Distributed(timeout=timedelta(seconds=60)), Metrics(), guard, record, extra],
+    )
+    learner.fit(EPOCHS)
+    torch.save(
+        {"tripped_at": guard.tripped_at, "steps": record.steps, "epochs": len(record.epochs)},
+        os.path.join(out, f"rank{rank()}.pt"),
+    )
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario")
@@ -141,6 +218,8 @@ def main():
     args = parser.parse_args()
     if args.scenario == "train":
         train(args.out, resume=args.resume, sleep=args.sleep)
+    elif args.scenario in ("nan", "error", "stop"):
+        decisions(args.out, args.scenario)
     else:
         raise SystemExit(f"unknown scenario {args.scenario!r}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -133,3 +134,23 @@ def test_one_writer_rank_0_writes_every_file_and_the_learner_gets_its_model_back
     assert len({name.split(".")[-2] for name in os.listdir(out / "tb")}) == 1  # one writing process (by pid)
     assert (out / "bar-1.txt").read_text() == "" and "epoch 3/3" in (out / "bar-0.txt").read_text()
     assert r0["model_restored"] and r1["model_restored"]
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    launch("nan", tmp_path)  # returning at all (within the timeout) means no rank was left hanging
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
+    # Rank 1's loss is NaN at global step 5; NaNGuard on both ranks agrees on it and stops before the step.
+    assert r0["tripped_at"] == r1["tripped_at"] == (0, 5, 5)
+    assert len(r0["steps"]) == len(r1["steps"]) == 5
+    assert torch.equal(r0["steps"][-1], r1["steps"][-1]) and bool(r0["steps"][-1].isfinite().all())
+
+
+def test_an_error_on_one_rank_ends_the_whole_job_with_that_ranks_error(tmp_path):
+    start = time.monotonic()
+    done = launch("error", tmp_path, check=False)
+    # Rank 1 raises at step 3; torchrun sees it exit and tears rank 0 down (which would otherwise fail at its
+    # 60 s collective timeout): the job ends, non-zero, with rank 1's error in the output.
+    assert done.returncode != 0
+    assert "RuntimeError: boom on rank 1 at step 3" in done.stdout
+    assert time.monotonic() - start < TIMEOUT
+    assert not (tmp_path / "rank0.pt").exists() and not (tmp_path / "rank1.pt").exists()

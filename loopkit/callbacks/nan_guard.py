@@ -6,6 +6,9 @@ computed, before backward, so the bad step never touches the weights. With ``che
 on a GPU is 50) a bad loss is noticed at the next multiple of N steps or the end of the train phase, whichever
 comes first; the step reported is the first bad one, recorded on the device. :class:`Checkpoint` refuses to save
 non-finite weights or loss in any case, so a good checkpoint is never replaced by a broken one.
+
+In a distributed run each rank's loss is its own part of the batch; at each check the ranks agree (one
+all-reduce of one integer) on the first step at which any of them saw a non-finite loss, and all stop there.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
+from ..distributed import min_over_ranks
 from ..loop.callback import Callback
 from ..loop.events import CancelFit
 
@@ -69,7 +73,10 @@ class NaNGuard(Callback):
         if self._first is None or self._seen is None or not self._positions:
             return
         index = int(self._first.item())  # the host read, once per check
-        if index >= 0:
+        # Every rank checks at the same steps; in a distributed run they agree on the first bad step any rank
+        # saw (one all-reduce per check), so all stop together instead of one stopping and the rest hanging.
+        index = min_over_ranks(index if index >= 0 else len(self._positions))
+        if index < len(self._positions):
             self.tripped_at = epoch, batch, step = self._positions[index]
             warnings.warn(
                 f"NaNGuard: non-finite loss at epoch {epoch}, batch {batch} (global step {step}); training stopped",

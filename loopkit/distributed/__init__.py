@@ -8,7 +8,7 @@ samplers load when first named.
 
 from typing import Any
 
-from .collectives import all_gather, all_reduce_sum, any_rank
+from .collectives import all_gather, all_reduce_sum, any_rank, min_over_ranks
 from .ranks import is_distributed, is_main_process, rank, world_size
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "world_size",
     "all_reduce_sum",
     "any_rank",
+    "min_over_ranks",
     "all_gather",
 ]
 

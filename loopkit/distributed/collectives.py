@@ -10,8 +10,8 @@ Example (a single process: every call returns what a world of one would):
     tensor([1., 2.])
     >>> all_gather({"rank": 0})
     [{'rank': 0}]
-    >>> any_rank(False)
-    False
+    >>> any_rank(False), min_over_ranks(3)
+    (False, 3)
 """
 
 from __future__ import annotations
@@ -47,6 +47,15 @@ def any_rank(flag: bool, device: torch.device | str | None = None) -> bool:
     value = torch.tensor([int(bool(flag))], dtype=torch.int64, device=device or collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
+
+
+def min_over_ranks(value: int) -> int:
+    """The smallest of every rank's ``value`` (one all-reduce of one integer); ``value`` without a group."""
+    if not (is_distributed() and world_size() > 1):
+        return int(value)
+    tensor = torch.tensor([int(value)], dtype=torch.int64, device=collective_device())
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
 
 
 def all_gather(obj: Any) -> list[Any]:
