@@ -43,9 +43,10 @@ def data():
     return x, y
 
 
-def model():
+def model(dropout=0.0):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).double()
+    layers = [torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(dropout), torch.nn.Linear(16, 3)]
+    return torch.nn.Sequential(*layers).double()
 
 
 def unwrapped(m):
@@ -86,20 +87,20 @@ class Slow:
             time.sleep(self.sleep)
 
 
-def train(out, *, resume=False, sleep=0.0):
+def train(out, *, resume=False, sleep=0.0, dropout=0.0):
     with (
         open(os.path.join(out, f"saves-{rank()}.txt"), "a") as saves,
         open(os.path.join(out, f"bar-{rank()}.txt"), "w") as bar,
     ):
-        _train(out, saves, bar, resume=resume, sleep=sleep)
+        _train(out, saves, bar, resume=resume, sleep=sleep, dropout=dropout)
 
 
-def _train(out, saves, bar, *, resume, sleep):
+def _train(out, saves, bar, *, resume, sleep, dropout):
     x, y = data()
     ds = torch.utils.data.TensorDataset
     train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
     valid_loader = torch.utils.data.DataLoader(ds(x[N_TRAIN:], y[N_TRAIN:]), batch_size=8)
-    net = model()
+    net = model(dropout)
     record = Record()
     real_save = checkpoint_module.save_atomic
 
@@ -185,28 +186,101 @@ class StopAlone:
             raise CancelFit
 
 
-def decisions(out, what):
-    """A short run in which one rank alone meets a NaN loss, an error, or a decision to stop."""
+class Clock:
+    """Rank 1's clock jumps a day ahead after its third step (stands in for ranks whose clocks disagree)."""
+
+    def __init__(self, learner):
+        self.learner = learner
+
+    def monotonic(self):
+        jump = 86400.0 if rank() == 1 and self.learner.global_step >= 3 else 0.0
+        return time.monotonic() + jump
+
+
+def decisions(out):
+    """Short runs in one launch, in each of which one rank alone meets a NaN loss, a decision to stop at the end
+    of an epoch, or a passed deadline; every rank must take the same course."""
+    import loopkit.loop.learner as learner_module
+
+    x, y = data()
+    ds = torch.utils.data.TensorDataset
+    results = {}
+    for what in ("nan", "stop", "deadline"):
+        train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
+        valid_loader = torch.utils.data.DataLoader(ds(x[N_TRAIN:], y[N_TRAIN:]), batch_size=8)
+        net = model()
+        guard, record = NaNGuard(), Record()
+        extra = {"nan": [Poison(1, 5)], "stop": [StopAlone(1, 0)], "deadline": []}[what]
+        learner = Learner(
+            net,
+            train_loader,
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            torch.nn.functional.cross_entropy,
+            valid_data=valid_loader,
+            callbacks=[Distributed(timeout=timedelta(seconds=60)), Metrics(), guard, record, *extra],
+        )
+        learner_module.time = Clock(learner) if what == "deadline" else time  # type: ignore[assignment]
+        learner.fit(EPOCHS, max_time=3600 if what == "deadline" else None)
+        results[what] = {"tripped_at": guard.tripped_at, "steps": record.steps, "epochs": len(record.epochs)}
+    results["fully_shard"] = fully_sharded(x, y)
+    torch.save(results, os.path.join(out, f"rank{rank()}.pt"))
+
+
+def fully_sharded(x, y):
+    """The equality run of `train` (same data, global batch and schedules) with the model sharded by FSDP2."""
+    from torch.distributed.fsdp import fully_shard
+
+    ds = torch.utils.data.TensorDataset
+    train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
+    net = model()
+    for layer in net:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer)
+    fully_shard(net)
+    record = Full()
+    learner = Learner(
+        net,
+        train_loader,
+        torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        torch.nn.functional.cross_entropy,
+        callbacks=[
+            Distributed(),
+            Scheduler({LearningRate: LR, Momentum: Schedule([0, EPOCHS], [0.9, 0.8], anneal="linear")}),
+            record,
+        ],
+    )
+    learner.fit(EPOCHS)
+    return {"steps": record.steps, "model_is_sharded": type(learner.model).__name__}
+
+
+class Full:
+    """The whole parameters after each step, gathered from their shards (FSDP2's DTensors)."""
+
+    reads = ("model",)
+
+    def __init__(self):
+        self.steps = []
+
+    def after_step(self, learner):
+        params = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in learner.model.parameters()]
+        self.steps.append(torch.cat([p.detach().flatten() for p in params]))
+
+
+def failing(out):
+    """Rank 1 raises an error at step 3."""
     x, y = data()
     ds = torch.utils.data.TensorDataset
     train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
-    valid_loader = torch.utils.data.DataLoader(ds(x[N_TRAIN:], y[N_TRAIN:]), batch_size=8)
     net = model()
-    guard, record = NaNGuard(), Record()
-    extra = {"nan": Poison(1, 5), "error": Fail(1, 3), "stop": StopAlone(1, 0)}[what]
     learner = Learner(
         net,
         train_loader,
         torch.optim.SGD(net.parameters(), lr=0.1),
         torch.nn.functional.cross_entropy,
-        valid_data=valid_loader,
-        callbacks=[Distributed(timeout=timedelta(seconds=60)), Metrics(), guard, record, extra],
+        callbacks=[Distributed(timeout=timedelta(seconds=60)), Fail(1, 3)],
     )
     learner.fit(EPOCHS)
-    torch.save(
-        {"tripped_at": guard.tripped_at, "steps": record.steps, "epochs": len(record.epochs)},
-        os.path.join(out, f"rank{rank()}.pt"),
-    )
+    torch.save({}, os.path.join(out, f"rank{rank()}.pt"))
 
 
 def main():
@@ -215,11 +289,14 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--dropout", type=float, default=0.0)
     args = parser.parse_args()
     if args.scenario == "train":
-        train(args.out, resume=args.resume, sleep=args.sleep)
-    elif args.scenario in ("nan", "error", "stop"):
-        decisions(args.out, args.scenario)
+        train(args.out, resume=args.resume, sleep=args.sleep, dropout=args.dropout)
+    elif args.scenario == "decisions":
+        decisions(args.out)
+    elif args.scenario == "error":
+        failing(args.out)
     else:
         raise SystemExit(f"unknown scenario {args.scenario!r}")
 

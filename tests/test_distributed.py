@@ -136,13 +136,38 @@ def test_one_writer_rank_0_writes_every_file_and_the_learner_gets_its_model_back
     assert r0["model_restored"] and r1["model_restored"]
 
 
-def test_a_nan_loss_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
-    launch("nan", tmp_path)  # returning at all (within the timeout) means no rank was left hanging
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
-    # Rank 1's loss is NaN at global step 5; NaNGuard on both ranks agrees on it and stops before the step.
-    assert r0["tripped_at"] == r1["tripped_at"] == (0, 5, 5)
-    assert len(r0["steps"]) == len(r1["steps"]) == 5
-    assert torch.equal(r0["steps"][-1], r1["steps"][-1]) and bool(r0["steps"][-1].isfinite().all())
+@pytest.fixture(scope="module")
+def several(tmp_path_factory):
+    """One launch running several short fits one after another in the same process group (see the worker)."""
+    out = tmp_path_factory.mktemp("several")
+    launch("decisions", out)  # returning at all (within the timeout) means no rank was left hanging
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_decisions_one_rank_takes_alone_are_taken_by_every_rank(several):
+    r0, r1 = several
+    # NaN: rank 1's loss is NaN at global step 5; NaNGuard on both ranks agrees on it and stops before the step.
+    assert r0["nan"]["tripped_at"] == r1["nan"]["tripped_at"] == (0, 5, 5)
+    assert len(r0["nan"]["steps"]) == len(r1["nan"]["steps"]) == 5
+    assert torch.equal(r0["nan"]["steps"][-1], r1["nan"]["steps"][-1])
+    assert bool(r0["nan"]["steps"][-1].isfinite().all())
+    # CancelFit raised on rank 1 alone at after_epoch of epoch 0: agreed at that event, both stop after it.
+    assert r0["stop"]["epochs"] == r1["stop"]["epochs"] == 1
+    assert len(r0["stop"]["steps"]) == len(r1["stop"]["steps"]) == worker.N_TRAIN // worker.BATCH
+    # max_time: only rank 1's clock passes the deadline (after step 3); the agreed check stops both there.
+    assert len(r0["deadline"]["steps"]) == len(r1["deadline"]["steps"]) == 3
+    assert r0["deadline"]["epochs"] == r1["deadline"]["epochs"] == 1  # the phase ends, validation and after_epoch run
+
+
+def test_a_fully_sharded_model_trains_to_the_weights_of_one_process(several):
+    r0, r1 = (ranks["fully_shard"] for ranks in several)
+    assert r0["model_is_sharded"].startswith("FSDP")
+    steps, _, _ = reference_run()
+    assert len(r0["steps"]) == len(steps)
+    # Same tolerance argument as for DDP: FSDP2's reduce-scatter averages the two ranks' mean gradients.
+    for k, (got, other, want) in enumerate(zip(r0["steps"], r1["steps"], steps)):
+        assert torch.equal(got, other), f"ranks differ after step {k}"
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"step {k}")
 
 
 def test_an_error_on_one_rank_ends_the_whole_job_with_that_ranks_error(tmp_path):

@@ -9,7 +9,9 @@ What it does, at ``before_fit`` (it runs before every other callback):
 2. **Device.** Under NCCL each rank uses ``cuda:LOCAL_RANK`` (``learner.device``, the model and the
    optimizer's state move there); under gloo the model stays where it is.
 3. **Model.** Wrapped in ``DistributedDataParallel`` (after ``SyncBatchNorm`` conversion if asked); a model the
-   user wrapped in DDP already is used as is.
+   user wrapped in DDP, or sharded with ``fully_shard`` (FSDP2), is used as is. With gradient accumulation the
+   non-final micro-batches of a window skip the gradient all-reduce (DDP's ``no_sync``, FSDP2's
+   ``set_requires_gradient_sync(False)``).
 4. **Data.** A DataLoader's batch size is the *global* batch; each rank gets its part of every global batch
    (:mod:`loopkit.distributed.samplers`), validation an unpadded split. ``set_epoch`` is called on the train
    sampler every epoch, the user's own DistributedSampler included. ``shard_data=False`` leaves the data alone.
@@ -69,8 +71,11 @@ class Distributed(Callback):
             given for a model the user wrapped in DDP already, or ``sync_batchnorm`` on the CPU.
     """
 
-    reads = ("epoch", "optimizer")
+    reads = ("epoch", "optimizer", "phase", "accumulate", "callbacks")
     writes = ("model", "train_data", "valid_data", "device", "n_batches")
+    # First, so that every callback meets the wrapped model and the split data from before_fit on; a callback
+    # that names Distributed in its own run_before (GradientAccumulation, which decides `accumulate` in
+    # before_batch) still runs before it.
     run_before = ("*",)
 
     def __init__(
@@ -95,6 +100,7 @@ class Distributed(Callback):
         }
         self.sync_batchnorm = sync_batchnorm
         self._given: tuple | None = None
+        self._no_sync: Any = None  # DDP's no_sync() context, entered while a window's gradients accumulate
 
     # ------------------------------------------------------------------------------------------ set-up
     def before_fit(self, learner: Any) -> None:
@@ -111,6 +117,12 @@ class Distributed(Callback):
             learner.model.to(device)
             _move_optimizer_state(learner.optimizer, device)
         learner.model = self._wrap(learner.model, learner.device)
+        if _is_fully_sharded(learner.model) and any(type(cb).__name__ == "Checkpoint" for cb in learner.callbacks):
+            raise ValueError(
+                "Checkpoint cannot save a fully_shard (FSDP2) model yet: its state is sharded over the ranks and "
+                "loopkit's checkpoint holds whole tensors; train without Checkpoint, or save with "
+                "torch.distributed.checkpoint yourself (docs/distributed.md)"
+            )
         if self.shard_data:
             learner.train_data = shard_train_loader(
                 learner.train_data, rank=rank, world_size=world_size, seed=self.seed
@@ -130,13 +142,13 @@ class Distributed(Callback):
         _created_by_loopkit = True
 
     def _wrap(self, model: torch.nn.Module, device: torch.device | None) -> torch.nn.Module:
-        if isinstance(model, DistributedDataParallel):
+        if isinstance(model, DistributedDataParallel) or _is_fully_sharded(model):
             chosen = {k: v for k, v in self.ddp_options.items() if v}
             if chosen or self.sync_batchnorm:
                 raise ValueError(
-                    f"the model is wrapped in DistributedDataParallel already, so Distributed cannot apply "
+                    f"the model is wrapped in {type(model).__name__} already, so Distributed cannot apply "
                     f"{sorted(chosen) + (['sync_batchnorm'] if self.sync_batchnorm else [])}: pass these options "
-                    "to your DDP(...) call, or give Distributed the unwrapped model"
+                    "to your own wrapping call, or give Distributed the unwrapped model"
                 )
             return model
         if self.sync_batchnorm:
@@ -153,8 +165,39 @@ class Distributed(Callback):
     def before_epoch(self, learner: Any) -> None:
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
 
+    def before_batch(self, learner: Any) -> None:
+        # Gradient accumulation: the non-final micro-batches of a window skip the all-reduce. The choice must be
+        # made before the forward (DDP prepares the backward's reduction there), so GradientAccumulation, which
+        # sets `accumulate` for this batch, runs before this handler.
+        if self._given is None or learner.phase != "train":
+            return
+        accumulate = learner.accumulate
+        if accumulate == (self._no_sync is not None):
+            return
+        model = learner.model
+        if accumulate:
+            if isinstance(model, DistributedDataParallel):
+                self._no_sync = model.no_sync()
+                self._no_sync.__enter__()
+            else:  # FSDP2
+                model.set_requires_gradient_sync(False)
+                self._no_sync = model
+        else:
+            self._end_no_sync()
+
+    def _end_no_sync(self) -> None:
+        if self._no_sync is None:
+            return
+        if isinstance(self._no_sync, torch.nn.Module):  # FSDP2: a method, not a context manager
+            resume_sync: Any = self._no_sync.set_requires_gradient_sync
+            resume_sync(True)
+        else:
+            self._no_sync.__exit__(None, None, None)
+        self._no_sync = None
+
     # ------------------------------------------------------------------------------------------ teardown
     def after_fit(self, learner: Any) -> None:
+        self._end_no_sync()
         if self._given is not None:
             learner.model, learner.train_data, learner.valid_data, learner.device = self._given
             self._given = None
@@ -169,6 +212,15 @@ def destroy_process_group() -> None:
     if _created_by_loopkit and dist.is_initialized():
         dist.destroy_process_group()
     _created_by_loopkit = False
+
+
+def _is_fully_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``fully_shard`` (FSDP2) was applied to ``model``."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch before FSDP2
+        return False
+    return isinstance(model, FSDPModule)
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

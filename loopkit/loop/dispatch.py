@@ -7,8 +7,8 @@ otherwise the outermost cancel (``CancelFit`` over ``CancelEpoch`` over ``Cancel
 over ``CancelStep``). So a callback that stops the fit in ``after_epoch`` never keeps a ``Checkpoint`` or a
 logger from seeing that epoch.
 
-:func:`resolve` is the one place where an event's outcome is decided; a distributed run makes the decision
-agree across ranks there.
+:func:`resolve` is the one place where an event's outcome is decided; at the phase-level events of a distributed
+run :func:`fire` then makes every rank take the same outcome (:mod:`loopkit.distributed.agreement`).
 
 Attached errors: ``error.add_note(...)`` (Python 3.11+), or the same strings appended to ``error.__notes__``
 on Python 3.10, one note per further exception naming the event and the callback that raised it.
@@ -32,18 +32,26 @@ from __future__ import annotations
 import traceback
 from collections.abc import Iterable
 
+from ..distributed.agreement import AGREED_EVENTS, agree
+from ..distributed.ranks import is_distributed
 from .callback import callback_name
 from .events import Cancel
 
 
 class Handlers(tuple):
-    """The handlers of one event, in run order, with the event's name for error messages."""
+    """The handlers of one event, in run order, with the event's name for error messages.
+
+    ``agreed``: the event's outcome is agreed across ranks in a distributed run (the phase-level events,
+    :data:`loopkit.distributed.agreement.AGREED_EVENTS`).
+    """
 
     event: str
+    agreed: bool
 
     def __new__(cls, event: str, handlers: Iterable = ()) -> Handlers:
         self = super().__new__(cls, handlers)
         self.event = event
+        self.agreed = event in AGREED_EVENTS
         return self
 
     def __add__(self, other: tuple) -> Handlers:
@@ -51,7 +59,17 @@ class Handlers(tuple):
 
 
 def fire(handlers: Handlers) -> None:
-    """Run every handler of one event; then raise what :func:`resolve` decides, if any handler raised."""
+    """Run every handler of one event; then raise what :func:`resolve` decides, if any handler raised.
+
+    At the phase-level events of a distributed run, what is raised is the outcome every rank agreed on
+    (:func:`loopkit.distributed.agreement.agree`): it runs even when no handler raised, so every rank joins.
+    """
+    if handlers.agreed and is_distributed():
+        raised = run_all(handlers)
+        outcome = agree(handlers.event, resolve(handlers.event, raised) if raised else None)
+        if outcome is not None:
+            raise outcome
+        return
     it = iter(handlers)
     try:
         for handler in it:

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ..distributed.collectives import any_rank
 from . import evaluation
 from .callback import callback_name, handled_events, validate_callback
 from .checkpoint import load_checkpoint
@@ -264,8 +265,10 @@ class Learner:
             pass  # raised in the level's own after_ handlers: the level is over, there is nothing to cancel
 
     def _out_of_budget(self) -> bool:
+        # Each rank reads its own clock, so a distributed run agrees on the deadline (any_rank: one all-reduce
+        # per check, only when max_time is given); global_step is the same on every rank.
         return (self.max_steps is not None and self.global_step >= self.max_steps) or (
-            self._deadline is not None and time.monotonic() >= self._deadline
+            self._deadline is not None and any_rank(time.monotonic() >= self._deadline)
         )
 
     def _epoch_body(self) -> None:
