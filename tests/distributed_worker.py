@@ -28,8 +28,10 @@ from loopkit import (
     TensorBoard,
     accuracy,
 )
+from loopkit.callbacks import GradientAccumulation
 from loopkit.distributed import rank
 from loopkit.hyperparams import LearningRate, Momentum
+from loopkit.loop.callback import callback_name
 
 N_TRAIN, N_VALID, BATCH, EPOCHS = 96, 37, 16, 3
 LR = Schedule([0, EPOCHS], [0.2, 0.02], anneal="linear")
@@ -223,6 +225,7 @@ def decisions(out):
         learner.fit(EPOCHS, max_time=3600 if what == "deadline" else None)
         results[what] = {"tripped_at": guard.tripped_at, "steps": record.steps, "epochs": len(record.epochs)}
     results["fully_shard"] = fully_sharded(x, y)
+    results["accumulation"] = accumulated(x, y)
     torch.save(results, os.path.join(out, f"rank{rank()}.pt"))
 
 
@@ -251,6 +254,41 @@ def fully_sharded(x, y):
     )
     learner.fit(EPOCHS)
     return {"steps": record.steps, "model_is_sharded": type(learner.model).__name__}
+
+
+def accumulated(x, y):
+    """Two micro-batches of 16 (8 per rank) per optimizer step; counts the gradient all-reduces DDP runs."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    ds = torch.utils.data.TensorDataset
+    train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
+    net = model()
+    reductions = []
+
+    class CountReductions:
+        reads = ("model",)
+
+        def before_fit(self, learner):
+            def hook(state, bucket):
+                reductions.append(bucket.index())
+                return allreduce_hook(state, bucket)
+
+            learner.model.register_comm_hook(None, hook)
+
+    record = Record()
+    learner = Learner(
+        net,
+        train_loader,
+        torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        torch.nn.functional.cross_entropy,
+        callbacks=[Distributed(), GradientAccumulation(2), CountReductions(), record],
+    )
+    learner.fit(EPOCHS)
+    return {
+        "steps": record.steps,
+        "reductions": len(reductions),
+        "order": [callback_name(c) for c in learner.callbacks],
+    }
 
 
 class Full:

@@ -179,3 +179,35 @@ def test_an_error_on_one_rank_ends_the_whole_job_with_that_ranks_error(tmp_path)
     assert "RuntimeError: boom on rank 1 at step 3" in done.stdout
     assert time.monotonic() - start < TIMEOUT
     assert not (tmp_path / "rank0.pt").exists() and not (tmp_path / "rank1.pt").exists()
+
+
+def reference_accumulation():
+    """Hand-written accumulation in one process: micro-batches of 16, two per step, each backward on loss / 2."""
+    x, y = worker.data()
+    xt, yt = x[: worker.N_TRAIN], y[: worker.N_TRAIN]
+    net = worker.model()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    steps = []
+    for epoch in range(worker.EPOCHS):
+        order = torch.randperm(worker.N_TRAIN, generator=torch.Generator().manual_seed(epoch))
+        for b in range(worker.N_TRAIN // worker.BATCH):
+            idx = order[b * worker.BATCH : (b + 1) * worker.BATCH]
+            (torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]) / 2).backward()
+            if b % 2 == 1:
+                opt.step()
+                opt.zero_grad()
+                steps.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
+    return steps
+
+
+def test_accumulation_skips_the_all_reduce_of_non_final_micro_batches_and_equals_synced_accumulation(several):
+    r0, r1 = (ranks["accumulation"] for ranks in several)
+    assert r0["order"].index("GradientAccumulation") < r0["order"].index("Distributed")
+    steps = reference_accumulation()
+    assert len(r0["steps"]) == len(steps) == worker.EPOCHS * worker.N_TRAIN // worker.BATCH // 2
+    # One all-reduce (the model fits one bucket) per optimizer step, not per micro-batch: no_sync worked.
+    assert r0["reductions"] == r1["reductions"] == len(steps)
+    # Equal to accumulation synced at every micro-batch (the one-process loop): the all-reduce is linear.
+    for k, (got, other, want) in enumerate(zip(r0["steps"], r1["steps"], steps)):
+        assert torch.equal(got, other), f"ranks differ after step {k}"
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"step {k}")

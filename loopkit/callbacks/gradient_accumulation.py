@@ -23,9 +23,9 @@ reaches a step.
 Checkpoints are offered only at window boundaries (``Learner.state_dict`` refuses mid-window, and
 ``Checkpoint`` saves only after a step), so a checkpoint never holds half a window and resumes exactly.
 
-Several processes: this callback sets ``learner.accumulate`` in ``before_batch``, before the forward, so a
-distributed callback ordered after it can skip the gradient all-reduce of the non-final micro-batches (DDP's
-``no_sync``) by reading it there.
+Several processes: this callback sets ``learner.accumulate`` in ``before_batch``, before the forward, and runs
+before :class:`~loopkit.distributed.Distributed`, which reads it there to skip the gradient all-reduce of the
+non-final micro-batches (DDP's ``no_sync``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ class GradientAccumulation(Callback):
 
     reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb")
     writes = ("accumulate", "micro_batches_per_step", "backward_loss", "step_loss", "model.grads")
-    run_before = ("MixedPrecision", "GradientClip")
+    # Before Distributed too (which otherwise runs first): it reads `accumulate` in before_batch to skip the
+    # gradient all-reduce of the non-final micro-batches.
+    run_before = ("MixedPrecision", "GradientClip", "Distributed")
 
     def __init__(self, k: int) -> None:
         whole_number("GradientAccumulation", "k", k)
