@@ -13,6 +13,7 @@ import time
 from datetime import timedelta
 
 import torch
+from torchmetrics.classification import MulticlassF1Score
 
 import loopkit.callbacks.checkpoint as checkpoint_module
 from loopkit import (
@@ -115,7 +116,7 @@ def _train(out, saves, bar, *, resume, sleep, dropout):
     callbacks = [
         Distributed(),
         Scheduler({LearningRate: LR, Momentum: Schedule([0, EPOCHS], [0.9, 0.8], anneal="linear")}),
-        Metrics(accuracy),
+        Metrics(accuracy, MulticlassF1Score(num_classes=3, average="macro"), names=["accuracy", "f1"]),
         Checkpoint(os.path.join(out, "ckpt"), every_n_steps=4, keep_last=2),
         TensorBoard(os.path.join(out, "tb"), flush_every=5),
         ProgressBar(force=True, file=bar, refresh_every=1),

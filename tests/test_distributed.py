@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from sklearn.metrics import f1_score
 
 from tests import distributed_worker as worker
 
@@ -50,6 +51,7 @@ def reference_run():
     for epoch in range(worker.EPOCHS):
         order = torch.randperm(worker.N_TRAIN, generator=torch.Generator().manual_seed(epoch))
         loss_sum = correct = 0.0
+        seen, predicted = [], []
         for b in range(n_batches):
             lr = 0.2 + (0.02 - 0.2) * step / total
             momentum = 0.9 + (0.8 - 0.9) * step / total
@@ -64,6 +66,8 @@ def reference_run():
             step += 1
             loss_sum += loss.item() * len(idx)
             correct += (pred.argmax(1) == yt[idx]).sum().item()
+            seen.append(yt[idx])
+            predicted.append(pred.argmax(1))
             steps.append(torch.cat([p.detach().flatten() for p in net.parameters()]))
             hparams.append((lr, momentum))
         with torch.no_grad():
@@ -74,6 +78,9 @@ def reference_run():
                 "train_accuracy": correct / worker.N_TRAIN,
                 "valid_loss": torch.nn.functional.cross_entropy(pred, yv).item(),
                 "valid_accuracy": (pred.argmax(1) == yv).double().mean().item(),
+                # macro F1 over the whole phase, from scikit-learn: not an average of per-batch values
+                "train_f1": f1_score(torch.cat(seen), torch.cat(predicted), average="macro"),
+                "valid_f1": f1_score(yv, pred.argmax(1), average="macro"),
             }
         )
     return steps, hparams, history
@@ -116,10 +123,11 @@ def test_metrics_are_global_the_same_on_every_rank_and_count_every_validation_sa
     assert r0["metrics"] == r1["metrics"]  # bit for bit: both ranks read the one all-reduced vector
     # 37 validation samples over 2 ranks (19 + 18, no padding): a repeated or missing sample would move
     # valid_loss by ~1/37 of a sample's loss (~1e-2), far beyond the float64 summation-order tolerance.
-    # loopkit's accuracy() takes each batch's mean in float32 (rounding ~6e-8 relative); the losses are float64.
+    # loopkit's accuracy() takes each batch's mean in float32 and torchmetrics' F1 is float32 (rounding ~6e-8
+    # relative); the losses are float64. The F1 comes from a torchmetrics object, synced by torchmetrics itself.
     for epoch, (got, want) in enumerate(zip(r0["metrics"], history)):
         for key, value in want.items():
-            assert got[key] == pytest.approx(value, rel=1e-6 if "accuracy" in key else 1e-10), (epoch, key)
+            assert got[key] == pytest.approx(value, rel=1e-10 if "loss" in key else 1e-6), (epoch, key)
 
 
 def test_one_writer_rank_0_writes_every_file_and_the_learner_gets_its_model_back(two_ranks):

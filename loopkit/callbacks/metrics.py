@@ -59,7 +59,11 @@ class Metrics(Callback):
     """Track ``loss`` and each metric per phase and epoch; read them in :attr:`history` after ``fit``.
 
     Args:
-        *fns: metric functions ``fn(pred, target) -> scalar tensor``, averages over the batch (as a loss is).
+        *fns: metric functions ``fn(pred, target) -> scalar tensor``, averages over the batch (as a loss is), or
+            metric objects with ``update(pred, target)``, ``compute()`` and ``reset()`` (torchmetrics' ``F1Score``,
+            ``AUROC``, ...) for metrics that are not averages: updated every batch, reset at each phase's start,
+            computed at its end (torchmetrics syncs their state across ranks when it computes). Their state is
+            kept per rank in checkpoints.
         names: names for the metrics; default each function's ``__name__``.
 
     Raises:
@@ -84,8 +88,11 @@ class Metrics(Callback):
         names = list(names) if names is not None else [getattr(fn, "__name__", type(fn).__name__) for fn in fns]
         if len(names) != len(fns) or len(set(names)) != len(names) or "loss" in names:
             raise ValueError(f"Metrics needs one distinct name per function (not 'loss'), got names={names!r}")
-        self.fns = fns
-        self.names = ["loss", *names]
+        # Metric objects (torchmetrics' F1Score, AUROC, ...) keep their own state over the phase and sync it
+        # across ranks when they compute; plain functions are averaged here.
+        self.stateful: dict[str, Any] = {name: fn for name, fn in zip(names, fns) if _is_stateful(fn)}
+        self.fns = tuple(fn for fn in fns if not _is_stateful(fn))
+        self.names = ["loss", *(name for name in names if name not in self.stateful)]
         self.history: list[dict[str, float]] = []
         self.hyperparams: dict[str, list[float]] = {}
         self._row: dict[str, float] = {}
@@ -109,6 +116,8 @@ class Metrics(Callback):
         self._row = {"epoch": learner.epoch}
 
     def before_train(self, learner: Any) -> None:
+        for metric in self.stateful.values():
+            metric.reset()
         self._sums, self._count, self._kept = None, 0, 0
         self._sizes.clear()
         for column in self._values:
@@ -127,10 +136,20 @@ class Metrics(Callback):
                 for column, fn in zip(values[1:], self.fns):
                     column.append(fn(learner.pred, learner.yb).detach())
         sizes.append(batch_size(learner))
+        if self.stateful:
+            self._update_stateful(learner.pred, learner.yb)
         if learner.phase != "train":
             self._kept = len(sizes)
             if self._kept >= FLUSH_EVERY:
                 self._fold()
+
+    def _update_stateful(self, pred: Any, target: Any) -> None:
+        with torch.no_grad():
+            for metric in self.stateful.values():
+                device = getattr(pred, "device", None)
+                if device is not None and getattr(metric, "device", device) != device:
+                    metric.to(device)  # once: a metric object starts on the CPU
+                metric.update(pred.detach(), target)
 
     def _settle_window(self, global_step: int) -> None:
         """At a window's end: keep its values if its optimizer step happened, else drop them."""
@@ -182,6 +201,10 @@ class Metrics(Callback):
                 f"{learner.phase}_{name}": total / totals[-1] for name, total in zip(self.names, totals[:-1])
             }
             self._row.update(self.latest_phase)
+        for name, metric in self.stateful.items():  # compute() syncs the metric's state across ranks itself
+            value = float(metric.compute())
+            self.latest_phase[f"{learner.phase}_{name}"] = value
+            self._row[f"{learner.phase}_{name}"] = value
 
     after_valid = after_train
 
@@ -200,6 +223,7 @@ class Metrics(Callback):
             "history": [dict(r) for r in self.history],
             "row": dict(self._row),
             "partial": all_gather(partial),
+            "stateful": all_gather({name: _metric_state(m) for name, m in self.stateful.items()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -209,6 +233,10 @@ class Metrics(Callback):
         # Mid-phase a checkpoint resumes only at its own world size (the checkpoint refuses otherwise); between
         # phases every rank's sums are empty, whatever the world size.
         self._sums, self._count = partial[rank()] if rank() < len(partial) else (None, 0)
+        stateful = state.get("stateful") or [{}]
+        for name, values in (stateful[rank()] if rank() < len(stateful) else {}).items():
+            for attr, value in values.items():
+                setattr(self.stateful[name], attr, value)
         self._sizes.clear()
         for column in self._values:
             column.clear()
@@ -222,3 +250,14 @@ class Metrics(Callback):
             known = sorted(self.history[-1]) if self.history else []
             raise KeyError(f"no metric {key!r} after this epoch; known: {known}")
         return self.history[-1][key]
+
+
+def _is_stateful(fn: object) -> bool:
+    """A metric object with its own state (torchmetrics' ``Metric``): ``update``, ``compute`` and ``reset``."""
+    return all(callable(getattr(fn, method, None)) for method in ("update", "compute", "reset"))
+
+
+def _metric_state(metric: Any) -> dict[str, Any]:
+    """A torchmetrics object's accumulated state (tensors, or lists of tensors), copied to the CPU."""
+    state = getattr(metric, "metric_state", {})
+    return {k: [t.detach().cpu() for t in v] if isinstance(v, list) else v.detach().cpu() for k, v in state.items()}
