@@ -1,6 +1,6 @@
 """The 2-rank overhead workload, run under torchrun by benchmarks/bench_distributed.py (or by hand):
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 benchmarks/distributed_workload.py OUT.json
+    python -m torch.distributed.run --standalone --nproc_per_node=2 benchmarks/distributed_workload.py OUT.json [B]
 
 Tiny MLP (Linear(32,64)-ReLU-Linear(64,1)), global batch 16 (8 per rank), N_BATCHES global batches an epoch
 from an in-memory TensorDataset through a DataLoader, SGD with momentum, one thread per rank, gloo. Two ways,
@@ -12,7 +12,8 @@ with the same features, timed epoch against epoch in interleaved rounds (the ord
 - ``loopkit``: Learner with Distributed(), Scheduler (one-cycle lr and momentum), Metrics and a forced
   ProgressBar into a null stream: what a user of loopkit writes for the same run.
 
-Rank 0 writes per-round seconds and the median per-round ratio loopkit / hand to OUT.json.
+Rank 0 writes per-round seconds, the median per-round ratio loopkit / hand and the samples per second of
+each to OUT.json. ``B`` sets the global batch (default 16), for throughput at other sizes.
 """
 
 from __future__ import annotations
@@ -92,9 +93,12 @@ def with_loopkit(model, dataset):
 
 
 def main():
+    global BATCH
+    if len(sys.argv) > 2:
+        BATCH = int(sys.argv[2])
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
-    model, dataset = problem()
+    model, dataset = problem()  # N_BATCHES global batches of BATCH samples
     runs = {"hand": hand_written(copy.deepcopy(model), dataset), "loopkit": with_loopkit(copy.deepcopy(model), dataset)}
     for run in runs.values():  # warm up
         run()
@@ -110,10 +114,20 @@ def main():
     if dist.get_rank() == 0:
         ratio = statistics.median(r["loopkit"] / r["hand"] for r in rounds)
         per_step = {c: statistics.median(r[c] for r in rounds) / N_BATCHES * 1e6 for c in runs}
-        result = {"rounds": rounds, "ratio": ratio, "us_per_step": per_step, "n_batches": N_BATCHES}
+        samples_per_s = {c: BATCH / (us * 1e-6) for c, us in per_step.items()}
+        result = {
+            "rounds": rounds,
+            "ratio": ratio,
+            "us_per_step": per_step,
+            "samples_per_s": samples_per_s,
+            "n_batches": N_BATCHES,
+            "global_batch": BATCH,
+            "world_size": dist.get_world_size(),
+        }
         with open(sys.argv[1], "w") as f:
             json.dump(result, f, indent=1)
-        print(f"loopkit / hand-written DDP loop: {ratio:.3f} (us per step: {per_step})")
+        print(f"world {dist.get_world_size()}, global batch {BATCH}: loopkit / hand-written DDP loop {ratio:.3f}, "
+              f"us per step {per_step}, samples/s {samples_per_s}")  # fmt: skip
     dist.destroy_process_group()
 
 

@@ -117,7 +117,7 @@ def _train(out, saves, bar, *, resume, sleep, dropout):
         Distributed(),
         Scheduler({LearningRate: LR, Momentum: Schedule([0, EPOCHS], [0.9, 0.8], anneal="linear")}),
         Metrics(accuracy, MulticlassF1Score(num_classes=3, average="macro"), names=["accuracy", "f1"]),
-        Checkpoint(os.path.join(out, "ckpt"), every_n_steps=4, keep_last=2),
+        Checkpoint(os.path.join(out, "ckpt"), every_n_steps=4, keep_last=3),
         TensorBoard(os.path.join(out, "tb"), flush_every=5),
         ProgressBar(force=True, file=bar, refresh_every=1),
         record,

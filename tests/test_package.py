@@ -39,10 +39,11 @@ def test_pyproject_declares_the_promised_dependencies():
     names = {d.split(">")[0].split("<")[0].split("=")[0].strip() for d in meta["dependencies"]}
     assert {"torch", "numpy", "scipy", "tensorboard"} <= names
     dev = {d.split(">")[0].split("=")[0].strip() for d in meta["optional-dependencies"]["dev"]}
-    assert {"pytest", "pytest-benchmark", "hypothesis", "loopkit[demo,sweep]"} <= dev
+    assert {"pytest", "pytest-benchmark", "hypothesis", "loopkit[demo,sweep,metrics]"} <= dev
     extras = meta["optional-dependencies"]
     assert {"optuna", "pyyaml", "matplotlib"} <= {d.split(">")[0] for d in extras["sweep"]}
     assert {"scikit-learn"} <= {d.split(">")[0] for d in extras["demo"]}
+    assert {"torchmetrics"} <= {d.split(">")[0] for d in extras["metrics"]}
     assert meta["requires-python"] == ">=3.10"
 
 
