@@ -1033,7 +1033,7 @@ class FakeDriver:
         return 0
 
     def cuLaunchKernel(self, function, gx, gy, gz, bx, by, bz, shared, stream, params, extra):
-        assert self.contexts == [7] and (gy, gz, by, bz, shared, extra) == (1, 1, 1, 1, 0, None)
+        assert self.contexts == [101] and (gy, gz, by, bz, shared, extra) == (1, 1, 1, 1, 0, None)
         self.launches.append(stream.value)
         self.kernels[function.value].run(gx, bx, list(params_values(params, self.kernels[function.value])))
         return 0
@@ -1064,9 +1064,10 @@ def test_the_driver_launch_path_passes_the_arguments_the_kernel_expects(monkeypa
 
     fake = FakeDriver()
     monkeypatch.setattr(_driver, "libcuda", lambda: fake)
-    monkeypatch.setattr(_driver, "primary_context", lambda index: ctypes.c_void_p(7))
+    monkeypatch.setattr(_driver, "primary_context", lambda index: ctypes.c_void_p(100 + index))
     monkeypatch.setattr(base.FusedOptimizer, "_runs_kernels", staticmethod(lambda device: True))
-    monkeypatch.setattr(_cuda, "compiled", lambda name, dtype, index, options: _driver.load(b"cubin", name, index))
+    # as for parameters on cuda:1 while device 0 is current: loaded and launched in device 1's context
+    monkeypatch.setattr(_cuda, "compiled", lambda name, dtype, index, options: _driver.load(b"cubin", name, 1))
     ours, theirs = params(), params()
     take_steps(FusedSGD(groups(ours), momentum=0.9), ours, False, range(3))
     take_steps(torch.optim.SGD(groups(theirs), momentum=0.9), theirs, False, range(3))
@@ -1076,6 +1077,17 @@ def test_the_driver_launch_path_passes_the_arguments_the_kernel_expects(monkeypa
     fake.load_error = 209
     with pytest.raises(RuntimeError, match=r"driver \(version 12.2\) could not load .* by NVRTC 13.0.*NO_BINARY"):
         _driver.load(b"cubin", "sgd_step", 0, "(compiled for sm_90 by NVRTC 13.0, libnvrtc.so.13)")
+
+
+def test_a_launch_goes_to_the_current_stream_of_the_parameters_device(monkeypatch):
+    # Not the current device's stream: the uploads before it went to the parameters' device's current stream.
+    launched = []
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    tables = _cuda.Tables(*[torch.zeros(1)] * 4, n_chunks=3, chunk_size=1024)
+    kernel = lambda **kw: launched.append(kw)  # noqa: E731
+    _cuda.launch(kernel, tables, torch.zeros(1), [None], 5, torch.device("cuda", 1))
+    assert launched[0]["stream"] == "stream of cuda:1" and launched[0]["grid"] == (3, 1, 1)
+    assert launched[0]["args"][5:] == [None, 5, 1024]
 
 
 ASAN_PROBE = """
