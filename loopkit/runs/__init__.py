@@ -8,7 +8,8 @@
 - :mod:`~loopkit.runs.space`: search dimensions (Valohai's Single, Multiple, Linear, Logspace, Random) and grids;
 - :mod:`~loopkit.runs.sweep`: sweeps on Optuna (grid, random, TPE), shared storage, several workers;
 - :mod:`~loopkit.runs.pruning`: the callback that reports a metric to an Optuna trial each epoch;
-- :mod:`~loopkit.runs.report`: results tables and plots; :mod:`~loopkit.runs.cli`: ``python -m loopkit.runs``.
+- :mod:`~loopkit.runs.cli` and :mod:`~loopkit.runs.sweep_cli`: ``python -m loopkit.runs`` (and the ``loopkit``
+  console script); the sweep's results table and plot are methods of :class:`~loopkit.runs.sweep.Sweep`.
 
 Nothing here imports optuna, yaml or matplotlib until a sweep, a YAML file or a plot needs it.
 """
