@@ -1,16 +1,20 @@
-"""Per-step framework overhead: a raw loop vs the Learner, with and without a per-step Scheduler.
+"""Per-step framework overhead: hand-written loops vs the Learner with the same features, interleaved.
 
-One epoch of a tiny MLP (Linear(32,64)-ReLU-Linear(64,1)), batch 16, 2000 in-memory batches, SGD with
-momentum, one thread, three ways in one run:
+One epoch of a tiny MLP (Linear(32,64)-ReLU-Linear(64,1)), batch 16, 2,000 in-memory batches, SGD with
+momentum, one thread. Three groups, each a hand-written loop and the Learner doing the same work:
 
-- ``raw``: a hand-written loop;
-- ``learner``: ``Learner`` with no callbacks;
-- ``learner_sched``: ``Learner`` with a per-step ``Scheduler`` (one-cycle lr and momentum) and a callback
-  recording the loss tensor of every step (no host sync).
+- fp32: ``raw_onecycle`` (a hand-written loop calling ``torch.optim.lr_scheduler.OneCycleLR.step()`` every
+  step, which cycles lr and momentum) against ``learner`` (no callbacks), ``learner_sched`` (a per-step
+  ``Scheduler`` on lr and momentum) and ``learner_realistic`` (that Scheduler, ``Metrics`` and a drawing
+  ``ProgressBar``, forced on and writing to a null stream, so its cost is counted);
+- bf16: ``raw_onecycle_bf16`` (the same loop under ``torch.autocast(bfloat16)``) against
+  ``learner_realistic_bf16`` (the realistic set plus ``MixedPrecision(torch.bfloat16)``);
+- accumulation: ``raw_onecycle_accum4`` (loss / 4, a step and ``OneCycleLR.step()`` every 4 batches) against
+  ``learner_realistic_accum4`` (the realistic set plus ``GradientAccumulation(4)``).
 
-Each case reports, besides pytest-benchmark's timings, ``extra_info``: seconds per step, overhead per step
-over the raw loop in microseconds (from the medians) and Python function calls per step counted by cProfile
-(calls into C functions included), and the difference to the raw loop. Run:
+``test_interleaved_ratios`` times every case back to back in each round and reports the median over rounds of
+each Learner case's ratio to its group's hand-written loop: on a shared machine that cancels the drift between
+cases. ``test_calls_per_step`` counts Python calls per step with cProfile (deterministic). Run:
 
     pytest benchmarks/bench_overhead.py --benchmark-only --benchmark-columns=median,iqr,rounds -s
 """
@@ -19,31 +23,23 @@ from __future__ import annotations
 
 import copy
 import cProfile
+import os
 import pstats
+import statistics
+import time
 
 import pytest
 import torch
 
-from loopkit import Learner
+from loopkit import Learner, Metrics, ProgressBar
+from loopkit.callbacks import GradientAccumulation, MixedPrecision
 from loopkit.hyperparams import LearningRate, Momentum
 from loopkit.scheduler import Scheduler
 from loopkit.schedules import onecycle, onecycle_momentum
 
 N_BATCHES = 2000
-ROUNDS = 7
-RESULTS: dict[str, dict[str, float]] = {}
-
-
-class RecordLoss:
-    """Keeps the loss tensor of every step, as a logger that syncs once per epoch would."""
-
-    reads = ("loss",)
-
-    def __init__(self):
-        self.losses = []
-
-    def after_loss(self, learner):
-        self.losses.append(learner.loss.detach())
+ROUNDS = int(os.environ.get("LOOPKIT_BENCH_ROUNDS", "15"))
+LR = 0.01
 
 
 def _problem():
@@ -54,35 +50,58 @@ def _problem():
     return model, data
 
 
-def _raw(model, data):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+def _raw_onecycle(model, data, autocast=False, accumulate=1):
     loss_fn = torch.nn.functional.mse_loss
 
     def run():
+        optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+        sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=N_BATCHES // accumulate)
         model.train()
-        for xb, yb in data:
-            pred = model(xb)
-            loss = loss_fn(pred, yb)
-            optimizer.zero_grad(set_to_none=True)
+        for i, (xb, yb) in enumerate(data):
+            if autocast:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = loss_fn(model(xb), yb)
+            else:
+                loss = loss_fn(model(xb), yb)
+            if accumulate > 1:
+                loss = loss / accumulate
             loss.backward()
-            optimizer.step()
+            if (i + 1) % accumulate == 0:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                sched.step()
 
     return run
 
 
-def _learner(model, data, with_scheduler):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    callbacks = []
-    if with_scheduler:
-        callbacks = [Scheduler({LearningRate: onecycle(1, 0.01), Momentum: onecycle_momentum(1)}), RecordLoss()]
+def _learner(model, data, *, scheduler=True, realistic=False, extra=()):
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+    callbacks = list(extra)
+    if scheduler:
+        callbacks.append(Scheduler({LearningRate: onecycle(1, LR), Momentum: onecycle_momentum(1)}))
+    if realistic:
+        null = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the benchmark
+        callbacks += [Metrics(), ProgressBar(force=True, file=null)]
     learner = Learner(model, data, optimizer, torch.nn.functional.mse_loss, callbacks=callbacks)
     return lambda: learner.fit(1)
 
 
 CASES = {
-    "raw": lambda m, d: _raw(m, d),
-    "learner": lambda m, d: _learner(m, d, False),
-    "learner_sched": lambda m, d: _learner(m, d, True),
+    "raw_onecycle": lambda m, d: _raw_onecycle(m, d),
+    "learner": lambda m, d: _learner(m, d, scheduler=False),
+    "learner_sched": lambda m, d: _learner(m, d),
+    "learner_realistic": lambda m, d: _learner(m, d, realistic=True),
+    "raw_onecycle_bf16": lambda m, d: _raw_onecycle(m, d, autocast=True),
+    "learner_realistic_bf16": lambda m, d: _learner(m, d, realistic=True, extra=[MixedPrecision(torch.bfloat16)]),
+    "raw_onecycle_accum4": lambda m, d: _raw_onecycle(m, d, accumulate=4),
+    "learner_realistic_accum4": lambda m, d: _learner(m, d, realistic=True, extra=[GradientAccumulation(4)]),
+}
+BASELINE = {
+    "learner": "raw_onecycle",
+    "learner_sched": "raw_onecycle",
+    "learner_realistic": "raw_onecycle",
+    "learner_realistic_bf16": "raw_onecycle_bf16",
+    "learner_realistic_accum4": "raw_onecycle_accum4",
 }
 
 
@@ -94,39 +113,29 @@ def _calls_per_step(run) -> float:
     return pstats.Stats(profiler).total_calls / N_BATCHES
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_epoch_overhead(benchmark, case):
+def test_calls_per_step(benchmark):
+    """Python calls per step (cProfile counts calls into C functions too): deterministic, unlike times."""
     model, data = _problem()
-    run = CASES[case](copy.deepcopy(model), data)
-    run()  # warm up allocator and autograd caches
-    benchmark.pedantic(run, rounds=ROUNDS, iterations=1)
-    per_step = benchmark.stats.stats.median / N_BATCHES
-    calls = _calls_per_step(run)
-    RESULTS[case] = {"s_per_step": per_step, "calls_per_step": calls}
-    benchmark.extra_info.update(us_per_step=per_step * 1e6, calls_per_step=calls)
-    if "raw" in RESULTS and case != "raw":
-        raw = RESULTS["raw"]
-        benchmark.extra_info.update(
-            overhead_us_per_step=(per_step - raw["s_per_step"]) * 1e6,
-            ratio_to_raw=per_step / raw["s_per_step"],
-            extra_calls_per_step=calls - raw["calls_per_step"],
-        )
-    print(f"\n{case}: {per_step * 1e6:.2f} us/step, {calls:.1f} calls/step, extra: {benchmark.extra_info}")
+    counts = {}
+    for case, make in CASES.items():
+        run = make(copy.deepcopy(model), data)
+        run()
+        counts[case] = _calls_per_step(run)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    for case, base in BASELINE.items():
+        benchmark.extra_info[f"{case}_extra_calls_per_step"] = counts[case] - counts[base]
+    for case, calls in counts.items():
+        benchmark.extra_info[f"{case}_calls_per_step"] = calls
+        extra = f", {calls - counts[BASELINE[case]]:+.1f} over {BASELINE[case]}" if case in BASELINE else ""
+        print(f"\n{case}: {calls:.1f} calls/step{extra}")
 
 
 def test_interleaved_ratios(benchmark):
-    """Each round times raw, learner and learner_sched back to back; ratios are medians of per-round ratios.
-
-    On a shared machine the sequential cases above drift by several percent between cases; comparing within a
-    round cancels that drift, so these are the ratios to quote.
-    """
-    import statistics
-    import time
-
+    """Each round times every case back to back; ratios are medians of per-round ratios to the group's loop."""
     model, data = _problem()
     runs = {case: make(copy.deepcopy(model), data) for case, make in CASES.items()}
     for run in runs.values():
-        run()
+        run()  # warm up allocator and autograd caches
     rounds: list[dict[str, float]] = []
 
     def one_round():
@@ -137,10 +146,30 @@ def test_interleaved_ratios(benchmark):
             times[case] = time.perf_counter() - start
         rounds.append(times)
 
-    benchmark.pedantic(one_round, rounds=ROUNDS * 2, iterations=1)
-    for case in ("learner", "learner_sched"):
-        ratio = statistics.median(r[case] / r["raw"] for r in rounds)
-        overhead = statistics.median((r[case] - r["raw"]) / N_BATCHES * 1e6 for r in rounds)
+    benchmark.pedantic(one_round, rounds=ROUNDS, iterations=1)
+    for case in CASES:
+        per_step = statistics.median(r[case] for r in rounds) / N_BATCHES * 1e6
+        benchmark.extra_info[f"{case}_us_per_step"] = per_step
+        print(f"\n{case}: median {per_step:.1f} us/step")
+    for case, base in BASELINE.items():
+        ratios = sorted(r[case] / r[base] for r in rounds)
+        ratio = statistics.median(ratios)
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratio, ratio, ratio]
+        overhead = statistics.median((r[case] - r[base]) / N_BATCHES * 1e6 for r in rounds)
         benchmark.extra_info[f"{case}_ratio"] = ratio
+        benchmark.extra_info[f"{case}_ratio_iqr"] = (quartiles[0], quartiles[2])
         benchmark.extra_info[f"{case}_overhead_us_per_step"] = overhead
-        print(f"\n{case}: median per-round ratio to raw {ratio:.3f}, overhead {overhead:.1f} us/step")
+        print(
+            f"\n{case} vs {base}: median per-round ratio {ratio:.3f} (quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}), "
+            f"overhead {overhead:.1f} us/step"
+        )
+
+
+@pytest.mark.parametrize("case", ["raw_onecycle", "learner_realistic"])
+def test_sequential(benchmark, case):
+    """One case's rounds in a row (absolute times; drift between cases makes their ratio unreliable)."""
+    model, data = _problem()
+    run = CASES[case](copy.deepcopy(model), data)
+    run()
+    benchmark.pedantic(run, rounds=5, iterations=1)
+    benchmark.extra_info["us_per_step"] = benchmark.stats.stats.median / N_BATCHES * 1e6

@@ -74,7 +74,7 @@ def test_accumulation_step_loss_is_the_window_mean():
     losses, step_losses = [], []
 
     class Spy:
-        reads = ("loss", "step_loss", "yb")
+        reads = ("loss", "step_loss", "yb")  # declaring step_loss makes GradientAccumulation compute it
 
         def after_loss(self, learner):
             losses.append((learner.loss.item(), len(learner.yb)))

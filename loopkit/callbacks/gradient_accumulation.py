@@ -47,7 +47,9 @@ class GradientAccumulation(Callback):
 
     Assumes ``loss_fn`` returns the mean over the batch (``reduction="mean"``, torch's default), so that
     ``n_i * L_i`` is the micro-batch's summed loss. ``learner.step_loss`` is the window's loss (the
-    sample-weighted mean of the unscaled micro-batch losses), which per-step loggers read.
+    sample-weighted mean of the unscaled micro-batch losses), which per-step loggers read; it is computed only
+    when a callback declares ``"step_loss"`` in its ``reads`` (TensorBoard does), else it is the last
+    micro-batch's loss.
 
     Raises:
         ValueError: a ``k`` that is not a whole number >= 1.
@@ -64,12 +66,15 @@ class GradientAccumulation(Callback):
         self.k = k
         self._losses: list[torch.Tensor] = []
         self._sizes: list[int] = []
+        self._wanted = True
 
     def __repr__(self) -> str:
         return f"GradientAccumulation({self.k})"
 
     def before_fit(self, learner: Any) -> None:
         learner.micro_batches_per_step = self.k  # the Scheduler counts optimizer steps per epoch with it
+        # The window's mean loss costs a few tensor operations per step: computed only if a callback reads it.
+        self._wanted = any("step_loss" in getattr(cb, "reads", ()) for cb in learner.callbacks if cb is not self)
 
     def before_batch(self, learner: Any) -> None:
         if learner.phase != "train":
@@ -84,7 +89,8 @@ class GradientAccumulation(Callback):
 
     def before_backward(self, learner: Any) -> None:
         n = batch_size(learner)
-        self._losses.append(learner.loss.detach())
+        if self._wanted:
+            self._losses.append(learner.loss.detach())
         self._sizes.append(n)
         if self.k > 1:
             learner.backward_loss = learner.backward_loss * (n / (self.k * self._sizes[0]))
@@ -97,6 +103,8 @@ class GradientAccumulation(Callback):
             grads = [p.grad for g in learner.optimizer.param_groups for p in g["params"] if p.grad is not None]
             if grads:
                 torch._foreach_mul_(grads, nominal / total)
+        if not self._wanted:
+            return
         if len(sizes) == 1:
             learner.step_loss = self._losses[0]
         else:
