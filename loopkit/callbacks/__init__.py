@@ -5,6 +5,7 @@ from .checkpoint import Checkpoint
 from .early_stopping import EarlyStopping
 from .gradient_accumulation import GradientAccumulation
 from .gradient_clip import ClipThreshold, GradientClip
+from .lr_finder import LRFinderResult, lr_find
 from .metrics import Metrics, accuracy
 from .mixed_precision import MixedPrecision
 from .nan_guard import NaNGuard
@@ -24,4 +25,6 @@ __all__ = [
     "GradientAccumulation",
     "GradientClip",
     "ClipThreshold",
+    "lr_find",
+    "LRFinderResult",
 ]
