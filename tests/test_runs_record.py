@@ -185,3 +185,14 @@ def test_cli_run_and_resume_a_task_by_path(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         cli.main(["run", TASK, "--epochs=0"])
     assert "parameter 'epochs' must be >= 1, got epochs=0" in capsys.readouterr().err
+
+
+def test_only_rank_0_writes_the_record_and_ranks_must_agree_on_a_name(tmp_path, monkeypatch):
+    from loopkit.runs import recorder, runner
+
+    monkeypatch.setattr(runner, "is_main_process", lambda: False)
+    monkeypatch.setattr(recorder, "is_main_process", lambda: False)
+    with pytest.raises(ValueError, match="every rank must agree on the run's name"):
+        run_task(TASK, {"epochs": 1}, experiment="exp", root=tmp_path)
+    run = run_task(TASK, {"epochs": 1}, experiment="exp", root=tmp_path, name="r")
+    assert run.name == "r" and not (tmp_path / "exp" / "r" / "run.json").exists()

@@ -210,3 +210,12 @@ def test_the_command_line_runs_a_sweep_file(tmp_path, capsys, monkeypatch):
     assert "search space is empty" in capsys.readouterr().err
     with pytest.raises(SweepError, match=r"unknown sweep setting.*'sampelr'"):
         from_config({"task": TASK, "parameters": {"lr": {"single": 0.1}}, "sampelr": "tpe"})
+
+
+def test_an_sqlite_file_storage_holds_the_study_and_a_rerun_joins_it(tmp_path):
+    db = tmp_path / "sweep.db"
+    s = sweep(tmp_path, {"lr": {"multiple": [0.05, 0.1]}}, storage=str(db), base={"epochs": 1})
+    assert len(s.run(quiet=True).get_trials()) == 2
+    again = sweep(tmp_path, {"lr": {"multiple": [0.05, 0.1]}}, storage=f"sqlite:///{db}", base={"epochs": 1})
+    study = again.run(quiet=True)  # the same study through its URL: nothing left to run
+    assert [t.state for t in study.get_trials()] == [COMPLETE, COMPLETE] and db.stat().st_size > 0

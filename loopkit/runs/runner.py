@@ -27,6 +27,7 @@ from typing import Any
 
 from ..callbacks.checkpoint import Checkpoint
 from ..callbacks.tensorboard import TensorBoard
+from ..distributed import is_main_process
 from .parameters import fields, make_params, to_dict
 from .record import FAILED, FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run, reproducibility
 from .recorder import RunRecorder
@@ -128,7 +129,7 @@ def run_task(
     mode = str(mode or getattr(module, "MODE", "min" if monitor.endswith("loss") else "max"))
     resuming = run is not None
     if run is None:
-        run = Run.create(root, experiment, to_dict(params), name=name, task=task_id(module), monitor=monitor, mode=mode)
+        run = _new_run(root, experiment, to_dict(params), name, task_id(module), monitor, mode)
     source = os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or os.getcwd()))
     repro = reproducibility(getattr(params, "seed", None), source, argv)
     recorder = RunRecorder(run, repro=repro, heartbeat=heartbeat, beats=beats)
@@ -143,11 +144,39 @@ def run_task(
         learner = module.build(params, [*own, *callbacks])
         learner.fit(params.epochs, resume_from=resume_from)
     except BaseException as error:
-        if run.info["status"] not in FINAL_STATES:  # failed before the recorder saw the fit start
+        if is_main_process() and run.info["status"] not in FINAL_STATES:  # failed before the fit started
             run.start(repro)
             run.finish(FAILED, error, "interrupted" if isinstance(error, KeyboardInterrupt) else "error")
         raise
     return run
+
+
+def _new_run(
+    root: str | os.PathLike, experiment: str, params: dict, name: str | None, task: str, monitor: str, mode: str
+) -> Run:
+    """The run record, created on disk by the main process only; other ranks hold it in memory."""
+    if is_main_process():
+        return Run.create(root, experiment, params, name=name, task=task, monitor=monitor, mode=mode)
+    if name is None:
+        raise ValueError(
+            "under torch.distributed every rank must agree on the run's name: give one (run_task(name=...), "
+            "--run-name); only rank 0 writes the record"
+        )
+    directory = os.path.join(os.fspath(root), experiment, name)
+    return Run(
+        directory,
+        {
+            "name": name,
+            "experiment": experiment,
+            "status": "CREATED",
+            "params": params,
+            "task": task,
+            "monitor": monitor,
+            "mode": mode,
+            "reason": None,
+            "attempts": 0,
+        },
+    )
 
 
 def resume_run(
