@@ -138,9 +138,9 @@ def test_resume_checks_the_checkpoint_and_the_epoch_count():
     straight = run_straight(2, at_epoch=1)
     model, loader, _valid, opt = make_run()
     learner = Learner(model, loader, opt, torch.nn.functional.mse_loss)
-    with pytest.raises(ValueError, match="at epoch 2 but fit was asked for n_epochs=1"):
+    with pytest.raises(ValueError, match="after 2 complete epochs, past the end of this fit of n_epochs=1"):
         learner.fit(1, resume_from=straight[3])
-    with pytest.raises(ValueError, match="not a loopkit checkpoint"):
+    with pytest.raises(ValueError, match="not a loopkit-checkpoint-2 state"):
         learner.fit(1, resume_from={"model": {}})
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at 'nope.pt'"):
         learner.fit(1, resume_from="nope.pt")

@@ -2,15 +2,23 @@
 
 A checkpoint is ``learner.state_dict()``: model, optimizer, every callback's state (Scheduler included), the
 RNG states (torch, numpy, python, CUDA) and the position in the loop. It is written with
-:func:`loopkit.checkpoint.save_atomic`, so a crash while saving leaves the previous file intact. Weights or a
-loss that are not finite are never saved (the previous good checkpoint stays). The callback runs after every
-other callback (``run_after=("*",)``), so the state it saves includes what they did for this batch.
+:func:`loopkit.loop.checkpoint.save_atomic` (a temporary file renamed over the target, a SHA-256 checksum of
+the content in the header), so a crash while saving leaves the previous file intact. The callback runs after
+every other callback (``run_after=("*",)``), so the state it saves includes what they did for this batch.
 
-Resume with ``learner.fit(n_epochs, resume_from=checkpoint.last)``.
+What it deletes: only files it wrote itself into its own directory. Pruning (``keep_last``) removes periodic
+checkpoints this run wrote there, and only once the save that supersedes them is complete; files named in a
+checkpoint that was written into another directory (a resume from elsewhere) are never touched. Temporary
+files left by killed saves are removed after a later completed save into the same directory, and only those of
+writers on this host that are no longer running.
+
+Resume with ``learner.fit(n_epochs, resume_from=checkpoint.last)`` or, in a new process,
+``resume_from=Checkpoint.latest(dirpath)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -21,7 +29,8 @@ import torch
 from .._validate import whole_number
 from ..distributed import is_main_process
 from ..loop.callback import Callback
-from ..loop.checkpoint import save_atomic
+from ..loop.checkpoint import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
+from ..loop.resume import unwrap_model
 from .metrics import Metrics
 
 
@@ -29,20 +38,27 @@ class Checkpoint(Callback):
     """Save checkpoints under ``dirpath``.
 
     Args:
-        dirpath: directory for the files (created if missing).
+        dirpath: directory for the files (created if missing). It must be writable when the fit starts.
         every_n_steps: also save after every this many optimizer steps (train batches), mid-epoch.
         every_epoch: save at the end of every epoch.
-        keep_last: how many of the most recent periodic checkpoints to keep (older ones are deleted).
+        keep_last: how many of the most recent periodic checkpoints to keep (older ones are deleted once a newer
+            one is complete, so the directory needs room for ``keep_last + 1`` of them).
         monitor: a :class:`~loopkit.callbacks.metrics.Metrics` key (``"valid_loss"``); if given, the best epoch
-            so far is also kept as ``best.pt``.
+            so far is also kept as ``best.pt``. A non-finite value is never the best.
         mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better.
 
     Raises:
         ValueError: at construction, an ``every_n_steps`` or ``keep_last`` that is not a whole number >= 1, or an
             unknown ``mode``; when the Learner is built, a ``monitor`` without a ``Metrics`` callback.
+        OSError: at the start of the fit, if ``dirpath`` cannot be written (naming it); at a save, if the file
+            cannot be written (naming it and the cause, e.g. a full disk). The previous checkpoint stays intact.
+
+    Weights or optimizer state that are not finite are never saved (a warning; the previous file stays and
+    :attr:`refused` counts it). A non-finite loss or metric is not a reason to refuse: it is recorded in the
+    checkpoint like any other value.
     """
 
-    reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "loss", "micro_batch")
+    reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "micro_batch")
     run_after = ("*",)
 
     def __init__(
@@ -62,18 +78,26 @@ class Checkpoint(Callback):
         self.dirpath = os.fspath(dirpath)
         self.every_n_steps, self.every_epoch, self.keep_last = every_n_steps, every_epoch, keep_last
         self.monitor, self.mode = monitor, mode
-        self.saved: list[str] = []
+        self.saved: list[str] = []  # periodic checkpoints this run wrote into dirpath and keeps, oldest first
         self.best: tuple[float, str] | None = None
         self.refused = 0
+        self._pruning: list[str] = []  # superseded files of ours, deleted once the next save is complete
+        self._saved_step: int | None = None
 
     @property
     def last(self) -> str | None:
-        """Path of the most recent checkpoint, or None."""
+        """Path of the most recent complete periodic checkpoint, or None."""
         return self.saved[-1] if self.saved else None
 
     @staticmethod
-    def latest(dirpath: str | os.PathLike) -> str | None:
-        """The most recently written periodic checkpoint in ``dirpath`` (for a new process resuming a run)."""
+    def latest(dirpath: str | os.PathLike, *, skip_damaged: bool = False) -> str | None:
+        """The most recently written periodic checkpoint in ``dirpath`` (for a new process resuming a run).
+
+        Args:
+            skip_damaged: verify candidates newest first (header and SHA-256, reading each whole) and return
+                the newest intact one; by default the newest file is returned unread, and a damaged one is
+                reported when it is loaded.
+        """
         dirpath = os.fspath(dirpath)
         if not os.path.isdir(dirpath):
             return None
@@ -82,20 +106,52 @@ class Checkpoint(Callback):
             for f in os.listdir(dirpath)
             if f.endswith(".pt") and f.startswith(("step-", "epoch-"))
         ]
-        return max(paths, key=lambda p: os.stat(p).st_mtime_ns, default=None)
+        paths.sort(key=lambda p: (os.stat(p).st_mtime_ns, os.path.basename(p)), reverse=True)
+        if not skip_damaged:
+            return paths[0] if paths else None
+        for path in paths:
+            try:
+                load_checkpoint(path)
+            except CheckpointError as error:
+                warnings.warn(f"Checkpoint.latest: skipping a damaged file: {error}", RuntimeWarning, stacklevel=2)
+                continue
+            return path
+        return None
 
     def check(self, learner: Any) -> None:
         if self.monitor is not None and not any(isinstance(cb, Metrics) for cb in learner.callbacks):
             raise ValueError(f"Checkpoint(monitor={self.monitor!r}) needs a Metrics callback in the Learner")
 
+    def before_fit(self, learner: Any) -> None:
+        self._saved_step = learner.global_step  # a resumed run saved this step already; a new one has none
+        # A directory that cannot take a file fails now, not at the first save an epoch later.
+        if not is_main_process():
+            return
+        probe = temp_path_for(os.path.join(self.dirpath, "probe"))
+        try:
+            os.makedirs(self.dirpath, exist_ok=True)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.unlink(probe)
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"Checkpoint cannot write to the directory {self.dirpath!r}: {error.strerror or error}; make it "
+                "writable or pass another dirpath",
+            ) from error
+
     def after_batch(self, learner: Any) -> None:
+        # Once per optimizer step that happened, at a window boundary: with gradient accumulation the step
+        # count repeats over a window's micro-batches, and a skipped step leaves it where it was.
+        step = learner.global_step
         if (
             learner.phase == "train"
             and self.every_n_steps
-            and learner.micro_batch == 0  # at an accumulation window's boundary, after its step
-            and learner.global_step % self.every_n_steps == 0
+            and step % self.every_n_steps == 0
+            and step != self._saved_step
+            and not learner.micro_batch
         ):
-            self._save(learner, f"step-{learner.global_step:09d}.pt")
+            self._saved_step = step
+            self._save(learner, f"step-{step:09d}.pt")
 
     def after_epoch(self, learner: Any) -> None:
         if self.every_epoch:
@@ -105,50 +161,86 @@ class Checkpoint(Callback):
             value = metrics.latest(self.monitor)
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better and math.isfinite(value):
-                path = os.path.join(self.dirpath, "best.pt")
-                self.best = (value, path)
+                previous = self.best
+                self.best = (value, os.path.join(self.dirpath, "best.pt"))  # the saved state says it is the best
                 if not self._save(learner, "best.pt", periodic=False):
-                    self.best = None
+                    self.best = previous
+
+    def save(self, learner: Any) -> str | None:
+        """Save a periodic checkpoint now, named after the global step; return its path (None if refused)."""
+        name = f"step-{learner.global_step:09d}.pt"
+        return os.path.join(self.dirpath, name) if self._save(learner, name) else None
 
     def _save(self, learner: Any, filename: str, periodic: bool = True) -> bool:
         if not self._finite(learner):
             self.refused += 1
             warnings.warn(
-                f"Checkpoint: not saving {filename} at step {learner.global_step}: the loss or the weights "
-                "are not finite; the previous checkpoint is kept",
+                f"Checkpoint: not saving {filename} at step {learner.global_step}: the weights or the optimizer "
+                "state are not finite; the previous checkpoint is kept",
                 RuntimeWarning,
                 stacklevel=2,
             )
             return False
         path = os.path.join(self.dirpath, filename)
-        dropped: list[str] = []
+        before = self.saved, self._pruning
         if periodic:
-            if path in self.saved:
-                self.saved.remove(path)
-            self.saved.append(path)
-            dropped, self.saved = self.saved[: -self.keep_last], self.saved[-self.keep_last :]
-        # The state includes this callback's own list, so a resumed run knows which files are its. Every rank
-        # builds it (in a distributed run that gathers each rank's RNG state); rank 0 alone writes and prunes.
-        state = learner.state_dict()
+            kept = [p for p in self.saved if p != path] + [path]
+            # The state written includes what this save supersedes, so a run killed before deleting it
+            # deletes it after its own next save.
+            pruning = [p for p in self._pruning + kept[: -self.keep_last] if p != path]
+            self.saved, self._pruning = kept[-self.keep_last :], pruning
+        try:
+            # Every rank builds the state (in a distributed run that gathers each rank's RNG state); rank 0
+            # alone writes and prunes, and the other ranks keep the same lists.
+            state = learner.state_dict()
+            if is_main_process():
+                save_atomic(state, path)
+        except BaseException:
+            self.saved, self._pruning = before  # last still names the previous, intact file
+            raise
         if is_main_process():
-            save_atomic(state, path)
-            for old in dropped:
-                if os.path.exists(old):
-                    os.unlink(old)
+            self._remove_superseded()
+        self._pruning = []
         return True
+
+    def _remove_superseded(self) -> None:
+        for old in self._pruning + stale_temp_files(self.dirpath):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(old)
+        self._pruning = []
 
     @staticmethod
     def _finite(learner: Any) -> bool:
         # One host sync per save; saving syncs anyway.
-        tensors = list(learner.model.parameters())
-        if learner.loss is not None:
-            tensors.append(learner.loss.detach())
-        return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+        tensors = [t for t in unwrap_model(learner.model).state_dict().values() if t.is_floating_point()]
+        for state in learner.optimizer.state.values():
+            tensors += [t for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        if not tensors:
+            return True
+        return bool(torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors]).all())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"saved": list(self.saved), "best": self.best, "refused": self.refused}
+        # Names, not paths: a run resumed elsewhere must not reach back into this directory.
+        return {
+            "dirpath": os.path.realpath(self.dirpath),
+            "saved": [os.path.basename(p) for p in self.saved],
+            "pruning": [os.path.basename(p) for p in self._pruning],
+            "best": None if self.best is None else {"value": self.best[0], "path": os.path.realpath(self.best[1])},
+            "refused": self.refused,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.saved = list(state["saved"])
-        self.best = state["best"]
         self.refused = state["refused"]
+        best = state["best"]
+        self.best = None if best is None else (best["value"], best["path"])
+        if os.path.realpath(self.dirpath) == state["dirpath"]:
+            self.saved = [os.path.join(self.dirpath, name) for name in state["saved"]]
+            self._pruning = [os.path.join(self.dirpath, name) for name in state["pruning"]]
+        else:
+            # Resumed from another directory: its files are that run's, never this one's to prune.
+            self.saved, self._pruning = [], []
+
+    def check_state_dict(self, state: dict[str, Any], learner: Any) -> None:
+        names = list(state["saved"]) + list(state["pruning"])
+        if any(os.path.basename(n) != n or not n.endswith(".pt") for n in names):
+            raise ValueError(f"its file list {names} holds paths, not the names of files in one directory")

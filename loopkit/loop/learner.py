@@ -39,6 +39,7 @@ from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve,
 from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
 from .ordering import order_callbacks
+from .resume import build_state, check_fits, rank_and_world_size, rng_of_this_rank, unwrap_model
 from .rng import capture_rng_state, restore_rng_state
 from .step import Step
 
@@ -151,6 +152,8 @@ class Learner:
         self._position: tuple[int, int] | None = (0, 0)
         self._rng_at_phase_start: dict[str, Any] | None = None
         self._resume: dict[str, Any] | None = None
+        # The run record this training belongs to, written into checkpoints (set by loopkit.runs).
+        self.run: dict[str, Any] | None = None
 
         # Callbacks may validate themselves against the built learner (a scheduled attribute must exist).
         for cb in self.callbacks:
@@ -187,7 +190,10 @@ class Learner:
                 was called, at the end of the batch that crosses it; validation and ``after_*`` still run.
             resume_from: a checkpoint path (or a loaded ``state_dict``) to continue from: model, optimizer,
                 callback states, RNG states and the position in the loop are restored, so the run continues
-                exactly as if it had never stopped.
+                exactly as if it had never stopped. The whole checkpoint is verified and checked against this
+                learner and fit first: a :class:`~loopkit.loop.checkpoint.CheckpointError` (a damaged file, a
+                model or optimizer that does not match, a checkpoint at or past the end of this fit) leaves
+                the learner exactly as it was.
 
         Returns:
             the learner, for chaining.
@@ -204,10 +210,10 @@ class Learner:
         """
         check_budgets(n_epochs, max_steps, max_time)
         start_epoch = 0
-        self.global_step = 0
         if resume_from is not None:
-            state = resume_from if isinstance(resume_from, dict) else load_checkpoint(resume_from)
-            start_epoch = self._begin_resume(state, n_epochs if n_epochs is not None else sys.maxsize)
+            start_epoch = self._begin_resume(resume_from, n_epochs, max_steps)  # checks it all before loading
+        else:
+            self.global_step = 0
         self.n_epochs = n_epochs
         self.max_steps = max_steps
         self._deadline = None if max_time is None else time.monotonic() + max_time
@@ -436,27 +442,23 @@ class Learner:
                 "a checkpoint can be taken during the train phase or at after_epoch, not during validation "
                 "(it could not be resumed exactly); save from after_batch in train or from after_epoch"
             )
-        epoch, batch = self._position
-        return {
-            "format": "loopkit-checkpoint-1",
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "callbacks": {callback_name(cb): cb.state_dict() for cb in self.callbacks if hasattr(cb, "state_dict")},
-            "position": {"epoch": epoch, "batch": batch, "global_step": self.global_step, "n_epochs": self.n_epochs},
-            "rng": capture_rng_state(),
-            "rng_at_phase_start": self._rng_at_phase_start if batch > 0 else None,
-        }
+        return build_state(self, *self._position)
 
-    def _begin_resume(self, state: dict[str, Any], n_epochs: int) -> int:
-        if state.get("format") != "loopkit-checkpoint-1":
-            raise ValueError(f"not a loopkit checkpoint (format={state.get('format')!r}); write one with Checkpoint")
+    def _begin_resume(self, resume_from: str | os.PathLike | dict, n_epochs: int | None, max_steps: int | None) -> int:
+        """Verify and check the whole checkpoint, then load model and optimizer; callbacks and RNG follow later."""
+        if isinstance(resume_from, dict):
+            state, source = resume_from, "the checkpoint state passed to fit"
+        else:
+            state, source = load_checkpoint(resume_from), repr(os.fspath(resume_from))
+        rank, world_size = rank_and_world_size()
+        before = self.n_epochs, self.n_batches
+        self.n_epochs, self.n_batches = n_epochs, _length(self.train_data)  # what callbacks check against
+        try:
+            check_fits(state, self, source, n_epochs=n_epochs, max_steps=max_steps, rank=rank, world_size=world_size)
+        finally:
+            self.n_epochs, self.n_batches = before
         position = state["position"]
-        if position["epoch"] > n_epochs:
-            raise ValueError(
-                f"the checkpoint is at epoch {position['epoch']} but fit was asked for n_epochs={n_epochs}; "
-                "n_epochs is the total of the whole run, so pass at least the checkpoint's epoch"
-            )
-        self.model.load_state_dict(state["model"])
+        unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.global_step = position["global_step"]
         self._position = (position["epoch"], position["batch"])
@@ -469,8 +471,9 @@ class Learner:
         if resume is None or resume["position"]["batch"] == 0:
             return iter(data), 0
         # The loader drew its shuffle from the RNG when iter() was called; replay that draw exactly.
-        restore_rng_state(resume["rng_at_phase_start"])
-        self._rng_at_phase_start = resume["rng_at_phase_start"]
+        phase_start = rng_of_this_rank(resume)["phase_start"]
+        restore_rng_state(phase_start)
+        self._rng_at_phase_start = phase_start
         iterator = iter(data)
         done = resume["position"]["batch"]
         for _ in range(done):
@@ -488,7 +491,7 @@ class Learner:
             name = callback_name(cb)
             if name in states and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(states[name])
-        restore_rng_state(resume["rng"])
+        restore_rng_state(rng_of_this_rank(resume)["now"])
 
     # ----------------------------------------------------------------------------------------- inspecting
     @property

@@ -3,6 +3,13 @@
 An exact resume needs the same draws in the same order: torch's CPU generator (shuffling, dropout, init),
 each CUDA device's generator when CUDA is in use, numpy's global generator and Python's ``random``.
 
+A snapshot is plain data (tensors, ints, floats, tuples, dicts), so a checkpoint holding it loads with
+``torch.load(weights_only=True)``: numpy's state array is kept as an int64 tensor, not a numpy array.
+
+In a checkpoint, the snapshots form one entry per rank: ``{"world_size": W, "ranks": [rank 0's, ...]}``
+(:func:`rng_entry`); a single process writes ``W = 1``. Under ``torch.distributed`` the distributed layer
+gathers every rank's snapshot into that list.
+
 Example:
     >>> import torch
     >>> state = capture_rng_state()
@@ -22,10 +29,17 @@ import torch
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Return a picklable snapshot of all global generators."""
+    """Return a snapshot of all global generators, as plain data."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "kind": kind,
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": random.getstate(),
     }
     # Only when CUDA is already initialised: asking would otherwise create a context on every device.
@@ -37,7 +51,34 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore a snapshot taken by :func:`capture_rng_state`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_entry(snapshots: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """The checkpoint's RNG entry: one snapshot per rank (``None`` where there is none), and the world size."""
+    return {"world_size": len(snapshots), "ranks": list(snapshots)}
+
+
+def check_rng_state(state: Any, where: str) -> list[str]:
+    """Problems with a snapshot from a checkpoint (empty when it can be restored); ``where`` names it."""
+    if not isinstance(state, dict):
+        return [f"{where} is {type(state).__name__}, not a dict of generator states"]
+    problems = [f"{where} has no {key!r} generator state" for key in ("torch", "numpy", "python") if key not in state]
+    if problems:
+        return problems
+    if not isinstance(state["torch"], torch.Tensor) or state["torch"].dtype != torch.uint8:
+        problems.append(f"{where}['torch'] is not a uint8 tensor")
+    n = state["numpy"]
+    if not isinstance(n, dict) or not {"kind", "key", "pos", "has_gauss", "cached_gaussian"} <= set(n):
+        problems.append(f"{where}['numpy'] lacks the numpy generator's fields")
+    elif not isinstance(n["key"], torch.Tensor) or n["key"].numel() != 624:
+        problems.append(f"{where}['numpy']['key'] is not the 624 words of numpy's MT19937 state")
+    p = state["python"]
+    if not isinstance(p, (tuple, list)) or len(p) != 3 or not isinstance(p[1], (tuple, list)) or len(p[1]) != 625:
+        problems.append(f"{where}['python'] is not a state of Python's random module")
+    return problems

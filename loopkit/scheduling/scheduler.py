@@ -246,6 +246,25 @@ class Scheduler(Callback):
             "hyperparameters": [hp.state_dict() for hp, _ in self.entries],
         }
 
+    def check_state_dict(self, state: dict[str, Any], learner: Any) -> None:
+        """Raise ``ValueError`` if ``state`` cannot be resumed in ``learner``'s fit; the Learner calls this before
+        it loads anything from a checkpoint, so a misfit leaves model and optimizer untouched."""
+        if len(state["hyperparameters"]) != len(self.entries) or set(state["history"]) != set(self.history):
+            raise ValueError(
+                f"it schedules {sorted(state['history'])}, this Scheduler {sorted(self.history)}; resume with the "
+                "same schedules"
+            )
+        saved, now = tuple(state["geometry"]), (learner.n_epochs, learner.n_batches)
+        if saved != now and self.on_mismatch == "error":
+            raise ValueError(self._mismatch_message(now, saved))
+
+    def _mismatch_message(self, now: tuple, saved: tuple) -> str:
+        return (
+            f"this fit has (n_epochs, n_batches)={now} but the checkpoint's schedule was laid out for "
+            f"{saved}; fit with the same length, or pass Scheduler(on_mismatch='stretch') to map the "
+            "rest of the schedule onto the rest of the fit, or on_mismatch='hold' to keep its timing"
+        )
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         learner = self._learner
         for (hp, _), hp_state in zip(self.entries, state["hyperparameters"]):
@@ -259,11 +278,7 @@ class Scheduler(Callback):
         self._maps = [tuple(m) for m in state["maps"]]
         if saved != now:
             if self.on_mismatch == "error":
-                raise ValueError(
-                    f"this fit has (n_epochs, n_batches)={now} but the checkpoint's schedule was laid out for "
-                    f"{saved}; fit with the same length, or pass Scheduler(on_mismatch='stretch') to map the "
-                    "rest of the schedule onto the rest of the fit, or on_mismatch='hold' to keep its timing"
-                )
+                raise ValueError(self._mismatch_message(now, saved))
             if self.on_mismatch == "stretch":
                 self._maps = [
                     self._stretched(bound, m, saved, now, learner) for bound, m in zip(self._bound, self._maps)
