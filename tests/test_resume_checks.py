@@ -4,13 +4,14 @@ a checkpoint belongs to the model, not to its wrapper."""
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import warnings
 
 import pytest
 import torch
 
-from loopkit import Checkpoint, Learner, Scheduler, onecycle
+from loopkit import Callback, Checkpoint, Learner, Scheduler, onecycle
 from loopkit.hyperparams import LearningRate
 from loopkit.loop.checkpoint import CheckpointError, load_checkpoint
 from loopkit.optim import FusedAdamW
@@ -297,3 +298,63 @@ def test_a_file_checkpoint_from_a_compiled_run_loads_unwrapped(tmp_path):
     )
     learner.fit(2, resume_from=Checkpoint.latest(tmp_path))
     assert learner.global_step == 12 and set(state["model"]) == set(m2.state_dict())
+
+
+# ------------------------------------------------------------------------------------- step budgets, windows
+def test_a_checkpoint_at_or_past_max_steps_is_an_error_and_one_before_it_finishes_exactly():
+    straight = run_straight(3, at_step=10)
+    for max_steps, says in [(10, "at the end"), (9, "past the end")]:
+        learner = fresh_learner()
+        before = snapshot_of(learner)
+        with pytest.raises(
+            CheckpointError, match=f"after 10 optimizer steps, {says} of this fit's max_steps={max_steps}"
+        ):
+            learner.fit(max_steps=max_steps, resume_from=straight[3])
+        assert_untouched(before, learner)
+    m, loader, valid, opt = make_run()
+    log = LossLog()
+    Learner(m, loader, opt, MSE, valid_data=valid, callbacks=[log]).fit(max_steps=14)
+    m2, loader2, valid2, opt2 = make_run(seed=9)
+    log2 = LossLog()
+    learner = Learner(m2, loader2, opt2, MSE, valid_data=valid2, callbacks=[log2])
+    learner.fit(max_steps=14, resume_from=straight[3])
+    assert learner.global_step == 14
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), m2.parameters()))
+
+
+class AccumulateTwo(Callback):
+    """Two micro-batches per optimizer step (the loop's accumulation flag), the way an accumulation callback does."""
+
+    reads = ("batch_idx", "phase")
+    writes = ("accumulate",)
+
+    def before_batch(self, learner):
+        learner.accumulate = learner.phase == "train" and learner.batch_idx % 2 == 0
+
+
+def test_checkpoints_are_taken_at_accumulation_window_boundaries_only(tmp_path):
+    m, loader, _, opt = make_run()
+    ckpt = Checkpoint(tmp_path, every_n_steps=1, every_epoch=False, keep_last=100)
+    Learner(m, loader, opt, MSE, callbacks=[AccumulateTwo(), ckpt]).fit(2)
+    # 6 micro-batches an epoch in windows of 2: 3 optimizer steps an epoch, each saved once, after its window.
+    assert sorted(os.listdir(tmp_path)) == [f"step-{s:09d}.pt" for s in range(1, 7)]
+    for step in range(1, 7):
+        position = load_checkpoint(tmp_path / f"step-{step:09d}.pt")["position"]
+        assert position["global_step"] == step and position["batch"] % 2 == 0
+    m2, loader2, _, _ = make_run(seed=4)
+    opt2 = torch.optim.SGD(m2.parameters(), lr=0.05, momentum=0.9)
+    Learner(m2, loader2, opt2, MSE, callbacks=[AccumulateTwo()]).fit(2, resume_from=tmp_path / "step-000000002.pt")
+    assert all(torch.equal(p, q) for p, q in zip(m.parameters(), m2.parameters()))
+
+
+def test_state_dict_is_refused_inside_an_accumulation_window():
+    class TakeMidWindow(Callback):
+        reads = ("micro_batch",)
+
+        def after_batch(self, learner):
+            if learner.micro_batch:
+                learner.state_dict()
+
+    m, loader, _, opt = make_run()
+    with pytest.raises(RuntimeError, match="inside a gradient-accumulation window"):
+        Learner(m, loader, opt, MSE, callbacks=[AccumulateTwo(), TakeMidWindow()]).fit(1)

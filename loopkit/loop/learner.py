@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import itertools
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any

@@ -167,9 +167,7 @@ def _optimizer_problems(saved: Any, saved_type: Any, optimizer: torch.optim.Opti
     return problems
 
 
-def _position_problems(
-    position: Any, n_epochs: int | None, max_steps: int | None, n_batches: int | None
-) -> list[str]:
+def _position_problems(position: Any, n_epochs: int | None, max_steps: int | None, n_batches: int | None) -> list[str]:
     if not isinstance(position, Mapping) or not {"epoch", "batch", "global_step"} <= set(position):
         return ["its position entry lacks 'epoch', 'batch' or 'global_step'"]
     epoch, batch, step = position["epoch"], position["batch"], position["global_step"]
