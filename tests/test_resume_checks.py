@@ -356,5 +356,5 @@ def test_state_dict_is_refused_inside_an_accumulation_window():
                 learner.state_dict()
 
     m, loader, _, opt = make_run()
-    with pytest.raises(RuntimeError, match="inside a gradient-accumulation window"):
+    with pytest.raises(RuntimeError, match="only at an accumulation window's boundary"):
         Learner(m, loader, opt, MSE, callbacks=[AccumulateTwo(), TakeMidWindow()]).fit(1)

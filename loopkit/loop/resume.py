@@ -252,15 +252,9 @@ def _few(keys: list[str]) -> str:
 def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
     """The checkpoint state of ``learner`` at loop position ``(epoch, batch)`` (see the table above).
 
-    Raises ``RuntimeError`` inside a gradient-accumulation window: the window's gradients are not part of a
-    checkpoint, so only a window boundary can be resumed exactly.
+    ``Learner.state_dict`` calls it at a window boundary only: an accumulation window's gradients are not part of
+    a checkpoint.
     """
-    if getattr(learner, "micro_batch", 0):
-        raise RuntimeError(
-            f"a checkpoint cannot be taken inside a gradient-accumulation window ({learner.micro_batch} "
-            "micro-batches of it done): their gradients would be lost on resume; save after the window's "
-            "optimizer step (Checkpoint does)"
-        )
     local = {"now": capture_rng_state(), "phase_start": learner._rng_at_phase_start if batch > 0 else None}
     return {
         "format": FORMAT,
