@@ -358,3 +358,23 @@ def test_state_dict_is_refused_inside_an_accumulation_window():
     m, loader, _, opt = make_run()
     with pytest.raises(RuntimeError, match="only at an accumulation window's boundary"):
         Learner(m, loader, opt, MSE, callbacks=[AccumulateTwo(), TakeMidWindow()]).fit(1)
+
+
+def test_a_scheduled_run_with_gradient_accumulation_resumes_exactly(tmp_path):
+    from loopkit.callbacks import GradientAccumulation
+
+    def run(seed, resume_from=None, ckpt_dir="a"):
+        m, loader, _, opt = make_run(seed=seed)
+        callbacks = [
+            GradientAccumulation(2),
+            Scheduler({LearningRate: onecycle(2, 0.05)}),
+            Checkpoint(tmp_path / ckpt_dir, every_n_steps=1, every_epoch=False, keep_last=10),
+        ]
+        learner = Learner(m, loader, opt, MSE, callbacks=callbacks)
+        learner.fit(2, resume_from=resume_from)
+        return m, learner.callback(Scheduler).history
+
+    straight = run(0)
+    resumed = run(5, resume_from=tmp_path / "a" / "step-000000004.pt", ckpt_dir="b")  # epoch 1, one step in
+    assert all(torch.equal(p, q) for p, q in zip(straight[0].parameters(), resumed[0].parameters()))
+    assert straight[1] == resumed[1] and len(straight[1]["lr"]) == 6  # 3 optimizer steps an epoch

@@ -71,6 +71,10 @@ class GradientAccumulation(Callback):
     def __repr__(self) -> str:
         return f"GradientAccumulation({self.k})"
 
+    def check(self, learner: Any) -> None:
+        # Known from the start, so a resumed fit's checkpoint is checked against the right steps per epoch.
+        learner.micro_batches_per_step = self.k
+
     def before_fit(self, learner: Any) -> None:
         learner.micro_batches_per_step = self.k  # the Scheduler counts optimizer steps per epoch with it
         # The window's mean loss costs a few tensor operations per step: computed only if a callback reads it.

@@ -450,12 +450,13 @@ class Learner:
         else:
             state, source = load_checkpoint(resume_from), repr(os.fspath(resume_from))
         rank, world_size = rank_and_world_size()
-        before = self.n_epochs, self.n_batches
-        self.n_epochs, self.n_batches = n_epochs, _length(self.train_data)  # what callbacks check against
+        before = self.n_epochs, self.n_batches, self.max_steps
+        # What callbacks check the checkpoint against: this fit's length.
+        self.n_epochs, self.n_batches, self.max_steps = n_epochs, length(self.train_data), max_steps
         try:
             check_fits(state, self, source, n_epochs=n_epochs, max_steps=max_steps, rank=rank, world_size=world_size)
         finally:
-            self.n_epochs, self.n_batches = before
+            self.n_epochs, self.n_batches, self.max_steps = before
         position = state["position"]
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

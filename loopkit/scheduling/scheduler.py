@@ -254,7 +254,7 @@ class Scheduler(Callback):
                 f"it schedules {sorted(state['history'])}, this Scheduler {sorted(self.history)}; resume with the "
                 "same schedules"
             )
-        saved, now = tuple(state["geometry"]), (learner.n_epochs, learner.n_batches)
+        saved, now = tuple(state["geometry"]), _geometry(learner)
         if saved != now and self.on_mismatch == "error":
             raise ValueError(self._mismatch_message(now, saved))
 
