@@ -15,6 +15,7 @@ import time
 import pytest
 import torch
 
+from loopkit.loop.checkpoint import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs
 from loopkit.runs.runner import resume_run, run_task
@@ -151,8 +152,8 @@ def test_a_killed_run_shows_interrupted_and_resumes_exactly(tmp_path):
     assert resumed.dir == str(tmp_path / "exp" / "killed") and resumed.info["status"] == "FINISHED"
     assert resumed.info["attempts"] == 2
     assert resumed.metrics() == reference.metrics()  # every epoch's metrics, bit for bit
-    ours = torch.load(tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0004.pt", weights_only=False)["model"]
-    theirs = torch.load(tmp_path / "exp" / "whole" / "checkpoints" / "epoch-0004.pt", weights_only=False)["model"]
+    ours = load_checkpoint(tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0004.pt")["model"]
+    theirs = load_checkpoint(tmp_path / "exp" / "whole" / "checkpoints" / "epoch-0004.pt")["model"]
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     with pytest.raises(ValueError, match="FINISHED; there is nothing to resume"):
         resume_run(tmp_path, "exp", "killed")
