@@ -7,6 +7,7 @@ from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
+from .loop.checkpoint import CheckpointError
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -20,7 +21,18 @@ from .scheduling.schedules import Schedule, onecycle, onecycle_momentum, steps
 from .scheduling.scheduler import Scheduler
 
 # Stock callbacks
-from .callbacks import Checkpoint, Distributed, EarlyStopping, Metrics, NaNGuard, ProgressBar, TensorBoard, accuracy
+from .callbacks import (
+    Checkpoint,
+    Distributed,
+    EarlyStopping,
+    Metrics,
+    NaNGuard,
+    Preempted,
+    Preemption,
+    ProgressBar,
+    TensorBoard,
+    accuracy,
+)
 
 __all__ = [
     "__version__",
@@ -32,6 +44,7 @@ __all__ = [
     "CancelFit",
     "CancelPhase",
     "Learner",
+    "CheckpointError",
     "Step",
     "Callback",
     "CallbackError",
@@ -55,5 +68,7 @@ __all__ = [
     "Checkpoint",
     "EarlyStopping",
     "NaNGuard",
+    "Preemption",
+    "Preempted",
     "Distributed",
 ]

@@ -1,20 +1,25 @@
 """A training run for the kill-and-resume tests: checkpoints every step, can be killed and resumed.
 
-    python tests/resume_worker.py RUN_DIR [--resume] [--step-sleep S]
+    python tests/resume_worker.py RUN_DIR [--resume] [--step-sleep S] [--ckpt-dir NAME] [--resume-from DIR]
+                                          [--kill-in-prune K]
 
-Writes RUN_DIR/progress (the last finished global step) and, at the end, RUN_DIR/final.pt with the model and
-optimizer states and the logged histories.
+Writes RUN_DIR/progress (the last finished global step), RUN_DIR/teardown when after_fit ran, and, at the end,
+RUN_DIR/final.pt with the model and optimizer states and the logged histories. Checkpoints go to RUN_DIR/NAME
+(default "ckpt"); --resume continues from the newest one there, or in DIR with --resume-from. On SIGTERM the
+run saves a checkpoint and exits with status 75 (Preemption). --kill-in-prune K: the process SIGKILLs itself
+when it is about to delete its K-th superseded checkpoint (a kill in the middle of pruning).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import time
 
 import torch
 
-from loopkit import Checkpoint, Learner, Metrics, Scheduler, accuracy, onecycle, onecycle_momentum
+from loopkit import Checkpoint, Learner, Metrics, Preemption, Scheduler, accuracy, onecycle, onecycle_momentum
 from loopkit.hyperparams import LearningRate, Momentum
 
 EPOCHS = 6
@@ -35,8 +40,26 @@ class Progress:
                 f.write(str(learner.global_step))
             time.sleep(self.sleep)
 
+    def after_fit(self, learner):
+        with open(os.path.join(os.path.dirname(self.path), "teardown"), "w") as f:
+            f.write(type(learner.error).__name__)
 
-def build(run_dir, sleep):
+
+def kill_self_in_prune(k):
+    """Replace os.unlink so that the k-th deletion of a checkpoint file SIGKILLs this process instead."""
+    real_unlink, calls = os.unlink, []
+
+    def unlink(path, *args, **kwargs):
+        if str(path).endswith(".pt"):
+            calls.append(path)
+            if len(calls) == k:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_unlink(path, *args, **kwargs)
+
+    os.unlink = unlink
+
+
+def build(run_dir, sleep, ckpt_dir="ckpt"):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(7)
     x = torch.randn(120, 6, generator=g)
@@ -48,8 +71,9 @@ def build(run_dir, sleep):
     callbacks = [
         Scheduler({LearningRate: onecycle(EPOCHS, 1e-2), Momentum: onecycle_momentum(EPOCHS)}),
         Metrics(accuracy),
-        Checkpoint(os.path.join(run_dir, "ckpt"), every_n_steps=1, keep_last=3),
+        Checkpoint(os.path.join(run_dir, ckpt_dir), every_n_steps=1, keep_last=3),
         Progress(os.path.join(run_dir, "progress"), sleep),
+        Preemption(),
     ]
     return Learner(model, train, opt, torch.nn.functional.cross_entropy, valid_data=valid, callbacks=callbacks)
 
@@ -59,9 +83,15 @@ def main():
     parser.add_argument("run_dir")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--step-sleep", type=float, default=0.0)
+    parser.add_argument("--ckpt-dir", default="ckpt")
+    parser.add_argument("--resume-from", default=None)
+    parser.add_argument("--kill-in-prune", type=int, default=None)
     args = parser.parse_args()
-    learner = build(args.run_dir, args.step_sleep)
-    resume = Checkpoint.latest(os.path.join(args.run_dir, "ckpt")) if args.resume else None
+    if args.kill_in_prune:
+        kill_self_in_prune(args.kill_in_prune)
+    learner = build(args.run_dir, args.step_sleep, args.ckpt_dir)
+    resume_dir = args.resume_from or os.path.join(args.run_dir, args.ckpt_dir)
+    resume = Checkpoint.latest(resume_dir) if args.resume else None
     if args.resume and torch.initial_seed() is not None:
         torch.manual_seed(12345)  # a resumed process starts from a different RNG state: the checkpoint must fix it
     learner.fit(EPOCHS, resume_from=resume)

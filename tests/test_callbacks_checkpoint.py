@@ -304,33 +304,90 @@ def progress(run_dir):
         return -1
 
 
-def test_killed_at_random_points_and_resumed_equals_an_uninterrupted_run(tmp_path):
-    reference_dir = tmp_path / "reference"
-    reference_dir.mkdir()
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    reference_dir = tmp_path_factory.mktemp("reference")
     finished(run_worker(reference_dir))
-    reference = torch.load(reference_dir / "final.pt", weights_only=False)
-    total_steps = 6 * 8  # 100 samples in batches of 13: 8 batches per epoch
+    return torch.load(reference_dir / "final.pt", weights_only=False)
+
+
+def assert_same_run(reference, run_dir, label):
+    resumed = torch.load(run_dir / "final.pt", weights_only=False)
+    assert resumed["resumed_from"] is not None
+    for key, tensor in reference["model"].items():
+        assert torch.equal(tensor, resumed["model"][key]), (label, key)
+    for index, state in reference["optimizer"]["state"].items():
+        for name, tensor in state.items():
+            assert torch.equal(tensor, resumed["optimizer"]["state"][index][name]), (label, name)
+    assert resumed["metrics"] == reference["metrics"], label
+    assert resumed["schedule"] == reference["schedule"], label
+
+
+def run_until(run_dir, step, *extra, sleep=0.03):
+    proc = run_worker(run_dir, "--step-sleep", str(sleep), *extra)
+    deadline = time.monotonic() + 60
+    while progress(run_dir) < step and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return proc
+
+
+def checkpoint_files(directory):
+    return sorted(os.listdir(directory))
+
+
+TOTAL_STEPS = 6 * 8  # 100 samples in batches of 13: 8 batches per epoch, 6 epochs
+
+
+def test_killed_at_random_points_and_resumed_equals_an_uninterrupted_run(tmp_path, reference):
     rng = random.Random(2026)
-    kill_points = sorted(rng.sample(range(2, total_steps - 2), 3))
+    kill_points = sorted(rng.sample(range(2, TOTAL_STEPS - 2), 3))
     for kill_at in kill_points:
         run_dir = tmp_path / f"killed-{kill_at}"
         run_dir.mkdir()
-        proc = run_worker(run_dir, "--step-sleep", "0.03")
-        deadline = time.monotonic() + 60
-        while progress(run_dir) < kill_at and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
+        proc = run_until(run_dir, kill_at)
         # Anywhere inside the next step, possibly in the middle of writing a checkpoint.
         time.sleep(rng.uniform(0, 0.03))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
         finished(run_worker(run_dir, "--resume"))
-        resumed = torch.load(run_dir / "final.pt", weights_only=False)
-        assert resumed["resumed_from"] is not None
-        for key, tensor in reference["model"].items():
-            assert torch.equal(tensor, resumed["model"][key]), (kill_at, key)
-        for index, state in reference["optimizer"]["state"].items():
-            for name, tensor in state.items():
-                assert torch.equal(tensor, resumed["optimizer"]["state"][index][name]), (kill_at, name)
-        assert resumed["metrics"] == reference["metrics"], kill_at
-        assert resumed["schedule"] == reference["schedule"], kill_at
+        assert_same_run(reference, run_dir, kill_at)
+        assert not [f for f in checkpoint_files(run_dir / "ckpt") if f.startswith(".")]  # no temp file left
+
+
+@pytest.mark.parametrize("kill_in_prune", [9])
+def test_killed_while_pruning_resumes_exactly_and_leaves_no_extra_files(tmp_path, reference, kill_in_prune):
+    # The worker SIGKILLs itself as it is about to delete its k-th superseded checkpoint: the save that
+    # superseded it is complete, the old file is still there.
+    proc = run_worker(tmp_path, "--kill-in-prune", str(kill_in_prune))
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    left = checkpoint_files(tmp_path / "ckpt")
+    assert len(left) == 4  # keep_last=3, plus the one whose deletion was cut off
+    finished(run_worker(tmp_path, "--resume"))
+    assert_same_run(reference, tmp_path, f"prune {kill_in_prune}")
+    assert checkpoint_files(tmp_path / "ckpt") == ["epoch-0006.pt", "step-000000047.pt", "step-000000048.pt"]
+
+
+def test_resumed_into_another_directory_equals_an_uninterrupted_run_and_leaves_the_first_alone(tmp_path, reference):
+    proc = run_until(tmp_path, 20)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    first = {name: (tmp_path / "ckpt" / name).read_bytes() for name in checkpoint_files(tmp_path / "ckpt")}
+    finished(run_worker(tmp_path, "--resume", "--resume-from", str(tmp_path / "ckpt"), "--ckpt-dir", "elsewhere"))
+    assert_same_run(reference, tmp_path, "elsewhere")
+    assert {name: (tmp_path / "ckpt" / name).read_bytes() for name in checkpoint_files(tmp_path / "ckpt")} == first
+    assert checkpoint_files(tmp_path / "elsewhere") == ["epoch-0006.pt", "step-000000047.pt", "step-000000048.pt"]
+
+
+def test_sigterm_checkpoints_tears_down_exits_75_and_resumes_exactly(tmp_path, reference):
+    proc = run_until(tmp_path, 29)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 75, err.decode()
+    assert (tmp_path / "teardown").read_text() == "Preempted"
+    newest = load_checkpoint(Checkpoint.latest(tmp_path / "ckpt"))
+    assert newest["position"]["global_step"] >= 29  # saved at the first step boundary after the signal
+    finished(run_worker(tmp_path, "--resume"))
+    assert_same_run(reference, tmp_path, "sigterm")

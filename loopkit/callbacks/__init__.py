@@ -9,6 +9,7 @@ from .lr_finder import LRFinderResult, lr_find
 from .metrics import Metrics, accuracy
 from .mixed_precision import MixedPrecision
 from .nan_guard import NaNGuard
+from .preemption import Preempted, Preemption
 from .progress import ProgressBar
 from .tensorboard import TensorBoard
 
@@ -27,4 +28,6 @@ __all__ = [
     "ClipThreshold",
     "lr_find",
     "LRFinderResult",
+    "Preemption",
+    "Preempted",
 ]
