@@ -74,4 +74,6 @@ class ProgressBar(Callback):
 
     def _postfix(self, learner: Any) -> None:
         loss = learner.loss.item() if learner.loss is not None else float("nan")
-        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learner.optimizer.param_groups[0]['lr']:.3g}")
+        # refresh=False: the bar redraws at tqdm's own pace (mininterval); redrawing on every postfix update
+        # would measure the terminal width of the whole line each time.
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learner.optimizer.param_groups[0]['lr']:.3g}", refresh=False)

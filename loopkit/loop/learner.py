@@ -305,7 +305,8 @@ class Learner:
             self.batch = batch
             self._position = (self.epoch, batch_idx + 1)
             try:
-                fire(before)
+                if before:
+                    fire(before)
                 self._train_batch()
             except CancelBatch as cancel:
                 self._discard_window(cancel)
@@ -330,9 +331,11 @@ class Learner:
         h = self._handlers
         self._forward_loss()
         self.backward_loss = self.loss  # what backward runs on: callbacks may weight or scale it
-        fire(h["before_backward"])
+        if h["before_backward"]:  # no call at all for an event without handlers
+            fire(h["before_backward"])
         self.backward_loss.backward()  # type: ignore[union-attr]  # _forward_loss set the loss
-        fire(h["after_backward"])
+        if h["after_backward"]:
+            fire(h["after_backward"])
         if self.accumulate:  # the window goes on: its gradients wait for its last micro-batch
             self.micro_batch += 1
             return
@@ -342,7 +345,8 @@ class Learner:
         """The step level: before_step, the optimizer step, gradients zeroed, after_step (only if it happened)."""
         h = self._handlers
         self.step_loss = self.loss  # the loss of this step; GradientAccumulation sets the window's mean
-        fire(h["before_step"])
+        if h["before_step"]:
+            fire(h["before_step"])
         self._optimizer_step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
@@ -399,9 +403,11 @@ class Learner:
         step = self.step_logic
         self.xb, self.yb = step.unpack(self, self.batch)
         self.pred = step.forward(self)
-        fire(h["after_pred"])
+        if h["after_pred"]:
+            fire(h["after_pred"])
         self.loss = step.loss(self)
-        fire(h["after_loss"])
+        if h["after_loss"]:
+            fire(h["after_loss"])
 
     # ----------------------------------------------------------------------------------------- evaluating
     def validate(self, data: Iterable | None = None) -> dict[str, float]:
