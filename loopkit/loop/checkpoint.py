@@ -44,7 +44,7 @@ import socket
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
 import torch
 
@@ -89,7 +89,7 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(b"\0" * _HEADER_LEN)  # placeholder; the checksum is known once the payload is written
             writer = _HashingWriter(f)
-            torch.save(obj, writer)
+            torch.save(obj, cast(IO[bytes], writer))  # torch only calls write() on it
             f.seek(0)
             f.write(_header(writer.sha256.hexdigest(), writer.size))
             f.flush()
@@ -139,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                 "Checkpoint.latest(dirpath, skip_damaged=True)"
             )
         try:
-            state = torch.load(_Window(f, _HEADER_LEN), map_location="cpu", weights_only=True)
+            state = torch.load(cast(IO[bytes], _Window(f, _HEADER_LEN)), map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             raise CheckpointError(
                 f"{path!r} holds objects other than data (tensors, numbers, strings, lists, dicts), so loading it "

@@ -54,10 +54,11 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     keeps a checkpoint the same whichever wrappers a run used.
     """
     while True:
+        compiled = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule wraps it there
         if isinstance(model, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
+        elif isinstance(compiled, torch.nn.Module):
+            model = compiled
         else:
             return model
 
@@ -125,7 +126,7 @@ def _model_problems(saved: Any, model: torch.nn.Module) -> list[str]:
         value = saved.get(key)
         if key in saved and not isinstance(value, torch.Tensor):
             problems.append(f"model entry {key!r} is a {type(value).__name__}, not a tensor")
-        elif key in saved and value.shape != tensor.shape:
+        elif isinstance(value, torch.Tensor) and value.shape != tensor.shape:
             problems.append(
                 f"model entry {key!r} has shape {tuple(value.shape)} in the checkpoint, {tuple(tensor.shape)} in the model"
             )
@@ -145,7 +146,7 @@ def _optimizer_problems(saved: Any, saved_type: Any, optimizer: torch.optim.Opti
     if len(groups) != len(own_groups):
         return [f"the optimizer has {len(own_groups)} param groups, the checkpoint {len(groups)}"]
     problems = []
-    params = {}
+    params: dict[Any, torch.Tensor] = {}  # the checkpoint's parameter index -> this optimizer's parameter
     for i, (group, own) in enumerate(zip(groups, own_groups)):
         if len(group["params"]) != len(own["params"]):
             problems.append(

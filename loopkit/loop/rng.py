@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,8 @@ import torch
 
 def capture_rng_state() -> dict[str, Any]:
     """Return a snapshot of all global generators, as plain data."""
-    kind, key, pos, has_gauss, cached = np.random.get_state()
+    # The legacy tuple (numpy's default); its stubs also allow the dict form.
+    kind, key, pos, has_gauss, cached = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
