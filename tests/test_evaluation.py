@@ -90,5 +90,7 @@ def test_validate_needs_data():
     data = _classification([8])
     model = _model()
     learner = Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.cross_entropy)
-    with pytest.raises(TypeError, match="data must be an iterable"):
+    with pytest.raises(
+        TypeError, match=r"built without valid_data; pass the batches to evaluate, learner\.validate\(data\)"
+    ):
         learner.validate()

@@ -144,3 +144,12 @@ def test_resume_checks_the_checkpoint_and_the_epoch_count():
         learner.fit(1, resume_from={"model": {}})
     with pytest.raises(FileNotFoundError, match=r"no checkpoint at 'nope.pt'"):
         learner.fit(1, resume_from="nope.pt")
+
+
+def test_resume_from_a_directory_names_the_file_to_pass(tmp_path):
+    model, loader, _valid, opt = make_run()
+    learner = Learner(model, loader, opt, torch.nn.functional.mse_loss)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(FileNotFoundError, match=r"it is a directory; pass the path of a checkpoint file in it.*latest"):
+        learner.fit(1, resume_from=tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing touched

@@ -117,6 +117,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             not match), or holds something other than data. The message names the file.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileNotFoundError(
+            f"no checkpoint at {path!r}: it is a directory; pass the path of a checkpoint file in it, e.g. the "
+            f"newest, Checkpoint.latest({path!r})"
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}; pass the path of a file written by Checkpoint")
     with open(path, "rb") as f:

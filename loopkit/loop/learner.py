@@ -418,9 +418,14 @@ class Learner:
         :mod:`loopkit.loop.evaluation`.
         """
         if data is None:
+            if self.valid_data is None:
+                raise TypeError(
+                    "validate() has no data: this Learner was built without valid_data; pass the batches to "
+                    "evaluate, learner.validate(data), or build the Learner with valid_data=..."
+                )
             data = self.valid_data
         check_data(data, "data")
-        return evaluation.validate(self, data)  # type: ignore[arg-type]
+        return evaluation.validate(self, data)
 
     def predict(self, data: Iterable) -> Any:
         """The model's predictions for ``data`` (batches as in ``train_data``, or inputs alone).
