@@ -197,3 +197,15 @@ def test_only_rank_0_writes_the_record_and_ranks_must_agree_on_a_name(tmp_path, 
         run_task(TASK, {"epochs": 1}, experiment="exp", root=tmp_path)
     run = run_task(TASK, {"epochs": 1}, experiment="exp", root=tmp_path, name="r")
     assert run.name == "r" and not (tmp_path / "exp" / "r" / "run.json").exists()
+
+
+def test_run_records_get_the_umask_mode(tmp_path):
+    from loopkit.runs.record import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(str(tmp_path / "run.json"), "{}")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "run.json").st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert os.listdir(tmp_path) == ["run.json"]

@@ -37,11 +37,12 @@ import secrets
 import shlex
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from ..loop.checkpoint import temp_path_for
 
 CREATED, STARTED, FINISHED, FAILED, PRUNED = "CREATED", "STARTED", "FINISHED", "FAILED", "PRUNED"
 FINAL_STATES = (FINISHED, FAILED, PRUNED)
@@ -53,8 +54,9 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory, fsynced, then ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=directory)
+    tmp = temp_path_for(path)
+    # Not mkstemp, which makes the file 0600: records get the mode the umask gives any file the user writes.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
