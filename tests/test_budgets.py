@@ -161,3 +161,70 @@ def test_bad_budgets_fail_before_training(kwargs, error, match):
     with pytest.raises(error, match=match):
         learner.fit(**kwargs)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """An endless stream without a length, as large runs train on."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        while True:
+            yield from self.batches
+
+
+def test_validation_every_n_batches_of_an_endless_stream():
+    model, train, valid = _problem(n_batches=3)
+    twin = copy.deepcopy(model)
+    events, metrics = Events(), Metrics()
+    stop = []
+
+    class StopAtSecondValidation:
+        reads = ("epoch",)
+        run_after = ("Metrics",)
+
+        def after_epoch(self, learner):
+            stop.append(learner.epoch)
+
+    learner = Learner(
+        model,
+        _Stream(train),
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
+        valid_data=valid,
+        callbacks=[events, metrics, StopAtSecondValidation()],
+    )
+    learner.fit(max_steps=10, valid_every=4)
+    # 10 steps in "epochs" of 4 batches: validation after 4, 8 and the final 10.
+    assert learner.global_step == 10
+    assert [e[1:] for e in events.seen if e[0] == "after_valid"] == [(0, 4), (1, 8), (2, 10)]
+    assert len(metrics.history) == 3 and stop == [0, 1, 2]
+    _hand_written(twin, train, 10)  # the stream continued across the loop's epochs: batches 0,1,2,0,1,2,...
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    final = torch.nn.functional.mse_loss(twin(valid[0][0]), valid[0][1]).item()
+    assert metrics.history[-1]["valid_loss"] == pytest.approx(final, rel=1e-6)
+
+
+def test_validation_every_n_batches_of_a_long_epoch_with_a_length():
+    model, train, valid = _problem(n_batches=5)
+    twin = copy.deepcopy(model)
+    events = Events()
+    learner = Learner(
+        model,
+        train,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        torch.nn.functional.mse_loss,
+        valid_data=valid,
+        callbacks=[events],
+    )
+    learner.fit(3, valid_every=2)  # three loop epochs of 2 batches: the data's 5 batches, then a new pass
+    assert learner.global_step == 6 and learner.n_batches == 2
+    _hand_written(twin, train, 6)
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="cannot resume yet"):
+        learner.fit(3, valid_every=2, resume_from={"format": "x"})
+    with pytest.raises(ValueError, match="valid_every=0"):
+        learner.fit(3, valid_every=0)

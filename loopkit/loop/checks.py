@@ -72,6 +72,14 @@ def misplaced(cancel: Cancel) -> RuntimeError:
     return error
 
 
+def check_count(name: str, value: object) -> None:
+    """A whole-number argument of ``fit`` (``valid_every``): an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"fit({name}) needs an int number of batches, got {name}={value!r}")
+    if value < 1:
+        raise ValueError(f"fit({name}) needs at least 1, got {name}={value}")
+
+
 def check_budgets(n_epochs: object, max_steps: object, max_time: object) -> None:
     for name, value in (("n_epochs", n_epochs), ("max_steps", max_steps)):
         if value is None:

@@ -26,6 +26,7 @@ from .callback import callback_name, handled_events, validate_callback
 from .checkpoint import load_checkpoint
 from .checks import (
     check_budgets,
+    check_count,
     check_data,
     check_model,
     check_optimizer,
@@ -175,6 +176,7 @@ class Learner:
         max_steps: int | None = None,
         max_time: float | None = None,
         resume_from: str | os.PathLike | dict | None = None,
+        valid_every: int | None = None,
     ) -> Learner:
         """Train until ``n_epochs`` epochs, ``max_steps`` optimizer steps or ``max_time`` seconds, whichever first.
 
@@ -187,6 +189,10 @@ class Learner:
                 describe the final model.
             max_time: stop once this many seconds (wall clock, ``time.monotonic``) have passed since ``fit``
                 was called, at the end of the batch that crosses it; validation and ``after_*`` still run.
+            valid_every: for long or endless training data: an epoch of the loop becomes this many train batches
+                of a data stream that continues across epochs (re-iterated whenever it runs out), so validation,
+                ``after_epoch`` and what hangs on it (Metrics' history, checkpoints, early stopping, logs) come
+                every ``valid_every`` batches. Not combinable with ``resume_from`` yet.
             resume_from: a checkpoint path (or a loaded ``state_dict``) to continue from: model, optimizer,
                 callback states, RNG states and the position in the loop are restored, so the run continues
                 exactly as if it had never stopped. The whole checkpoint is verified and checked against this
@@ -208,6 +214,15 @@ class Learner:
                 by then.
         """
         check_budgets(n_epochs, max_steps, max_time)
+        self._stream = None
+        if valid_every is not None:
+            check_count("valid_every", valid_every)
+            if resume_from is not None:
+                raise ValueError(
+                    "fit(valid_every=...) cannot resume yet (the stream's position is not in checkpoints); resume "
+                    "without valid_every, or start the run afresh"
+                )
+            self._stream = _Stream(self.train_data, valid_every)
         start_epoch = 0
         if resume_from is not None:
             start_epoch = self._begin_resume(resume_from, n_epochs, max_steps)  # checks it all before loading
@@ -216,7 +231,7 @@ class Learner:
         self.n_epochs = n_epochs
         self.max_steps = max_steps
         self._deadline = None if max_time is None else time.monotonic() + max_time
-        self.n_batches = length(self.train_data)
+        self.n_batches = length(self.train_data) if self._stream is None else valid_every
         self.micro_batch, self.accumulate, self.skipped_steps, self._skips_in_a_row = 0, False, 0, 0
         self.micro_batches_per_step = 1  # GradientAccumulation sets its k in before_fit
         self.error = None
@@ -280,7 +295,7 @@ class Learner:
         h = self._handlers
         # Read after before_epoch, where a per-epoch schedule may have changed the batch size, and before
         # before_train, where per-step schedules lay out the phase.
-        self.n_batches = length(self.train_data)
+        self.n_batches = length(self.train_data) if self._stream is None else self._stream.per_epoch
         try:
             # Modes are set before before_train/before_valid, so a callback there owns them (frozen norm layers
             # put in eval in before_train stay in eval).
@@ -298,7 +313,7 @@ class Learner:
     def _train_phase(self) -> None:
         before, after = self._handlers["before_batch"], self._handlers["after_batch"]
         self._rng_at_phase_start = capture_rng_state()
-        batches, first = self._iterate(self.train_data)
+        batches, first = self._iterate(self.train_data) if self._stream is None else (self._stream.epoch(), 0)
         batch_idx = -1
         for batch_idx, batch in enumerate(batches, first):
             self.batch_idx = batch_idx
@@ -549,3 +564,26 @@ class Learner:
     def __repr__(self) -> str:
         names = ", ".join(callback_name(cb) for cb in self.callbacks)
         return f"Learner(model={type(self.model).__name__}, optimizer={type(self.optimizer).__name__}, callbacks=[{names}])"
+
+
+class _Stream:
+    """``fit(valid_every=N)``'s data: one iterator over the train data that continues across the loop's epochs
+    (N batches each) and starts a new pass over the data whenever one runs out."""
+
+    def __init__(self, data: Iterable, per_epoch: int) -> None:
+        self.data, self.per_epoch = data, per_epoch
+        self._it: Any = iter(data)
+
+    def epoch(self) -> Any:
+        return itertools.islice(self._batches(), self.per_epoch)
+
+    def _batches(self) -> Any:
+        while True:
+            try:
+                yield next(self._it)
+            except StopIteration:
+                self._it = iter(self.data)
+                try:
+                    yield next(self._it)
+                except StopIteration:
+                    raise ValueError(f"train_data yielded no batches: {self.data!r}") from None
