@@ -156,8 +156,9 @@ def lr_find(
 
     Args:
         learner: the Learner whose model, optimizer, data, step and device the test uses.
-        start_lr, end_lr: the sweep's first and last learning rates (0 < start_lr < end_lr), applied to the
-            param group with the largest rate; other groups keep their ratio to it.
+        start_lr: the sweep's first learning rate (0 < start_lr < end_lr), applied to the param group with the
+            largest rate; other groups keep their ratio to it.
+        end_lr: the sweep's last learning rate.
         num_steps: optimizer steps of the sweep (it stops earlier if the loss diverges); the data is
             re-iterated if it has fewer batches.
         smoothing: the loss's exponential smoothing factor, in [0, 1).

@@ -30,8 +30,10 @@ class MixedPrecision(Callback):
     Args:
         dtype: ``torch.bfloat16`` (default) or ``torch.float16``.
         device_type: ``"cpu"`` or ``"cuda"``; default: the device of the model's first parameter.
-        init_scale, growth_factor, backoff_factor, growth_interval: the GradScaler's options (float16 only),
-            torch's defaults.
+        init_scale: the GradScaler's initial scale (float16 only; torch's default).
+        growth_factor: the GradScaler's growth factor (float16 only; torch's default).
+        backoff_factor: the GradScaler's backoff factor (float16 only; torch's default).
+        growth_interval: the GradScaler's growth interval, in steps (float16 only; torch's default).
 
     Attributes:
         scaler: the ``torch.amp.GradScaler`` (float16), else None.

@@ -110,8 +110,9 @@ def run_task(
 
     Args:
         params: an instance of the task's ``Params`` (or a dict, checked by :func:`make_params`).
-        monitor, mode: the metric whose best value the record keeps (default: the task's ``MONITOR``/``MODE``,
-            else ``valid_loss``/``min``).
+        monitor: the metric whose best value the record keeps (default: the task's ``MONITOR``, else
+            ``valid_loss``).
+        mode: ``"min"`` or ``"max"`` for ``monitor`` (default: the task's ``MODE``, else ``"min"``).
         callbacks: more callbacks for the Learner (a sweep adds its pruning callback).
         argv: the command line to record (default ``sys.argv``).
         run: an existing record to continue (used by :func:`resume_run`).
@@ -120,7 +121,7 @@ def run_task(
         the run record, in status FINISHED.
 
     Raises:
-        whatever the training raised, after recording the run as FAILED (or PRUNED).
+        Exception: whatever the training raised, after recording the run as FAILED (or PRUNED).
     """
     module = load_task(task)
     if isinstance(params, dict):

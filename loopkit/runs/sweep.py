@@ -94,11 +94,12 @@ class Sweep:
         seeds: run every configuration once per seed (sets the task's ``seed`` parameter); results report the
             mean and standard deviation over seeds. With ``tpe`` a trial runs every seed and its value is the mean.
         base: parameters shared by every trial (``{"epochs": 5}``), over the task's defaults.
-        monitor, mode: the metric to optimise and ``"min"``/``"max"`` (default: the task's ``MONITOR``/``MODE``).
+        monitor: the metric to optimise (default: the task's ``MONITOR``).
+        mode: ``"min"`` or ``"max"`` (default: the task's ``MODE``).
         storage: a file path or database URL (default ``<root>/<experiment>/sweep.journal``).
         pruner: ``"median"`` (Optuna's MedianPruner, 1 startup trial), ``"none"``, or an Optuna pruner.
-        heartbeat, stale_after: seconds between a running trial's heartbeats, and without one before another
-            worker fails it as interrupted.
+        heartbeat: seconds between a running trial's heartbeats.
+        stale_after: seconds without a heartbeat before another worker fails the trial as interrupted.
 
     Raises:
         SweepError: anything wrong with the sweep, before any trial runs: an empty search space, a bad
