@@ -378,3 +378,40 @@ def test_a_scheduled_run_with_gradient_accumulation_resumes_exactly(tmp_path):
     resumed = run(5, resume_from=tmp_path / "a" / "step-000000004.pt", ckpt_dir="b")  # epoch 1, one step in
     assert all(torch.equal(p, q) for p, q in zip(straight[0].parameters(), resumed[0].parameters()))
     assert straight[1] == resumed[1] and len(straight[1]["lr"]) == 6  # 3 optimizer steps an epoch
+
+
+RANKS_SCRIPT = """
+import sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+def run(rank, d):
+    dist.init_process_group("gloo", init_method=f"file://{d}/rendezvous", rank=rank, world_size=2)
+    torch.manual_seed(rank)  # per-rank seeds: the ranks' generators differ
+    from loopkit import Learner
+    m = torch.nn.Linear(2, 1)
+    data = [(torch.randn(4, 2), torch.randn(4, 1))] * 3
+    learner = Learner(m, data, torch.optim.SGD(m.parameters(), lr=0.1), torch.nn.functional.mse_loss)
+    learner.fit(1)
+    rng = learner.state_dict()["rng"]
+    if rank == 0:
+        mine = [torch.get_rng_state()]
+        print("RANKS", rng["world_size"], len(rng["ranks"]),
+              torch.equal(rng["ranks"][0]["now"]["torch"], mine[0]),
+              torch.equal(rng["ranks"][0]["now"]["torch"], rng["ranks"][1]["now"]["torch"]))
+    dist.destroy_process_group()
+if __name__ == "__main__":
+    mp.spawn(run, args=(sys.argv[1],), nprocs=2)
+"""
+
+
+def test_a_two_rank_checkpoint_holds_every_ranks_rng(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    assert "RANKS 2 2 True False" in out.stdout  # world size 2, rank 0's own state first, rank 1's differs

@@ -264,9 +264,20 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "optimizer_type": optimizer_type(learner.optimizer),
         "callbacks": {callback_name(cb): cb.state_dict() for cb in learner.callbacks if hasattr(cb, "state_dict")},
         "position": {"epoch": epoch, "batch": batch, "global_step": learner.global_step, "n_epochs": learner.n_epochs},
-        "rng": rng_entry([local]),
+        "rng": rng_entry(_every_rank(local)),
         "run": learner.run,
     }
+
+
+def _every_rank(local: dict[str, Any]) -> list[Any]:
+    """Each rank's RNG snapshots, indexed by rank: one all-gather under torch.distributed (every rank builds the
+    checkpoint state; rank 0 writes it), ``[local]`` in a single process."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return [local]
+    gathered: list[Any] = [None] * world_size
+    torch.distributed.all_gather_object(gathered, local)
+    return gathered
 
 
 def rank_and_world_size() -> tuple[int, int]:
