@@ -52,6 +52,16 @@ class Params:
     seed: int = param(0, help="seed of the split, the initial weights and the shuffle")
     quiet: bool = param(False, help="no progress bar")
 
+    def __post_init__(self) -> None:
+        # Names and options are checked here, with the parameters, so that a bad one is a usage error of the
+        # command line (and a sweep refuses it before any trial) instead of a run that starts and fails.
+        make_schedule(self.scheduler, self.learning_rate, self.scheduler_options)
+        make_loss(self.loss, self.loss_options)
+        make_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], self._optimizer_options())
+
+    def _optimizer_options(self) -> dict:
+        return {"lr": self.learning_rate, **self.optimizer_options}
+
 
 def digits(
     valid_fraction: float = 0.2, seed: int = 0
@@ -87,9 +97,7 @@ def build(params: Params, callbacks: Sequence[object] = ()) -> Learner:
         torch.nn.Dropout(params.dropout),
         torch.nn.Linear(params.hidden, 10),
     )
-    optimizer = make_optimizer(
-        params.optimizer, model.parameters(), {"lr": params.learning_rate, **params.optimizer_options}
-    )
+    optimizer = make_optimizer(params.optimizer, model.parameters(), params._optimizer_options())
     schedule = make_schedule(params.scheduler, params.learning_rate, params.scheduler_options)
     return Learner(
         model,

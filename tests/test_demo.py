@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from loopkit import demo
@@ -30,3 +31,21 @@ def test_the_demo_learns_the_digits_as_a_recorded_run(tmp_path, capsys):
     assert run.info["status"] == "FINISHED" and accuracy > 0.9  # chance is 0.1; 20 epochs reach about 0.98
     assert f"Held-out accuracy: {accuracy:.1%} of the 359 digits" in out
     assert [r.name for r in list_runs(tmp_path, "digits")] == ["short"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--scheduler=foo", "unknown schedule 'foo'; known: constant"),
+        ('--scheduler_options={"warmpu": 0.1}', "schedule 'onecycle' has no option"),
+        ("--loss=nope", "unknown loss 'nope'"),
+        ("--optimizer=adamx", "unknown optimizer 'adamx'"),
+        ('--optimizer_options={"wieght_decay": 1}', "AdamW has no option"),
+    ],
+)
+def test_a_bad_name_or_option_is_a_usage_error_and_records_no_run(tmp_path, capsys, flag, message):
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--epochs=1", flag, "--runs-root", str(tmp_path)])
+    assert exit_info.value.code == 2  # argparse's usage error, before any run exists
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "digits").exists()  # no run record, not even a FAILED one
