@@ -139,3 +139,73 @@ def test_a_deferred_check_reports_the_first_bad_step_and_keeps_the_good_checkpoi
 def test_nan_guard_validates_check_every():
     with pytest.raises(ValueError, match="check_every=0"):
         NaNGuard(check_every=0)
+
+
+# ----------------------------------------------------------------------------------------------- set-up mistakes fail at set-up
+class CountSteps:
+    reads = ("global_step",)
+
+    def __init__(self):
+        self.n = 0
+
+    def after_step(self, learner):
+        self.n += 1
+
+
+def test_an_unknown_monitor_fails_before_training_and_lists_the_names():
+    with pytest.raises(ValueError, match=r"monitor='valid_los'.*never produces.*\['valid_loss', "):
+        learner_with([Metrics(), EarlyStopping("valid_los")])
+
+
+def test_a_valid_monitor_without_valid_data_fails_before_training():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    data = [(torch.randn(4, 2), torch.randn(4, 1))] * 2
+    with pytest.raises(ValueError, match=r"monitor='valid_loss'.*no valid_data.*\['train_loss'\]"):
+        Learner(
+            model,
+            data,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            torch.nn.functional.mse_loss,
+            callbacks=[Metrics(), EarlyStopping("valid_loss")],
+        )
+
+
+def test_valid_data_removed_after_construction_fails_at_the_start_of_fit():
+    steps = CountSteps()
+    learner = learner_with([Metrics(), EarlyStopping("valid_loss"), steps])
+    learner.valid_data = None
+    with pytest.raises(ValueError, match="no valid_data"):
+        learner.fit(2)
+    assert steps.n == 0
+
+
+# ----------------------------------------------------------------------------------------------- non-finite
+def test_check_finite_stops_at_once_on_a_non_finite_monitored_value():
+    values = [5.0, 4.0, float("nan"), 3.0, 2.0]
+    stopper = EarlyStopping("valid_loss", patience=3, check_finite=True)
+    learner = learner_with([Metrics(), Scripted(values), stopper])
+    learner.fit(5)
+    assert (stopper.stopped_epoch, stopper.reason, learner.epoch, stopper.best) == (2, "non-finite", 2, 4.0)
+    # Without the option the NaN epoch is one without improvement, and the run goes on.
+    patient = EarlyStopping("valid_loss", patience=3)
+    learner = learner_with([Metrics(), Scripted(values), patient])
+    learner.fit(5)
+    assert (patient.stopped_epoch, patient.reason, patient.best) == (None, None, 2.0)
+    inf_stop = EarlyStopping("valid_loss", mode="max", check_finite=True)
+    learner_with([Metrics(), Scripted([1.0, float("inf"), 2.0]), inf_stop]).fit(3)
+    assert (inf_stop.stopped_epoch, inf_stop.reason) == (1, "non-finite")
+
+
+def test_patience_is_the_reason_when_patience_stops():
+    stopper = EarlyStopping("valid_loss", patience=1)
+    learner_with([Metrics(), Scripted([1.0, 2.0, 3.0]), stopper]).fit(3)
+    assert (stopper.stopped_epoch, stopper.reason) == (1, "patience")
+    with pytest.raises(TypeError, match="check_finite=1"):
+        EarlyStopping(check_finite=1)
+
+
+def test_checkpoint_monitoring_an_unknown_metric_fails_when_the_learner_is_built(tmp_path):
+    # The same kind as EarlyStopping's: the best-checkpoint monitor is checked before an epoch is spent.
+    with pytest.raises(ValueError, match=r"Checkpoint\(monitor='valid_acc'\): Metrics never produces"):
+        learner_with([Metrics(), Checkpoint(tmp_path, monitor="valid_acc")])

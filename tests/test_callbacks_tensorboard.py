@@ -102,3 +102,16 @@ def test_nothing_is_imported_before_fit_and_the_writer_closes_on_error(tmp_path)
 def test_flush_every_is_validated():
     with pytest.raises(ValueError, match="flush_every=0"):
         TensorBoard("runs", flush_every=0)
+
+
+def test_bad_set_up_fails_at_construction(monkeypatch):
+    import importlib.util
+
+    from loopkit import TensorBoard
+
+    with pytest.raises(TypeError, match=r"logdir=None"):
+        TensorBoard(None)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        TensorBoard("runs/x")

@@ -119,3 +119,10 @@ def test_shuffle_replays_from_the_global_rng_like_random_sampler():
     assert list(sampler) == first
     torch.manual_seed(3)
     assert [i for b in first for i in b] == torch.randperm(20).tolist()
+
+
+def test_sampler_flags_and_generator_are_checked_at_construction():
+    with pytest.raises(TypeError, match=r"shuffle='yes'"):
+        ScheduledBatchSampler(8, 2, shuffle="yes")
+    with pytest.raises(TypeError, match=r"generator=0"):
+        ScheduledBatchSampler(8, 2, generator=0)

@@ -345,3 +345,26 @@ def test_data_without_length_trains(regression):
     learner = Learner(model, Reiterable(), opt, loss)
     assert learner.n_batches is None
     assert learner.fit(2).global_step == 2 * len(data)
+
+
+# ----------------------------------------------------------------------------------------------- devices
+def test_a_device_this_machine_lacks_is_named_with_the_reason(monkeypatch):
+    model = torch.nn.Linear(2, 1)
+    data = [(torch.randn(2, 2), torch.randn(2, 1))]
+
+    def build(device):
+        return Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+                       device=device)  # fmt: skip
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device='cuda'\): CUDA is not available on this machine: .*device='cpu'"):
+        build("cuda")
+    with pytest.raises(ValueError, match=r"device='tpu:0'\) is not a device torch knows"):
+        build("tpu:0")
+    with pytest.raises(TypeError, match=r"device=1.5"):
+        build(1.5)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"device='cuda:2'\): this machine has 2 CUDA device\(s\), numbered 0 to 1"):
+        build("cuda:2")
+    assert build("cpu").device == torch.device("cpu")

@@ -7,7 +7,7 @@ import torch
 
 from loopkit import Callback, Learner, Scheduler, onecycle
 from loopkit.hyperparams import LearningRate
-from loopkit.param_groups import FreezeUntil, layerwise_groups
+from loopkit.param_groups import FreezeUntil, layerwise_groups, norms_held_in_eval, set_trainable
 
 
 def network():
@@ -117,3 +117,96 @@ def test_bad_arguments():
         layerwise_groups([blocks[0], blocks[0]], lr=1e-3, decay=0.5)
     with pytest.raises(ValueError, match="epoch=-1"):
         FreezeUntil(blocks, epoch=-1)
+
+
+def test_bad_arguments_of_the_new_options():
+    blocks, _ = network()
+    with pytest.raises(ValueError, match=r"convention='beit'"):
+        layerwise_groups(blocks, lr=1e-3, decay=0.5, convention="beit")
+    with pytest.raises(ValueError, match=r"lr=nan"):
+        layerwise_groups(blocks, lr=float("nan"), decay=0.5)
+    with pytest.raises(TypeError, match=r"trainable=0"):
+        set_trainable(blocks, 0)
+
+
+# ----------------------------------------------------------------------------------------------- conventions
+def rates(groups):
+    return [g["lr"] for g in groups if "/" not in g["name"]]  # one decayed group per block here
+
+
+def test_zoobot_convention_worked_example():
+    # Zoobot's docs: lr=1e-4, lr_decay=0.75: head 1e-4, highest block 1e-4, then 7.5e-5, 5.6e-5 (5.625e-5).
+    blocks = [torch.nn.Linear(2, 2) for _ in range(4)]  # three blocks and a head
+    zoobot = rates(layerwise_groups(blocks, lr=1e-4, decay=0.75, convention="zoobot"))
+    assert zoobot == pytest.approx([5.625e-5, 7.5e-5, 1e-4, 1e-4], rel=1e-15)
+    timm = rates(layerwise_groups(blocks, lr=1e-4, decay=0.75))  # one power further down
+    assert timm == pytest.approx([1e-4 * 0.75**3, 1e-4 * 0.75**2, 1e-4 * 0.75, 1e-4], rel=1e-15)
+
+
+def test_zoobot_decay_zero_trains_the_top_block_and_the_head():
+    blocks = [torch.nn.Linear(2, 2) for _ in range(4)]
+    assert rates(layerwise_groups(blocks, lr=1e-3, decay=0.0, convention="zoobot")) == [0.0, 0.0, 1e-3, 1e-3]
+    assert rates(layerwise_groups(blocks, lr=1e-3, decay=0.0)) == [0.0, 0.0, 0.0, 1e-3]
+
+
+# ----------------------------------------------------------------------------------------------- frozen norms
+def bn_network():
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU())
+    # A parameterless batch norm outside the frozen block: not frozen by the rule, its statistics move.
+    head = torch.nn.Sequential(torch.nn.BatchNorm1d(8, affine=False), torch.nn.Linear(8, 1))
+    return backbone, head, torch.nn.Sequential(backbone, head)
+
+
+def stats(module):
+    return [b.detach().clone() for b in module.buffers()]
+
+
+def same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("how", ["FreezeUntil", "set_trainable", "layerwise_groups(decay=0)"])
+def test_a_frozen_backbone_keeps_its_batch_norm_statistics(how):
+    backbone, head, model = bn_network()
+    callbacks = []
+    if how == "FreezeUntil":
+        callbacks.append(FreezeUntil([backbone], epoch=5))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    elif how == "set_trainable":
+        set_trainable([backbone], False)
+        opt = torch.optim.SGD(head.parameters(), lr=0.1)
+    else:
+        opt = torch.optim.SGD(layerwise_groups([backbone, head], lr=0.1, decay=0.0), lr=0.1)
+    backbone_before, head_before = stats(backbone), stats(head)
+    weights = [p.detach().clone() for p in backbone.parameters()]
+    Learner(model, data(), opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(2)
+    assert same(weights, list(backbone.parameters()))  # the weights stay put ...
+    assert same(backbone_before[:2], stats(backbone)[:2])  # ... and so do running mean and variance
+    assert not same(head_before[:2], stats(head)[:2])  # the head's parameterless norm still learns statistics
+    set_trainable([backbone], True)  # releases: the next train() puts the layer back in training mode
+    model.train()
+    assert backbone[1].training and norms_held_in_eval(model) == []
+
+
+def test_freeze_until_releases_the_norms_when_the_backbone_unfreezes():
+    backbone, _, model = bn_network()
+    held = []
+
+    class Watch(Callback):
+        reads = ("model",)
+
+        def after_batch(self, learner):
+            held.append((learner.epoch, backbone[1].training))
+
+    Learner(model, data(), torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+            callbacks=[FreezeUntil([backbone], epoch=1), Watch()]).fit(2)  # fmt: skip
+    assert held == [(0, False)] * 4 + [(1, True)] * 4  # held while frozen, training once unfrozen
+
+
+def test_freeze_norms_false_leaves_them_training():
+    backbone, _, model = bn_network()
+    before = stats(backbone)
+    Learner(model, data(), torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+            callbacks=[FreezeUntil([backbone], epoch=5, freeze_norms=False)]).fit(1)  # fmt: skip
+    assert not same(before[:2], stats(backbone)[:2])

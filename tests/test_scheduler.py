@@ -312,3 +312,71 @@ def test_history_is_a_numpy_free_list_of_floats():
     make(2, [scheduler]).fit(1)
     assert all(type(v) is float for v in scheduler.history["lr"])
     assert not isinstance(scheduler.history["lr"], np.ndarray)
+
+
+# ----------------------------------------------------------------------------------------------- policies do what the docs say
+def test_stretch_extends_a_schedule_shorter_than_the_fit():
+    # Issue 11, section 2: Schedule([0, 5], [1, 0]) stretched over fit(10) with 2 batches an epoch is the line
+    # from 1 at epoch 0 to 0 at epoch 10: 0.5 at epoch 5's first batch, 0.05 at the last step (epoch 9.5).
+    scheduler = Scheduler({LearningRate: Schedule([0, 5], [1.0, 0.0])}, on_mismatch="stretch")
+    make(2, [scheduler]).fit(10)
+    lr = scheduler.history["lr"]
+    assert len(lr) == 20
+    assert lr[10] == pytest.approx(0.5, rel=1e-15)
+    assert lr[19] == pytest.approx(0.05, rel=1e-14)
+    assert lr == pytest.approx([1.0 - (k / 2) / 10 for k in range(20)], rel=1e-14)
+
+
+def test_stretch_extends_step_schedules_too():
+    # 4 steps laid over a 12-step fit: step k is at schedule step k / 3.
+    scheduler = Scheduler({LearningRate: Schedule([0, 4], [1.0, 0.0], unit="step")}, on_mismatch="stretch")
+    make(4, [scheduler]).fit(3)
+    assert scheduler.history["lr"] == pytest.approx([1.0 - k / 12 for k in range(12)], rel=1e-14)
+
+
+def test_stretch_needs_a_known_fit_length():
+    class Stream:
+        def __iter__(self):
+            return iter([(torch.randn(2, 3), torch.randn(2, 1))] * 3)
+
+    scheduler = Scheduler({LearningRate: Schedule([0, 4], [1.0, 0.0], unit="step")}, on_mismatch="stretch")
+    with pytest.raises(ValueError, match=r"stretch.*no length"):
+        make(callbacks=[scheduler], data=Stream()).fit(1)
+
+
+def test_a_knot_at_zero_means_the_same_in_every_unit():
+    # Issue 15, section 9: Schedule([0, steps(20)], ...) on data without a length is a step schedule.
+    class Stream:
+        def __iter__(self):
+            return iter([(torch.randn(2, 3), torch.randn(2, 1))] * 5)
+
+    scheduler = Scheduler({LearningRate: Schedule([0, steps(20)], [0.0, 1.0])})
+    make(callbacks=[scheduler], data=Stream()).fit(2)
+    assert scheduler.history["lr"] == pytest.approx([k / 20 for k in range(10)], rel=1e-15, abs=0)
+
+
+def test_per_epoch_is_applied_before_the_epoch_and_once():
+    scheduler, seen = Scheduler({LearningRate: Schedule([0, 3], [1.0, 0.4])}, per="epoch"), SeenLR()
+    make(2, [scheduler, seen]).fit(3)
+    assert scheduler.history["lr"] == pytest.approx([1.0, 0.8, 0.6], rel=1e-15)
+    assert seen.lr == pytest.approx([1.0, 1.0, 0.8, 0.8, 0.6, 0.6], rel=1e-15)
+
+
+# ----------------------------------------------------------------------------------------------- long epochs
+def test_long_epochs_are_evaluated_in_blocks_with_the_same_values():
+    # 3,000 batches an epoch: values come in blocks of BLOCK, and equal Schedule.values bit for bit.
+    from loopkit.scheduling.scheduler import BLOCK
+
+    sched = Schedule([0, 0.3, 1], [0.0, 1.0, 1e-3], anneal=["linear", "cos"])
+    scheduler = Scheduler({LearningRate: sched})
+    data = [(torch.zeros(1, 3), torch.zeros(1, 1))] * 3000
+    learner = make(callbacks=[scheduler], data=data)
+    learner.n_epochs, learner.n_batches, learner.epoch, learner.phase = 1, 3000, 0, "train"
+    scheduler.before_fit(learner)
+    scheduler.before_train(learner)
+    assert all(len(track.block) == 0 for track in scheduler._tracks)  # nothing evaluated before the first step
+    for b in range(3000):
+        learner.batch_idx = learner.global_step = b
+        scheduler.before_batch(learner)
+        assert all(len(track.block) <= BLOCK for track in scheduler._tracks)
+    assert scheduler.history["lr"] == sched.values(3000, steps_per_epoch=3000, n_epochs=1).tolist()

@@ -9,6 +9,7 @@ from .lr_finder import LRFinderResult, lr_find
 from .metrics import Metrics, accuracy
 from .mixed_precision import MixedPrecision
 from .nan_guard import NaNGuard
+from .plateau import ReduceLROnPlateau
 from .preemption import Preempted, Preemption
 from .progress import ProgressBar
 from .tensorboard import TensorBoard
@@ -30,4 +31,5 @@ __all__ = [
     "LRFinderResult",
     "Preemption",
     "Preempted",
+    "ReduceLROnPlateau",
 ]

@@ -31,6 +31,7 @@ from ..distributed import is_main_process
 from ..loop.callback import Callback
 from ..loop.checkpoint import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
 from ..loop.resume import unwrap_model
+from ._monitor import monitored_metrics
 from .metrics import Metrics
 
 
@@ -49,7 +50,8 @@ class Checkpoint(Callback):
 
     Raises:
         ValueError: at construction, an ``every_n_steps`` or ``keep_last`` that is not a whole number >= 1, or an
-            unknown ``mode``; when the Learner is built, a ``monitor`` without a ``Metrics`` callback.
+            unknown ``mode``; when the Learner is built, a ``monitor`` without a ``Metrics`` callback, one that
+            Metrics never produces (a typo), or a ``valid_*`` one without ``valid_data``.
         OSError: at the start of the fit, if ``dirpath`` cannot be written (naming it); at a save, if the file
             cannot be written (naming it and the cause, e.g. a full disk). The previous checkpoint stays intact.
 
@@ -119,8 +121,8 @@ class Checkpoint(Callback):
         return None
 
     def check(self, learner: Any) -> None:
-        if self.monitor is not None and not any(isinstance(cb, Metrics) for cb in learner.callbacks):
-            raise ValueError(f"Checkpoint(monitor={self.monitor!r}) needs a Metrics callback in the Learner")
+        if self.monitor is not None:  # a Metrics callback that produces this key, before any epoch is spent
+            monitored_metrics(learner, self.monitor, "Checkpoint")
 
     def before_fit(self, learner: Any) -> None:
         self._saved_step = learner.global_step  # a resumed run saved this step already; a new one has none

@@ -8,7 +8,7 @@ from typing import Any
 from .._validate import whole_number
 from ..loop.callback import Callback
 from ..loop.events import CancelFit
-from .metrics import Metrics
+from ._monitor import monitored_metrics
 
 
 class EarlyStopping(Callback):
@@ -20,6 +20,8 @@ class EarlyStopping(Callback):
         patience: stop after this many consecutive epochs without improvement (Keras's convention).
         min_delta: how much better than the best so far a value must be to count as an improvement.
         restore_best: at the end of the fit, load the weights of the best epoch (kept as a CPU copy).
+        check_finite: stop at once, after the epoch whose monitored value is NaN or infinite (Lightning's
+            ``check_finite``); by default such a value is simply not an improvement and counts toward ``patience``.
 
     Raises:
         ValueError: at construction, an unknown ``mode``, a ``patience`` that is not a whole number >= 0, or a
@@ -27,6 +29,12 @@ class EarlyStopping(Callback):
 
     Attributes:
         best, best_epoch, stopped_epoch: what happened, for inspection after ``fit``.
+        reason: why the fit was stopped: ``"patience"``, ``"non-finite"``, or ``None`` if it was not.
+
+    Raises:
+        ValueError when the Learner is built, and again at the start of each fit: no Metrics callback, a
+        ``monitor`` that Metrics never produces (the message lists the names it does, closest first), or a
+        ``valid_*`` monitor without ``valid_data``.
     """
 
     reads = ("epoch", "callbacks")
@@ -41,30 +49,37 @@ class EarlyStopping(Callback):
         patience: int = 3,
         min_delta: float = 0.0,
         restore_best: bool = False,
+        check_finite: bool = False,
     ) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"EarlyStopping(monitor={monitor!r}): name a Metrics key such as 'valid_loss'")
+        for flag, value in (("restore_best", restore_best), ("check_finite", check_finite)):
+            if not isinstance(value, bool):
+                raise TypeError(f"EarlyStopping({flag}={value!r}): pass True or False")
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping(mode={mode!r}): use 'min' or 'max'")
         whole_number("EarlyStopping", "patience", patience, 0)
         if not isinstance(min_delta, (int, float)) or not min_delta >= 0:
             raise ValueError(f"EarlyStopping(min_delta={min_delta!r}) needs a number >= 0")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, float(min_delta)
-        self.restore_best = restore_best
+        self.restore_best, self.check_finite = restore_best, check_finite
         self._reset()
 
     def _reset(self) -> None:
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.stopped_epoch: int | None = None
+        self.reason: str | None = None
         self.wait = 0
         self._best_state: dict[str, Any] | None = None
 
     def check(self, learner: Any) -> None:
-        if not any(isinstance(cb, Metrics) for cb in learner.callbacks):
-            raise ValueError(f"EarlyStopping(monitor={self.monitor!r}) needs a Metrics callback in the Learner")
+        monitored_metrics(learner, self.monitor, "EarlyStopping")
 
     def before_fit(self, learner: Any) -> None:
+        # Again: valid_data or the metrics may have changed since the Learner was built.
+        self._metrics = monitored_metrics(learner, self.monitor, "EarlyStopping")
         self._reset()
-        self._metrics = next(cb for cb in learner.callbacks if isinstance(cb, Metrics))
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -75,6 +90,9 @@ class EarlyStopping(Callback):
 
     def after_epoch(self, learner: Any) -> None:
         value = self._metrics.latest(self.monitor)
+        if self.check_finite and not math.isfinite(value):
+            self.stopped_epoch, self.reason = learner.epoch, "non-finite"
+            raise CancelFit
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, learner.epoch, 0
             if self.restore_best:
@@ -82,7 +100,7 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            self.stopped_epoch = learner.epoch
+            self.stopped_epoch, self.reason = learner.epoch, "patience"
             raise CancelFit
 
     def after_fit(self, learner: Any) -> None:

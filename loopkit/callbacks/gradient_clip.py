@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from ..loop.callback import Callback
-from ..scheduling.hyperparams import HyperParameter
+from ..scheduling.hyperparams import Domain, HyperParameter
 
 
 class GradientClip(Callback):
@@ -103,6 +103,8 @@ class ClipThreshold(HyperParameter):
     """The threshold of the Learner's :class:`GradientClip` (its ``max_norm`` or ``max_value``), schedulable."""
 
     writes = ("callbacks.GradientClip",)
+    # Checked by the Scheduler on the whole schedule before training, not mid-run in set.
+    domain = Domain(0.0, low_open=True, why="a clipping threshold must be positive")
 
     @property
     def name(self) -> str:

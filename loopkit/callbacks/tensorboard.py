@@ -18,6 +18,7 @@ entry for TensorBoard's hparams plugin.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Mapping
@@ -44,9 +45,9 @@ class TensorBoard(Callback):
 
     Raises:
         ValueError: a ``flush_every`` that is not a whole number >= 1.
-        TypeError: ``hparams`` that is not a mapping.
-        ImportError: when the fit starts, if ``tensorboard`` is not installed (it is imported then, not with
-            loopkit).
+        TypeError: ``hparams`` that is not a mapping, a ``logdir`` that is not a path.
+        ImportError: at construction, if the ``tensorboard`` package is not installed (it is looked up then, and
+            imported only when the fit starts, not with loopkit).
     """
 
     reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
@@ -62,6 +63,10 @@ class TensorBoard(Callback):
             k: v if isinstance(v, (int, float, bool, str)) else json.dumps(v, default=repr)
             for k, v in (hparams or {}).items()
         }
+        if not isinstance(logdir, (str, os.PathLike)) or not os.fspath(logdir):
+            raise TypeError(f"TensorBoard(logdir={logdir!r}): pass the run directory as a str or path")
+        if importlib.util.find_spec("tensorboard") is None:  # fail at set-up, not after the first fit starts
+            raise ImportError("TensorBoard needs the tensorboard package: pip install tensorboard (or loopkit[dev])")
         self.logdir = os.fspath(logdir)
         self.flush_every = flush_every
         self.writer: Any = None  # a torch SummaryWriter from before_fit to after_fit (imported lazily)

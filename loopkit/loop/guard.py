@@ -35,14 +35,16 @@ def guarded_view(learner: object, callback: object) -> object:
     def __setattr__(self: object, name: str, value: object) -> None:
         if name not in allowed:
             raise UndeclaredWriteError(
-                f"callback {owner} set learner.{name} without declaring it; add {name!r} to {owner}.writes"
+                f"callback {owner} set learner.{name} without declaring it; add {name!r} to {owner}.writes",
+                name=name,
             )
         object.__setattr__(self, name, value)
 
     def __delattr__(self: object, name: str) -> None:
         if name not in allowed:
             raise UndeclaredWriteError(
-                f"callback {owner} deleted learner.{name} without declaring it; add {name!r} to {owner}.writes"
+                f"callback {owner} deleted learner.{name} without declaring it; add {name!r} to {owner}.writes",
+                name=name,
             )
         object.__delattr__(self, name)
 

@@ -35,6 +35,7 @@ from .checks import (
     length,
     misplaced,
 )
+from .device import resolve_device
 from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
 from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
@@ -60,7 +61,9 @@ class Learner:
         callbacks: callback instances; their run order is derived from their declarations
             (see :mod:`loopkit.ordering`), not from this list, except among callbacks left unordered.
         step: a :class:`loopkit.step.Step` that customises unpacking, forward and loss.
-        device: if given, the model is moved there and every batch is moved there by the default step.
+        device: if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``), the model is moved there and
+            every batch is moved there by the default step; a device this machine lacks is a ``ValueError``
+            that says which and why. Default: leave the model where it is and batches as they come.
 
     Raises:
         TypeError: a ``model`` that is not a ``torch.nn.Module``, an ``optimizer`` that is not a
@@ -114,7 +117,7 @@ class Learner:
             validate_callback(cb)
         check_unique_names(callbacks)
 
-        self.device = torch.device(device) if device is not None else None
+        self.device = resolve_device(device)
         if self.device is not None:
             model.to(self.device)
         self.model = model

@@ -25,10 +25,11 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._validate import whole_number
-from .hyperparams import HyperParameter
+from .hyperparams import Domain, HyperParameter
 
 
 class ScheduledBatchSampler(torch.utils.data.Sampler):
@@ -57,6 +58,11 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         generator: torch.Generator | None = None,
     ) -> None:
         whole_number("ScheduledBatchSampler", "n", n)  # the dataset's length
+        for flag, value in (("shuffle", shuffle), ("drop_last", drop_last)):
+            if not isinstance(value, bool):
+                raise TypeError(f"ScheduledBatchSampler({flag}={value!r}): pass True or False")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"ScheduledBatchSampler(generator={generator!r}): pass a torch.Generator or None")
         self.n, self.shuffle, self.drop_last, self.generator = n, shuffle, drop_last, generator
         self.batch_size = batch_size
 
@@ -87,7 +93,11 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
 
 
 class BatchSize(HyperParameter):
-    """The batch size of the training DataLoader's :class:`ScheduledBatchSampler`; values are rounded to ints.
+    """The batch size of the training DataLoader's :class:`ScheduledBatchSampler`.
+
+    Values are rounded to the nearest int (halves to even, as ``round``); the rounded value is what is applied
+    and what ``Scheduler.history`` records. Domain: a rounded value >= 1, so a schedule reaching 0 is refused
+    before training (never clamped).
 
     Raises:
         TypeError: when the Learner is built, ``train_data`` that is not a DataLoader with a
@@ -95,6 +105,7 @@ class BatchSize(HyperParameter):
     """
 
     writes = ("train_data.batch_sampler",)
+    domain = Domain(1.0, why="a batch holds at least one sample")
 
     def check(self, learner: Any) -> None:
         sampler = getattr(learner.train_data, "batch_sampler", None)
@@ -108,7 +119,10 @@ class BatchSize(HyperParameter):
         self._sampler = learner.train_data.batch_sampler
 
     def set(self, learner: Any, value: float) -> None:
-        self._sampler.batch_size = max(1, round(value))
+        self._sampler.batch_size = round(value)
+
+    def applied(self, values: np.ndarray) -> np.ndarray:
+        return np.round(values)
 
     def get(self, learner: Any) -> float:
         return float(learner.train_data.batch_sampler.batch_size)

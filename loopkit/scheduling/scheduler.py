@@ -1,18 +1,27 @@
 """The Scheduler callback: the one place where schedules touch learner state.
 
-At the start of each train phase the Scheduler evaluates every schedule for all the phase's batches at once
-(one vectorised call per schedule), so each step costs a list lookup and one ``set`` per hyperparameter.
-Every applied value is appended to :attr:`Scheduler.history`, which loggers read instead of recomputing.
+The Scheduler evaluates each schedule a block of steps at a time (one vectorised call per :data:`BLOCK` steps
+per schedule), so a step costs a list lookup and one ``set`` per hyperparameter, and neither its memory before
+the first step nor its cost per step depends on the epoch's length (a 10^7-batch epoch costs what a
+10^3-batch one does; ``benchmarks/bench_scheduler.py``). Every applied value is appended to
+:attr:`Scheduler.history`, which loggers read instead of recomputing.
 
 The clock: the value at batch ``b`` of epoch ``e`` is the schedule's value at step ``global_step`` (for
 schedules whose knots are all in steps) or at epoch position ``e + b / n_batches`` (otherwise); see
 ``docs/schedules.md``.
 
+Domains: each hyperparameter declares the values its target can take
+(:class:`~loopkit.scheduling.hyperparams.Domain`). At the start of a fit the whole range a built-in schedule
+takes over the fit is checked against it, on the value actually written to each target (after a param group's
+ratio, after an integer target's rounding); a schedule with a custom annealing function or of a custom type
+is checked block by block, before any of the block's values is written.
+
 Horizon policy (``on_mismatch``): a schedule that ends after the fit does, or a resumed fit of a different
-length than the checkpointed one, is an error by default, never silent drift. ``"stretch"`` maps the rest
-of the schedule onto the rest of the fit (continuous at the resume point); ``"hold"`` keeps the schedule's
-own timing and holds its last value past its end. A schedule that ends *before* the fit (a warmup, say)
-holds its last value; that is what such a schedule means.
+length than the checkpointed one, is an error by default, never silent drift. ``"stretch"`` lays every
+schedule's whole length over the fit's (compressing a longer one, extending a shorter one) and, on resume,
+maps the rest of the schedule onto the rest of the fit (continuous at the resume point); ``"hold"`` keeps the
+schedule's own timing and holds its last value past its end. Under the default, a schedule that ends *before*
+the fit (a warmup, say) holds its last value; that is what such a schedule means.
 
 Example:
     >>> import torch
@@ -31,15 +40,20 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ..loop.callback import Callback
+from ..loop.callback import Callback, UndeclaredWriteError
 from .hyperparams import HyperParameter
+from .schedules.anneal import ANNEALS
+from .schedules.schedule import BoundSchedule
 
 _POLICIES = ("error", "stretch", "hold")
+BLOCK = 1024  # steps evaluated per vectorised call: large enough to amortise numpy's call cost (~10 us)
+_KNOWN_ANNEALS = tuple(ANNEALS.values())
 
 
 class Scheduler(Callback):
@@ -49,9 +63,11 @@ class Scheduler(Callback):
         schedules: a mapping from a :class:`~loopkit.hyperparams.HyperParameter` (a class, instantiated with
             no arguments, or an instance such as ``LearningRate(group=1)``) to a schedule
             (:class:`loopkit.schedules.Schedule` or anything with the same ``bind`` method).
-        per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once at the start of
-            each epoch's train phase (the per-step curve sampled at the epoch's first batch).
+        per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once per epoch, at
+            ``before_epoch`` (before the Learner reads the epoch's length, so a batch size takes effect in that
+            epoch): the per-step curve sampled at the epoch's first batch.
         on_mismatch: ``"error"`` (default), ``"stretch"`` or ``"hold"``; see the module docstring.
+        name: the callback's name, to tell two Schedulers apart in checkpoints and ``describe()``.
 
     Attributes:
         history: every value applied, by hyperparameter name: per step (``per="step"``, entry ``i`` applied
@@ -59,12 +75,14 @@ class Scheduler(Callback):
 
     Raises:
         TypeError: at construction, ``schedules`` that is not a non-empty mapping, a key that is not a
-            :class:`~loopkit.scheduling.hyperparams.HyperParameter`, a value without a ``bind`` method.
+            :class:`~loopkit.scheduling.hyperparams.HyperParameter` or whose class does not implement ``set`` or
+            declares no ``writes``, a value without a ``bind`` method.
         ValueError: at construction, an unknown ``per``/``on_mismatch``, an empty ``name``, or two schedules
             for one hyperparameter; when the Learner is built, a hyperparameter the optimizer cannot hold (a
             ``group`` index past its param groups, a param group without the key); when the fit starts, a
             schedule that ends after the fit (with ``on_mismatch="error"``), an epoch-timed schedule over data
-            without a length, or a resumed fit of another length than the checkpoint's.
+            without a length, ``on_mismatch="stretch"`` over data without a length, a value outside a target's
+            domain, or a resumed fit of another length than the checkpoint's.
     """
 
     # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
@@ -106,6 +124,17 @@ class Scheduler(Callback):
                     f"Scheduler key {key!r} is not a HyperParameter; use LearningRate, Momentum, WeightDecay, "
                     "Attribute('path.to.value') or a subclass of loopkit.hyperparams.HyperParameter"
                 )
+            kind = type(hp).__name__
+            if type(hp).set is HyperParameter.set:
+                raise TypeError(
+                    f"{kind} does not implement set(self, learner, value), so the Scheduler could never apply "
+                    f"it; define {kind}.set"
+                )
+            if not hp.writes:
+                raise TypeError(
+                    f"{kind} declares no writes; name what its set changes (e.g. writes = ('loss_fn.margin',)) "
+                    "so that callback ordering and clash detection see it"
+                )
             if not callable(getattr(schedule, "bind", None)):
                 raise TypeError(f"Scheduler value for {hp.name} must be a Schedule, got {schedule!r}")
             if any(other.name == hp.name for other, _ in self.entries):
@@ -114,7 +143,7 @@ class Scheduler(Callback):
         self.writes = tuple(dict.fromkeys(w for hp, _ in self.entries for w in hp.writes))
         self.reads = tuple(dict.fromkeys(self.reads + tuple(r for hp, _ in self.entries for r in hp.reads)))
         self.history: dict[str, list[float]] = {hp.name: [] for hp, _ in self.entries}
-        self._plan: list[tuple] = []
+        self._tracks: list[_Track] = []
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{hp!r}: {s!r}" for hp, s in self.entries)
@@ -135,6 +164,8 @@ class Scheduler(Callback):
         for values in self.history.values():
             values.clear()
         self._step0 = 0
+        self._check_ranges(0.0)
+        self._tracks = []
 
     def before_epoch(self, learner: Any) -> None:
         # Per-epoch values are set before the Learner reads the epoch's length, so a batch size takes effect
@@ -156,14 +187,17 @@ class Scheduler(Callback):
         # The hot path: _apply's loop, inlined to save a call per step.
         step = learner.global_step
         b, s = learner.batch_idx, step - self._step0
-        for set_value, table, by_step, history, beyond in self._plan:
-            try:
-                value = table[s if by_step else b]
-            except IndexError:
-                value = beyond(s if by_step else b)
-            set_value(learner, value)
-            # history[k] is the value step k used: a value applied for a step that was then skipped is replaced.
-            history[step:] = (value,)
+        track = None
+        try:
+            for track in self._tracks:
+                i = s if track.by_step else b
+                j = i - track.start
+                value = track.block[j] if 0 <= j < track.size else track.refill(i)
+                track.set(learner, value)
+                # history[k] is the value step k used: a value applied for a step that was then skipped is replaced.
+                track.history[step:] = (value,)
+        except UndeclaredWriteError as error:
+            raise _undeclared(track, error) from None
 
     def after_train(self, learner: Any) -> None:
         if self.per == "step":  # drop a value applied for a step that never happened (the phase's last, skipped)
@@ -172,13 +206,16 @@ class Scheduler(Callback):
 
     def _apply(self, learner: Any, b: int, s: int) -> None:
         """Set every hyperparameter to its value at batch ``b`` / step ``s`` of this phase, and record it."""
-        for set_value, table, by_step, history, beyond in self._plan:
-            try:
-                value = table[s if by_step else b]
-            except IndexError:  # the epoch outgrew the length read at its start (per-step batch sizes)
-                value = beyond(s if by_step else b)
-            set_value(learner, value)
-            history.append(value)
+        track = None
+        try:
+            for track in self._tracks:
+                i = s if track.by_step else b
+                j = i - track.start
+                value = track.block[j] if 0 <= j < track.size else track.refill(i)
+                track.set(learner, value)
+                track.history.append(value)
+        except UndeclaredWriteError as error:
+            raise _undeclared(track, error) from None
 
     # ------------------------------------------------------------------------------------- evaluation
     def _bind(self, schedule: Any, n_epochs: int, n_batches: int | None) -> Any:
@@ -198,6 +235,15 @@ class Scheduler(Callback):
     def _fresh_map(self, hp: HyperParameter, bound: Any) -> tuple[float, float]:
         """(offset, scale): schedule time = offset + fit time * scale."""
         end = self._fit_end(bound, *self._geometry)
+        if self.on_mismatch == "stretch":
+            if end is None:
+                raise ValueError(
+                    f"Scheduler(on_mismatch='stretch') lays the schedule for {hp.name} over the fit, whose length "
+                    "in steps is unknown: the training data has no length; give the data a length or use "
+                    "on_mismatch='hold'"
+                )
+            # Compress a longer schedule and extend a shorter one: its whole length maps onto the fit's.
+            return (0.0, bound.horizon / end) if bound.horizon > 0 else (0.0, 1.0)
         if end is None or bound.horizon <= end:
             return (0.0, 1.0)
         if self.on_mismatch == "error":
@@ -206,35 +252,62 @@ class Scheduler(Callback):
                 f"{end:g}; shorten the schedule, fit longer, or pass Scheduler(on_mismatch='stretch') to "
                 "compress it onto the fit or on_mismatch='hold' to cut it off"
             )
-        return (0.0, bound.horizon / end) if self.on_mismatch == "stretch" else (0.0, 1.0)
+        return (0.0, 1.0)
 
     def _build_plan(self, learner: Any) -> None:
         n = learner.n_batches
-        plan = []
-        for (hp, _), bound, (offset, scale), history in zip(
+        tracks = []
+        for (hp, schedule), bound, (offset, scale), history in zip(
             self.entries, self._bound, self._maps, self.history.values()
         ):
             by_step = bound.axis == "step"
             if self.per == "epoch":  # one value, at the epoch's first batch
-                t = np.array([self._step0 if by_step else learner.epoch], dtype=np.float64)
-            elif n is None:  # unknown length, step-timed: evaluate lazily, one scalar call per step
-                t = None
+                origin, divisor, limit = (self._step0 if by_step else learner.epoch), 1, 1
+            else:
+                # An epoch-axis schedule has a length here (_bind refused it otherwise).
+                origin, divisor, limit = (self._step0, 1, n) if by_step else (learner.epoch, n or 1, n)
+            tracks.append(_Track(hp, schedule, bound, offset, scale, origin, divisor, limit, by_step, history))
+        self._tracks = tracks
+
+    def _check_ranges(self, here: float | None) -> None:
+        """Refuse, before training, a built-in schedule whose values over the rest of the fit leave a domain.
+
+        ``here``: the fit time the rest starts at, on each schedule's own axis (None: the resume position).
+        """
+        n_epochs, per_epoch = self._geometry  # per_epoch: optimizer steps an epoch
+        n_batches = self._learner.n_batches  # the epoch axis counts batches: e + b / n_batches
+        for (hp, schedule), bound, (offset, scale) in zip(self.entries, self._bound, self._maps):
+            by_step = bound.axis == "step"
+            # The time of the fit's last application (or a bound on it; None: unbounded).
+            last: float | None
+            if n_epochs is None:
+                last = None
+            elif self.per == "epoch":
+                epochs_started = math.ceil(n_epochs) - 1
+                last = (None if per_epoch is None else epochs_started * per_epoch) if by_step else epochs_started
             elif by_step:
-                t = self._step0 + np.arange(n, dtype=np.float64)
+                last = None if per_epoch is None else n_epochs * per_epoch - 1
             else:
-                # Same arithmetic as schedules.epoch_position: e + b / n, element by element.
-                t = learner.epoch + np.arange(n, dtype=np.float64) / n
-            beyond = _ScalarClock(
-                bound, offset, scale, self._step0 if by_step else learner.epoch, 1 if by_step else (n or 1)
-            )
-            if t is None:
-                table: Any = beyond
-            else:
-                if (offset, scale) != (0.0, 1.0):
-                    t = offset + t * scale
-                table = bound.table(t).tolist()
-            plan.append((hp.set, table, by_step, history, beyond))
-        self._plan = plan
+                last = n_epochs - 1 / n_batches
+            start = here if here is not None else self._here(by_step)
+            points = _known_points(bound, offset + start * scale, None if last is None else offset + last * scale)
+            if points is None:  # a custom annealing or schedule type: checked block by block instead
+                continue
+            times = np.array([t for t, _ in points], dtype=np.float64)
+            values = hp.applied(np.array([v for _, v in points], dtype=np.float64))
+            for target in hp.targets():
+                bad = target.domain.outside(values * target.ratio if target.ratio != 1.0 else values)
+                if bad.size:
+                    k = bad[0]
+                    raise _out_of_domain(hp, schedule, target, values[k], times[k], bound.axis)
+            expect = getattr(hp, "expect_range", None)
+            if callable(expect):
+                expect(float(values.min()), float(values.max()))
+
+    def _here(self, by_step: bool) -> float:
+        learner = self._learner
+        epoch, batch = learner.position
+        return float(learner.global_step) if by_step else epoch + batch / learner.n_batches
 
     # ------------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
@@ -284,6 +357,8 @@ class Scheduler(Callback):
                     self._stretched(bound, m, saved, now, learner) for bound, m in zip(self._bound, self._maps)
                 ]
             self._geometry = now
+        if learner.position is not None:
+            self._check_ranges(None)
         self._build_plan(learner)
 
     def _stretched(self, bound: Any, old_map: tuple, saved: tuple, now: tuple, learner: Any) -> tuple[float, float]:
@@ -317,16 +392,102 @@ def _geometry(learner: Any) -> tuple[Any, int | None]:
     return learner.max_steps / per_epoch, per_epoch
 
 
-class _ScalarClock:
-    """Evaluates a bound schedule at index ``i`` of a phase one value at a time: for data without a length,
-    and for batches beyond the length read at the start of the epoch. Same clock as the tables:
-    time = origin + i / divisor (step0 + i / 1 on the step axis, epoch + i / n_batches on the epoch axis)."""
+class _Track:
+    """One hyperparameter's values in the current phase, evaluated :data:`BLOCK` steps at a time.
 
-    def __init__(self, bound: Any, offset: float, scale: float, origin: float, divisor: int) -> None:
-        self.bound, self.offset, self.scale, self.origin, self.divisor = bound, offset, scale, origin, divisor
+    Index ``i`` of the phase (a step since the phase began, or a batch) is at fit time ``origin + i / divisor``
+    (``step0 + i`` on the step axis, ``epoch + i / n_batches`` on the epoch axis: the arithmetic of
+    :func:`~loopkit.schedules.epoch_position`, element by element), and at schedule time ``offset + t * scale``.
+    ``limit`` (the phase's length when known) caps a block so that a short epoch computes no more than it uses.
+    """
 
-    def __call__(self, i: int) -> float:
-        t = self.origin + i / self.divisor
-        return self.bound(self.offset + t * self.scale if (self.offset, self.scale) != (0.0, 1.0) else t)
+    __slots__ = (
+        "block",
+        "bound",
+        "by_step",
+        "divisor",
+        "history",
+        "hp",
+        "limit",
+        "offset",
+        "origin",
+        "scale",
+        "schedule",
+        "set",
+        "size",
+        "start",
+    )
 
-    __getitem__ = __call__
+    def __init__(
+        self,
+        hp: HyperParameter,
+        schedule: Any,
+        bound: Any,
+        offset: float,
+        scale: float,
+        origin: float,
+        divisor: int,
+        limit: int | None,
+        by_step: bool,
+        history: list[float],
+    ) -> None:
+        self.hp, self.schedule, self.bound, self.offset, self.scale = hp, schedule, bound, offset, scale
+        self.origin, self.divisor, self.limit, self.by_step, self.history = origin, divisor, limit, by_step, history
+        self.set = hp.set
+        self.block: list[float] = []
+        self.start, self.size = 0, 0
+
+    def refill(self, i: int) -> float:
+        """Evaluate the block that starts at index ``i``, check it against the targets' domains, return its
+        first value."""
+        size = BLOCK if self.limit is None or i >= self.limit else min(BLOCK, self.limit - i)
+        index = np.arange(i, i + size, dtype=np.float64)
+        t = self.origin + index if self.divisor == 1 else self.origin + index / self.divisor
+        if (self.offset, self.scale) != (0.0, 1.0):
+            t = self.offset + t * self.scale
+        values = self.hp.applied(np.asarray(self.bound.table(t), dtype=np.float64))
+        for target in self.hp.targets():
+            bad = target.domain.outside(values * target.ratio if target.ratio != 1.0 else values)
+            if bad.size:
+                k = bad[0]
+                raise _out_of_domain(self.hp, self.schedule, target, values[k], t[k], self.bound.axis)
+        self.block, self.start, self.size = values.tolist(), i, size
+        return self.block[0]
+
+
+def _known_points(bound: Any, t0: float, t1: float | None) -> list[tuple[float, float]] | None:
+    """(time, value) pairs whose values bound every value a built-in schedule takes on [t0, t1] (t1=None: on
+    [t0, ever)): the ends and every knot inside. Exact because each built-in annealing is monotone between its
+    knots' values and PCHIP does not overshoot. None for a custom annealing or schedule type."""
+    if not isinstance(bound, BoundSchedule) or not all(a in _KNOWN_ANNEALS for a in bound.anneals):
+        return None
+    points = [(t0, bound(t0))]
+    points += [(k, v) for k, v in zip(bound.knots, bound.values) if k > t0 and (t1 is None or k < t1)]
+    if t1 is None:
+        points.append((max(bound.knots[-1], t0), bound.values[-1]))
+    else:
+        points.append((t1, bound(t1)))
+    return points
+
+
+def _out_of_domain(hp: HyperParameter, schedule: Any, target: Any, value: float, t: float, axis: str) -> ValueError:
+    written = value * target.ratio
+    via = "" if target.ratio == 1.0 else f" (the schedule's {value:g} times the group's ratio {target.ratio:g})"
+    return ValueError(
+        f"the schedule for {hp.name}, {schedule!r}, would write {written:g} to {target.where}{via} at {axis} "
+        f"{t:g} of the schedule, outside its domain {target.domain}"
+        + (f" ({target.domain.why})" if target.domain.why else "")
+        + "; change the schedule's values so that they stay inside it"
+    )
+
+
+def _undeclared(track: _Track | None, error: UndeclaredWriteError) -> UndeclaredWriteError:
+    if track is None:  # not raised by a hyperparameter's set
+        return error
+    kind = type(track.hp).__name__
+    name = getattr(error, "name", None) or "the attribute"
+    return UndeclaredWriteError(
+        f"{kind}.set rebound learner.{name}, which {kind} does not declare; add {name!r} to {kind}.writes "
+        "(a Scheduler's writes are derived from its hyperparameters' writes)",
+        name=getattr(error, "name", None),
+    )

@@ -169,11 +169,12 @@ class Schedule:
     # ----------------------------------------------------------------------------------------- binding
     def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> BoundSchedule:
         """Resolve every knot onto one axis for a run of this geometry; see the module docstring."""
-        units = {k.unit for k in self.knots}
+        # A knot at 0 is the fit's start in every unit, so it does not decide the axis.
+        units = {k.unit for k in self.knots if k.value != 0} or {k.unit for k in self.knots}
         axis = "step" if units == {"step"} else "epoch"
         resolved = []
         for k in self.knots:
-            if k.unit == axis:
+            if k.unit == axis or k.value == 0:
                 resolved.append(k.value)
             elif k.unit == "fraction":
                 if n_epochs is None:
