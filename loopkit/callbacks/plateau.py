@@ -45,7 +45,8 @@ class ReduceLROnPlateau(Callback):
         >>> from loopkit import Learner, Metrics
         >>> model = torch.nn.Linear(2, 1)
         >>> data = [(torch.randn(4, 2), torch.randn(4, 1))] * 2
-        >>> plateau = ReduceLROnPlateau("train_loss", patience=0, factor=0.5, threshold=10.0)  # never "better"
+        >>> # Only epoch 0 improves (on the initial best, inf): a value must beat the best by 1e9.
+        >>> plateau = ReduceLROnPlateau("train_loss", patience=0, factor=0.5, threshold_mode="abs", threshold=1e9)
         >>> learner = Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.8),
         ...                   torch.nn.functional.mse_loss, callbacks=[Metrics(), plateau])
         >>> learner.fit(3).optimizer.param_groups[0]["lr"]  # epoch 0 sets the best; epochs 1 and 2 cut

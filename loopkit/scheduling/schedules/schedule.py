@@ -54,8 +54,10 @@ def steps(n: float) -> Time:
         ValueError: an ``n`` that is not a finite number.
 
     Example:
-        >>> Schedule([0, steps(500)], [0.0, 1.0]).bind(steps_per_epoch=100)(2.5)  # epoch 2.5 is step 250
+        >>> Schedule([0, steps(500), 10], [0.0, 1.0, 0.0]).bind(steps_per_epoch=100)(2.5)  # epoch 2.5 is step 250
         0.5
+        >>> Schedule([0, steps(500)], [0.0, 1.0]).bind().axis  # a knot at 0 is the start in every unit
+        'step'
     """
     return Time(_finite(n, "steps(n)"), "step")
 
