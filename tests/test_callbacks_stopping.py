@@ -209,3 +209,11 @@ def test_checkpoint_monitoring_an_unknown_metric_fails_when_the_learner_is_built
     # The same kind as EarlyStopping's: the best-checkpoint monitor is checked before an epoch is spent.
     with pytest.raises(ValueError, match=r"Checkpoint\(monitor='valid_acc'\): Metrics never produces"):
         learner_with([Metrics(), Checkpoint(tmp_path, monitor="valid_acc")])
+
+
+def test_metric_objects_names_are_known_at_set_up():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    metrics = Metrics(torchmetrics.MeanSquaredError(), names=["mse"])
+    learner_with([metrics, EarlyStopping("valid_mse")])  # a metric object's key is known too
+    with pytest.raises(ValueError, match=r"monitor='valid_ms'.*never produces.*'valid_mse'"):
+        learner_with([Metrics(torchmetrics.MeanSquaredError(), names=["mse"]), EarlyStopping("valid_ms")])

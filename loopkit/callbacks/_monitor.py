@@ -19,7 +19,8 @@ def monitored_metrics(learner: Any, monitor: str, who: str) -> Metrics:
     if metrics is None:
         raise ValueError(f"{who}(monitor={monitor!r}) needs a Metrics callback in the Learner")
     phases = ("train", "valid") if learner.valid_data is not None else ("train",)
-    known = [f"{phase}_{name}" for phase in phases for name in metrics.names]
+    names = [*metrics.names, *getattr(metrics, "stateful", {})]  # averaged functions, then metric objects
+    known = [f"{phase}_{name}" for phase in phases for name in names]
     if monitor in known:
         return metrics
     if monitor.startswith("valid_") and learner.valid_data is None:
