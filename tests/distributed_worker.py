@@ -74,31 +74,32 @@ class Record:
 
 
 class Slow:
-    """Slows each train step (so a kill can land mid-epoch) and reports the finished step."""
+    """Reports the finished step; at step ``hang_at`` every rank waits (so a kill lands there, whatever the load)."""
 
     reads = ("global_step", "phase")
     run_after = ("Checkpoint",)
 
-    def __init__(self, path, sleep):
-        self.path, self.sleep = path, sleep
+    def __init__(self, path, hang_at):
+        self.path, self.hang_at = path, hang_at
 
     def after_batch(self, learner):
         if learner.phase == "train":
             if rank() == 0:
                 with open(self.path, "w") as f:
                     f.write(str(learner.global_step))
-            time.sleep(self.sleep)
+            if learner.global_step == self.hang_at:
+                time.sleep(600)
 
 
-def train(out, *, resume=False, sleep=0.0, dropout=0.0):
+def train(out, *, resume=False, hang_at=None, dropout=0.0):
     with (
         open(os.path.join(out, f"saves-{rank()}.txt"), "a") as saves,
         open(os.path.join(out, f"bar-{rank()}.txt"), "w") as bar,
     ):
-        _train(out, saves, bar, resume=resume, sleep=sleep, dropout=dropout)
+        _train(out, saves, bar, resume=resume, hang_at=hang_at, dropout=dropout)
 
 
-def _train(out, saves, bar, *, resume, sleep, dropout):
+def _train(out, saves, bar, *, resume, hang_at, dropout):
     x, y = data()
     ds = torch.utils.data.TensorDataset
     train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
@@ -121,7 +122,7 @@ def _train(out, saves, bar, *, resume, sleep, dropout):
         TensorBoard(os.path.join(out, "tb"), flush_every=5),
         ProgressBar(force=True, file=bar, refresh_every=1),
         record,
-        Slow(os.path.join(out, "progress"), sleep),
+        Slow(os.path.join(out, "progress"), hang_at),
     ]
     learner = Learner(
         net,
@@ -327,11 +328,11 @@ def main():
     parser.add_argument("scenario")
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--hang-at", type=int, default=None)
     parser.add_argument("--dropout", type=float, default=0.0)
     args = parser.parse_args()
     if args.scenario == "train":
-        train(args.out, resume=args.resume, sleep=args.sleep, dropout=args.dropout)
+        train(args.out, resume=args.resume, hang_at=args.hang_at, dropout=args.dropout)
     elif args.scenario == "decisions":
         decisions(args.out)
     elif args.scenario == "error":

@@ -219,3 +219,88 @@ def test_accumulation_skips_the_all_reduce_of_non_final_micro_batches_and_equals
     for k, (got, other, want) in enumerate(zip(r0["steps"], r1["steps"], steps)):
         assert torch.equal(got, other), f"ranks differ after step {k}"
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"step {k}")
+
+
+def test_a_killed_2_rank_run_resumes_bit_identically_mid_epoch(tmp_path):
+    # Dropout draws from each rank's own generator (seeded per rank), so only a checkpoint that restores every
+    # rank's RNG state reproduces the uninterrupted run.
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    launch("train", whole, "--dropout=0.3")
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    command += [
+        os.path.join(ROOT, "tests", "distributed_worker.py"),
+        "train",
+        str(killed),
+        "--dropout=0.3",
+        "--hang-at=10",
+    ]
+    job = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # fmt: skip
+    progress = killed / "progress"
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        # Checkpoints every 4 steps; both ranks wait at step 10 (epoch 1, batch 4 of 6), where the newest
+        # checkpoint is step 8, mid-epoch: the kill lands there.
+        while not (progress.exists() and progress.read_text().strip() and int(progress.read_text()) >= 10):
+            assert job.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.05)
+    finally:
+        os.killpg(job.pid, 9)  # SIGKILL, torchrun and both ranks at once
+        job.wait(timeout=30)
+    assert not (killed / "rank0.pt").exists()
+    launch("train", killed, "--dropout=0.3", "--resume")
+    a = [torch.load(whole / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    b = [torch.load(killed / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert os.path.basename(b[0]["resumed_from"]).startswith("step-")  # mid-epoch checkpoint
+    for r in range(2):
+        for key, value in a[r]["final"].items():
+            assert torch.equal(value, b[r]["final"][key]), (r, key)
+        assert a[r]["metrics"] == b[r]["metrics"]  # rank 1's partial sums of the resumed epoch included
+        assert a[r]["schedule"] == b[r]["schedule"]
+
+
+def single_process_learner(train_loader):
+    """The `train` scenario's learner in this process (no torchrun: Distributed does nothing)."""
+    from loopkit import Distributed, Learner, Metrics, Schedule, Scheduler, accuracy
+    from loopkit.hyperparams import LearningRate, Momentum
+
+    net = worker.model()
+    momentum = Schedule([0, worker.EPOCHS], [0.9, 0.8], anneal="linear")
+    f1 = worker.MulticlassF1Score(num_classes=3, average="macro")
+    return Learner(
+        net,
+        train_loader,
+        torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9),
+        torch.nn.functional.cross_entropy,
+        callbacks=[
+            Distributed(),
+            Scheduler({LearningRate: worker.LR, Momentum: momentum}),
+            Metrics(accuracy, f1, names=["accuracy", "f1"]),
+            worker.Record(),
+        ],
+    )
+
+
+def test_another_world_size_refuses_a_mid_epoch_checkpoint_and_resumes_from_an_epoch_boundary(two_ranks, monkeypatch):
+    from loopkit.loop.checkpoint import CheckpointError
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    out, (r0, _) = two_ranks
+    x, y = worker.data()
+    dataset = torch.utils.data.TensorDataset(x[: worker.N_TRAIN], y[: worker.N_TRAIN])
+    # The split of the rest of a 2-rank epoch cannot be redone by 1 process: refused, saying why and what to do.
+    learner = single_process_learner(torch.utils.data.DataLoader(dataset, batch_size=worker.BATCH, shuffle=True))
+    with pytest.raises(CheckpointError, match=r"written by 2 processes and this run has 1.*end-of-epoch"):
+        learner.fit(worker.EPOCHS, resume_from=out / "ckpt" / "step-000000016.pt")
+    # From the end of epoch 2, one process with the same global batch (and DistributedSampler's order, as
+    # the 2 ranks had) finishes the run with the weights the 2 ranks reached.
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=1, rank=0, seed=0)
+    learner = single_process_learner(torch.utils.data.DataLoader(dataset, batch_size=worker.BATCH, sampler=sampler))
+    learner.fit(worker.EPOCHS, resume_from=out / "ckpt" / "epoch-0002.pt")
+    steps = learner.callback(worker.Record).steps
+    assert len(steps) == worker.N_TRAIN // worker.BATCH  # epoch 2 only
+    torch.testing.assert_close(steps[-1], r0["steps"][-1], rtol=1e-10, atol=1e-12)

@@ -202,3 +202,22 @@ def test_bad_arguments_fail_at_construction():
         Distributed(timeout=5)
     with pytest.raises(TypeError, match="seed"):
         Distributed(seed=1.5)
+
+
+def test_early_stopping_restores_the_best_weights_into_the_model_it_was_given(group):
+    # Distributed gives the learner its unwrapped model back at after_fit; EarlyStopping's best weights are the
+    # underlying module's, so they load into it (and into a checkpoint-resumed run without DDP alike).
+    from loopkit import EarlyStopping, Metrics
+
+    ds = TensorDataset(torch.randn(16, 1, dtype=torch.float64), torch.randn(16, 1, dtype=torch.float64))
+    model = torch.nn.Linear(1, 1).double()
+    opt = torch.optim.SGD(model.parameters(), lr=5.0)  # diverges: the best epoch is the first
+    stop = EarlyStopping("valid_loss", patience=2, restore_best=True)
+    learner = Learner(model, DataLoader(ds, batch_size=4), opt, torch.nn.functional.mse_loss,
+                      valid_data=DataLoader(ds, batch_size=8), callbacks=[Distributed(), Metrics(), stop])  # fmt: skip
+    learner.fit(5)
+    assert learner.model is model and stop.best_epoch == 0
+    assert all(not k.startswith("module.") for k in stop.state_dict()["best_state"])
+    with torch.no_grad():
+        loss = torch.nn.functional.mse_loss(model(ds.tensors[0]), ds.tensors[1]).item()
+    assert loss == pytest.approx(stop.best, rel=1e-12)

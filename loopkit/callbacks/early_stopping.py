@@ -8,6 +8,7 @@ from typing import Any
 from .._validate import whole_number
 from ..loop.callback import Callback
 from ..loop.events import CancelFit
+from ..loop.resume import unwrap_model
 from ._monitor import monitored_metrics
 
 
@@ -96,7 +97,9 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, learner.epoch, 0
             if self.restore_best:
-                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in learner.model.state_dict().items()}
+                # The underlying module's state (not a DDP or compile wrapper's), as a checkpoint holds it.
+                state = unwrap_model(learner.model).state_dict()
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -105,7 +108,7 @@ class EarlyStopping(Callback):
 
     def after_fit(self, learner: Any) -> None:
         if self.restore_best and self._best_state is not None and learner.error is None:
-            learner.model.load_state_dict(self._best_state)
+            unwrap_model(learner.model).load_state_dict(self._best_state)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_state": self._best_state}

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from ..distributed.collectives import all_gather
+from ..distributed.ranks import rank, world_size
 from .callback import Callback, callback_name
 from .checkpoint import FORMAT, CheckpointError
 from .rng import capture_rng_state, check_rng_state, rng_entry
@@ -264,28 +266,15 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "optimizer_type": optimizer_type(learner.optimizer),
         "callbacks": {callback_name(cb): cb.state_dict() for cb in learner.callbacks if hasattr(cb, "state_dict")},
         "position": {"epoch": epoch, "batch": batch, "global_step": learner.global_step, "n_epochs": learner.n_epochs},
-        "rng": rng_entry(_every_rank(local)),
+        "rng": rng_entry(all_gather(local)),  # every rank's, gathered (a collective)
         "run": learner.run,
     }
 
 
-def _every_rank(local: dict[str, Any]) -> list[Any]:
-    """Each rank's RNG snapshots, indexed by rank: one all-gather under torch.distributed (every rank builds the
-    checkpoint state; rank 0 writes it), ``[local]`` in a single process."""
-    _, world_size = rank_and_world_size()
-    if world_size == 1:
-        return [local]
-    gathered: list[Any] = [None] * world_size
-    torch.distributed.all_gather_object(gathered, local)
-    return gathered
-
-
 def rank_and_world_size() -> tuple[int, int]:
-    """This process's rank and the world size: ``(0, 1)`` without an initialised process group."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    """This process's rank and the world size (:mod:`loopkit.distributed.ranks`): from the process group, or from
+    torchrun's variables when the checkpoint is checked before ``Distributed`` has built the group, else ``(0, 1)``."""
+    return rank(), world_size()
 
 
 def rng_of_this_rank(state: Mapping[str, Any]) -> Mapping[str, Any]:
