@@ -49,3 +49,17 @@ def test_a_bad_name_or_option_is_a_usage_error_and_records_no_run(tmp_path, caps
     assert exit_info.value.code == 2  # argparse's usage error, before any run exists
     assert message in capsys.readouterr().err
     assert not (tmp_path / "digits").exists()  # no run record, not even a FAILED one
+
+
+@pytest.mark.parametrize("name", ["short", "a/b", ".hidden"])
+def test_a_taken_or_bad_run_name_is_a_usage_error_that_touches_no_run(tmp_path, capsys, name):
+    existing = tmp_path / "digits" / "short"
+    existing.mkdir(parents=True)
+    (existing / "run.json").write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--epochs=1", "--quiet", "--runs-root", str(tmp_path), f"--run-name={name}"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert ("already exists" if name == "short" else "use letters, digits") in err
+    assert sorted(p.name for p in (tmp_path / "digits").iterdir()) == ["short"]
+    assert (existing / "run.json").read_text() == "{}"

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from .parameters import ParameterError, params_from_namespace, parser_for
-from .record import STALE_AFTER_S, Run, list_runs
+from .parameters import params_from_namespace, parser_for
+from .record import STALE_AFTER_S, Run, check_name, list_runs
 from .runner import load_task, resume_run, run_task
 
 
@@ -44,7 +45,15 @@ def run_task_main(
     args = parser.parse_args(argv)
     try:
         params = params_from_namespace(module.Params, args)
-    except ParameterError as error:
+        check_name("experiment", args.experiment)
+        if args.run_name is not None:
+            check_name("run", args.run_name)
+            if os.path.exists(os.path.join(args.runs_root, args.experiment, args.run_name)):
+                raise ValueError(
+                    f"run {args.experiment}/{args.run_name} already exists in {args.runs_root!r}; give another "
+                    f"--run-name, or resume it (python -m loopkit.runs resume {args.experiment}/{args.run_name})"
+                )
+    except ValueError as error:  # a ParameterError, a bad name or a taken one: a usage error, before any run
         parser.error(str(error))
     run = run_task(module, params, experiment=args.experiment, root=args.runs_root, name=args.run_name)
     print_run(run)
