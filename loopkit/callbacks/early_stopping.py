@@ -24,18 +24,15 @@ class EarlyStopping(Callback):
         check_finite: stop at once, after the epoch whose monitored value is NaN or infinite (Lightning's
             ``check_finite``); by default such a value is simply not an improvement and counts toward ``patience``.
 
-    Raises:
-        ValueError: at construction, an unknown ``mode``, a ``patience`` that is not a whole number >= 0, or a
-            negative ``min_delta``; when the Learner is built, no ``Metrics`` callback to read ``monitor`` from.
-
     Attributes:
         best, best_epoch, stopped_epoch: what happened, for inspection after ``fit``.
         reason: why the fit was stopped: ``"patience"``, ``"non-finite"``, or ``None`` if it was not.
 
     Raises:
-        ValueError when the Learner is built, and again at the start of each fit: no Metrics callback, a
-        ``monitor`` that Metrics never produces (the message lists the names it does, closest first), or a
-        ``valid_*`` monitor without ``valid_data``.
+        ValueError: at construction, an unknown ``mode``, a ``patience`` that is not a whole number >= 0, or a
+            negative ``min_delta``; when the Learner is built, and again at the start of each fit, no
+            ``Metrics`` callback, a ``monitor`` that Metrics never produces (the message lists the names it
+            does, closest first), or a ``valid_*`` monitor without ``valid_data``.
     """
 
     reads = ("epoch", "callbacks")
