@@ -172,7 +172,7 @@ def test_bad_schedules_fail_at_construction_quoting_the_value(args, kwargs, erro
 
 
 def test_bad_markers_and_values_arguments():
-    with pytest.raises(ValueError, match=r"steps.n. must be a finite number, got nan"):
+    with pytest.raises(ValueError, match=r"steps\(n=nan\): n must be a finite number"):
         steps(float("nan"))
     with pytest.raises(ValueError, match="n_steps=-1"):
         Schedule([0, 1], [0, 1], unit="step").values(-1)

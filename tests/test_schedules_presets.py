@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import pytest
 import torch
 
+from loopkit import Learner
+from loopkit.hyperparams import LearningRate
+from loopkit.scheduler import Scheduler
 from loopkit.schedules import (
     cosine_restarts,
     onecycle,
@@ -35,12 +39,13 @@ def torch_run(make_scheduler, n_steps, lr=1.0, momentum=0.9, betas=None):
         opt = torch.optim.Adam([param], lr=lr, betas=betas)
     scheduler = make_scheduler(opt)
     lrs, moms = [], []
-    for _ in range(n_steps):
+    for k in range(n_steps):
         group = opt.param_groups[0]
         lrs.append(group["lr"])
         moms.append(group["momentum"] if betas is None else group["betas"][0])
         opt.step()
-        scheduler.step()
+        if k < n_steps - 1:  # the scheduler's step after the last optimizer step sets a value nobody uses
+            scheduler.step()
     return lrs, moms
 
 
@@ -131,6 +136,82 @@ def test_onecycle_torch_momentum_is_adams_beta1():
     close(onecycle_torch_momentum(n).values(n).tolist(), betas)
 
 
+# ----------------------------------------------------------------------------------------------- degenerate sizes
+def test_onecycle_torch_on_three_and_two_steps_gives_torchs_numbers():
+    # torch's warmup would end at step 0.3 * 3 - 1 = -0.1: the cycle starts on its way down from max_lr.
+    assert onecycle_torch(3, 1.0).values(3).tolist() == pytest.approx([0.99442, 0.46264, 4e-06], rel=2e-5)
+    assert onecycle_torch(2, 1.0).values(2).tolist() == pytest.approx([0.81175, 4e-06], rel=2e-5)
+    # the same to 1e-12 against torch itself
+    for n in (1, 2, 3):
+        lrs, _ = torch_run(lambda opt, n=n: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=n), n)
+        close(onecycle_torch(n, 1.0).values(n).tolist(), lrs, scale=1.0)
+
+
+def test_onecycle_torch_refuses_where_torch_divides_by_zero_naming_the_arguments():
+    with pytest.raises(ZeroDivisionError):  # the reference fails at construction (step 0)
+        p = torch.nn.Parameter(torch.zeros(1))
+        torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([p], lr=1.0), max_lr=1.0, total_steps=2, pct_start=0.5)
+    for call in (onecycle_torch, lambda n, lr, **kw: onecycle_torch_momentum(n, **kw)):
+        with pytest.raises(ValueError, match=r"total_steps=2, pct_start=0\.5\).*divides by zero"):
+            call(2, 1.0, pct_start=0.5)
+        with pytest.raises(ValueError, match=r"total_steps=10, pct_start=0\.1\)"):
+            call(10, 1.0, pct_start=0.1, three_phase=True)
+
+
+def onecycle_reference(n, pct, three_phase, anneal):
+    """torch's OneCycleLR (lr and momentum) for n steps, or None where torch divides by zero."""
+    try:
+        return torch_run(
+            lambda opt: torch.optim.lr_scheduler.OneCycleLR(
+                opt,
+                max_lr=2.0,
+                total_steps=n,
+                pct_start=pct,
+                three_phase=three_phase,
+                anneal_strategy=anneal,
+                base_momentum=0.8,
+                max_momentum=0.93,
+            ),
+            n,
+        )
+    except ZeroDivisionError:
+        return None
+
+
+@pytest.mark.parametrize("three_phase", [False, True])
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+def test_onecycle_torch_sweep_of_small_sizes_and_edge_pcts_matches_torch_or_refuses_where_it_fails(three_phase, anneal):
+    compared = refused = 0
+    for n in range(1, 9):
+        for pct in (0.0, 0.1, 0.25, 0.3, 1 / 3, 0.5, 0.6, 0.9, 1.0):
+            reference = onecycle_reference(n, pct, three_phase, anneal)
+            kw = dict(pct_start=pct, three_phase=three_phase, anneal=anneal)
+            if reference is None:
+                with pytest.raises(ValueError, match="divides by zero"):
+                    onecycle_torch(n, 2.0, **kw)
+                refused += 1
+                continue
+            lr = onecycle_torch(n, 2.0, **kw)
+            mom = onecycle_torch_momentum(n, base_momentum=0.8, max_momentum=0.93, **kw)
+            close(lr.values(n).tolist(), reference[0], scale=2.0)
+            close(mom.values(n).tolist(), reference[1], scale=1.0)
+            assert [lr.bind()(k) for k in range(n)] == pytest.approx(reference[0], rel=REL, abs=1e-15)
+            compared += 1
+    assert compared > 50 and refused >= 4  # both branches exercised
+
+
+def test_onecycle_torch_ends_within_the_fit_so_the_scheduler_takes_it_at_every_size():
+    for n in (1, 2, 3, 5):
+        model = torch.nn.Linear(1, 1)
+        sched = Scheduler({LearningRate: onecycle_torch(n, 1.0)})
+        data = [(torch.zeros(1, 1), torch.zeros(1, 1))] * n
+        Learner(
+            model, data, torch.optim.SGD(model.parameters(), lr=1.0), torch.nn.functional.mse_loss, callbacks=[sched]
+        ).fit(1)
+        lrs, _ = torch_run(lambda opt, n=n: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=n), n)
+        close(sched.history["lr"], lrs, scale=1.0)
+
+
 # ----------------------------------------------------------------------------------------------- fastai
 def fastai_sched_cos(start, end, pos):
     return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
@@ -167,6 +248,47 @@ def test_onecycle_matches_fastai_fit_one_cycle(n_epochs, n_batches, peak, pct, d
     close(moms.tolist(), [fastai_combined_cos(pct, 0.95, 0.85, 0.95, k / n) for k in range(n)])
 
 
+def fastai_combine_scheds(pcts, scheds):
+    """fastai's combine_scheds: cumulative pcts, the last phase whose start pos has reached (so a phase of
+    length 0 is skipped), position within it; pos 1 is the last phase's end."""
+    starts = [0.0]
+    for p in pcts:
+        starts.append(starts[-1] + p)
+
+    def inner(pos):
+        if pos >= 1:
+            return scheds[-1](1.0)
+        idx = min(max(i for i, s in enumerate(starts) if pos >= s), len(starts) - 2)
+        return scheds[idx]((pos - starts[idx]) / (starts[idx + 1] - starts[idx]))
+
+    return inner
+
+
+@pytest.mark.parametrize("pct", [0.0, 0.25, 1.0])
+@pytest.mark.parametrize("n_epochs, n_batches", [(1, 1), (1, 2), (1, 3), (2, 1), (3, 1)])
+def test_onecycle_edges_match_fastai_combine_scheds(pct, n_epochs, n_batches):
+    n = n_epochs * n_batches
+    peak, div, div_final = 1.0, 25.0, 1e5
+    lr_ref = fastai_combine_scheds(
+        [pct, 1 - pct],
+        [lambda p: fastai_sched_cos(peak / div, peak, p), lambda p: fastai_sched_cos(peak, peak / div_final, p)],
+    )
+    mom_ref = fastai_combine_scheds(
+        [pct, 1 - pct], [lambda p: fastai_sched_cos(0.95, 0.85, p), lambda p: fastai_sched_cos(0.85, 0.95, p)]
+    )
+    ours = onecycle(n_epochs, peak, pct_start=pct, div=div, div_final=div_final).values(n, steps_per_epoch=n_batches)
+    close(ours.tolist(), [lr_ref(k / n) for k in range(n)], scale=peak)
+    moms = onecycle_momentum(n_epochs, pct_start=pct).values(n, steps_per_epoch=n_batches)
+    close(moms.tolist(), [mom_ref(k / n) for k in range(n)], scale=1.0)
+
+
+def test_onecycle_pct_start_zero_is_a_cosine_decay_from_the_peak_and_one_a_warmup_only():
+    decay = onecycle(4, 1.0, pct_start=0.0).values(4, steps_per_epoch=1)
+    assert decay[0] == 1.0 and decay[2] == pytest.approx((1.0 + 1e-5) / 2, rel=1e-15)
+    warm = onecycle(4, 1.0, pct_start=1.0).values(4, steps_per_epoch=1)
+    assert warm[0] == 0.04 and warm[2] == pytest.approx((0.04 + 1.0) / 2, rel=1e-15)
+
+
 # ----------------------------------------------------------------------------------------------- transformers
 def transformers_linear(W, T):
     def lr_lambda(step):
@@ -193,6 +315,40 @@ def test_warmup_linear_matches_get_linear_schedule_with_warmup(W, T, peak):
     n = T + 5  # past the end both stay at 0
     lrs, _ = torch_run(lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, transformers_linear(W, T)), n, lr=peak)
     close(warmup_linear(W, T, peak).values(n).tolist(), lrs)
+
+
+@pytest.mark.parametrize("W, T", [(0, 1), (1, 1), (0, 2), (1, 2), (2, 2), (3, 3), (2, 3)])
+def test_warmups_at_the_smallest_sizes_match_transformers_within_the_fit(W, T):
+    # warmup equal to the total: transformers warms up over the whole fit and is 0 at num_training_steps
+    lin, _ = torch_run(lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, transformers_linear(W, T)), T + 3, lr=0.5)
+    close(warmup_linear(W, T, 0.5).values(T + 3).tolist(), lin)
+    cos, _ = torch_run(lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, transformers_cosine(W, T, 0.2)), T, lr=0.5)
+    close(warmup_cosine(W, T, 0.5, floor=0.1).values(T).tolist(), cos)
+    # after the fit loopkit's cosine holds the floor (transformers' climbs again, or jumps to the peak when W == T)
+    assert warmup_cosine(W, T, 0.5, floor=0.1).values(T + 3).tolist()[T:] == [0.1] * 3
+
+
+def optax_warmup_cosine_decay(init_value, peak_value, warmup_steps, decay_steps, end_value):
+    """optax.warmup_cosine_decay_schedule written out: linear init -> peak, then cosine peak -> end."""
+
+    def schedule(step):
+        if step < warmup_steps:
+            return init_value + (peak_value - init_value) * step / warmup_steps
+        count = min(step - warmup_steps, decay_steps - warmup_steps)
+        cosine = 0.5 * (1 + math.cos(math.pi * count / (decay_steps - warmup_steps)))
+        return (peak_value - end_value) * cosine + end_value
+
+    return schedule
+
+
+@pytest.mark.parametrize("W, T", [(1, 2), (5, 20), (10, 11)])
+def test_warmup_presets_start_from_a_nonzero_value(W, T):
+    ref = optax_warmup_cosine_decay(0.01, 0.3, W, T, 0.002)
+    ours = warmup_cosine(W, T, 0.3, floor=0.002, warmup_start=0.01).values(T + 2)
+    close(ours.tolist(), [ref(k) for k in range(T + 2)], scale=0.3)
+    linear = warmup_linear(W, T, 0.3, warmup_start=0.01).values(T + 1)
+    expected = [0.01 + (0.3 - 0.01) * k / W if k < W else 0.3 * (T - k) / (T - W) for k in range(T + 1)]
+    close(linear.tolist(), expected, scale=0.3)
 
 
 @pytest.mark.parametrize("W, T, peak, floor", [(10, 100, 1e-3, 0.0), (0, 40, 0.5, 0.05), (5, 6, 1.0, 0.1)])
@@ -225,6 +381,44 @@ def test_cosine_restarts_matches_cosine_annealing_warm_restarts(T0, mult, eta_mi
     close(ours.tolist(), lrs)
 
 
+@pytest.mark.parametrize("T0, mult, cycles", [(1, 1, 1), (1, 1, 4), (1, 2, 3), (2, 1, 1), (3, 3, 2)])
+def test_cosine_restarts_smallest_periods_and_cycles_match_torch(T0, mult, cycles):
+    n = sum(T0 * mult**i for i in range(cycles))
+    lrs, _ = torch_run(
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=T0, T_mult=mult, eta_min=0.01),
+        n,
+        lr=0.4,
+    )
+    close(cosine_restarts(T0, 0.4, cycles=cycles, floor=0.01, period_mult=mult).values(n).tolist(), lrs, scale=0.4)
+
+
+def fit_lrs(schedule, n_steps, n_epochs=1, **scheduler_kw):
+    model = torch.nn.Linear(1, 1)
+    sched = Scheduler({LearningRate: schedule}, **scheduler_kw)
+    data = [(torch.zeros(1, 1), torch.zeros(1, 1))] * (n_steps // n_epochs)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[sched]).fit(n_epochs)
+    return sched.history["lr"]
+
+
+def test_cosine_restarts_ending_mid_cycle_with_the_fit_needs_no_policy_flag():
+    # cycles of 10, 20 and 40 steps in a 50-step fit: the fit ends 20 steps into the third cycle, as torch's does
+    lrs, _ = torch_run(
+        lambda opt: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=10, T_mult=2, eta_min=0.0), 50, lr=0.1
+    )
+    schedule = cosine_restarts(10, 0.1, cycles=3, period_mult=2)
+    close(fit_lrs(schedule, 50, n_epochs=5), lrs, scale=0.1)
+    assert lrs[30] == 0.1 and lrs[49] > 0.05  # the third cycle began at step 30 and is cut mid-way
+    # a fit that ends before the last cycle begins is still a mismatch: fewer cycles than asked for
+    with pytest.raises(ValueError, match="ends at 70"):
+        fit_lrs(schedule, 25)
+    # with a warmup prefix the last cycle starts later by the warmup
+    warm = cosine_restarts(10, 0.1, cycles=3, period_mult=2, warmup=5)
+    assert len(fit_lrs(warm, 40)) == 40
+    with pytest.raises(ValueError, match="ends at 75"):
+        fit_lrs(warm, 34)
+
+
 def timm_style(t, *, period, peak, floor, mult, decay, warmup, warmup_start):
     """timm's CosineLRScheduler with warmup_prefix=True and cycle_decay, written from its documented formula."""
     if t < warmup:
@@ -254,17 +448,22 @@ def test_cosine_restarts_with_warmup_and_cycle_decay_matches_the_timm_formula(mu
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: onecycle(0, 0.1), "total=0"),
-        (lambda: onecycle(10, -0.1), "peak=-0.1"),
-        (lambda: onecycle(10, 0.1, pct_start=1.0), "pct_start=1.0"),
-        (lambda: onecycle_torch(1, 0.1), "total_steps=1"),
-        (lambda: onecycle_torch(100, 0.1, anneal="cosine"), "unknown annealing 'cosine'"),
-        (lambda: warmup_linear(10, 10, 0.1), "num_training_steps=10 must exceed num_warmup_steps=10"),
-        (lambda: warmup_linear(-1, 10, 0.1), "num_warmup_steps=-1"),
-        (lambda: cosine_restarts(0, 0.1, cycles=2), "period=0"),
-        (lambda: cosine_restarts(10, 0.1, cycles=0), "cycles=0"),
+        (lambda: onecycle(0, 0.1), "onecycle(total=0): total must be > 0"),
+        (lambda: onecycle(10, -0.1), "onecycle(peak=-0.1): peak must be > 0"),
+        (lambda: onecycle(10, 0.1, pct_start=1.5), "onecycle(pct_start=1.5): pct_start must be >= 0 and <= 1"),
+        (lambda: onecycle_torch(0, 0.1), "onecycle_torch(total_steps=0): total_steps must be a whole number"),
+        (lambda: onecycle_torch(100, 0.1, anneal="cosine"), "onecycle_torch(anneal='cosine'): unknown annealing"),
+        (lambda: onecycle_torch(100, 0.1, pct_start=-0.1), "onecycle_torch(pct_start=-0.1)"),
+        (
+            lambda: warmup_linear(11, 10, 0.1),
+            "warmup_linear(num_warmup_steps=11, num_training_steps=10): the warmup would outlast training",
+        ),
+        (lambda: warmup_linear(-1, 10, 0.1), "warmup_linear(num_warmup_steps=-1)"),
+        (lambda: warmup_cosine(0, 0, 0.1), "warmup_cosine(num_training_steps=0)"),
+        (lambda: cosine_restarts(0, 0.1, cycles=2), "cosine_restarts(period=0): period must be > 0"),
+        (lambda: cosine_restarts(10, 0.1, cycles=0), "cosine_restarts(cycles=0)"),
     ],
 )
 def test_preset_arguments_are_validated(call, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         call()

@@ -243,8 +243,10 @@ class Scheduler(Callback):
                     "on_mismatch='hold'"
                 )
             # Compress a longer schedule and extend a shorter one: its whole length maps onto the fit's.
-            return (0.0, bound.horizon / end) if bound.horizon > 0 else (0.0, 1.0)
-        if end is None or bound.horizon <= end:
+            # A schedule with no end (torch's endless decays: horizon inf) keeps its own timing.
+            return (0.0, bound.horizon / end) if 0 < bound.horizon < float("inf") else (0.0, 1.0)
+        # open_from: the fit may cut the schedule from there on (restarts' last cycle, torch's endless decays).
+        if end is None or bound.horizon <= end or getattr(bound, "open_from", bound.horizon) <= end:
             return (0.0, 1.0)
         if self.on_mismatch == "error":
             raise ValueError(

@@ -6,7 +6,12 @@
 - :mod:`~loopkit.scheduling.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
   :func:`scale`;
 - :mod:`~loopkit.scheduling.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
-  cosine with warm restarts.
+  cosine with warm restarts;
+- :mod:`~loopkit.scheduling.schedules.torch_lr`: torch's decay schedulers with torch's argument names, and
+  :func:`product` (torch's ``ChainedScheduler``).
+
+Every function here checks every argument (finite, in range, bounded work: ``_args``), and every schedule it
+accepts evaluates to finite numbers at every finite time (tests/test_schedules_properties.py).
 """
 
 from .anneal import ANNEALS
@@ -20,7 +25,17 @@ from .presets import (
     warmup_cosine,
     warmup_linear,
 )
-from .schedule import BoundSchedule, Schedule, Time, epoch_position, epochs, fraction, steps
+from .schedule import BoundSchedule, Schedule, Time, curve, epoch_position, epochs, fraction, steps
+from .torch_lr import (
+    Product,
+    constant_lr,
+    exponential_lr,
+    linear_lr,
+    multistep_lr,
+    polynomial_lr,
+    product,
+    step_lr,
+)
 
 __all__ = [
     "Schedule",
@@ -43,4 +58,13 @@ __all__ = [
     "warmup_linear",
     "warmup_cosine",
     "cosine_restarts",
+    "step_lr",
+    "multistep_lr",
+    "exponential_lr",
+    "linear_lr",
+    "constant_lr",
+    "polynomial_lr",
+    "product",
+    "Product",
+    "curve",
 ]

@@ -75,10 +75,29 @@ class Custom:
 
     def __call__(self, a: float, b: float, p: P) -> P:
         if isinstance(p, np.ndarray):
-            frac = np.array([self.fn(float(x)) for x in p.ravel()], dtype=np.float64).reshape(p.shape)
+            frac = np.array([self._at(float(x)) for x in p.ravel()], dtype=np.float64).reshape(p.shape)
         else:
-            frac = self.fn(p)
-        return a + (b - a) * frac
+            frac = self._at(p)
+        out = a + (b - a) * frac
+        if not np.all(np.isfinite(out)):
+            raise ValueError(
+                f"the annealing function {self!r} took a segment from {a!r} to {b!r} beyond the float range; "
+                "keep f(p) within [0, 1]"
+            )
+        return out
+
+    def _at(self, p: float) -> float:
+        frac = self.fn(p)
+        try:
+            good = math.isfinite(frac)
+        except TypeError:
+            good = False
+        if not good or isinstance(frac, bool):
+            raise ValueError(
+                f"the annealing function {self!r} returned {frac!r} at p={p!r}; it must return a finite number "
+                "for every p in [0, 1]"
+            )
+        return float(frac)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Custom) and other.fn is self.fn
@@ -98,15 +117,38 @@ def resolve(anneal: str | Callable, a: float, b: float) -> Callable:
                 f"unknown annealing {anneal!r}; use one of {sorted(ANNEALS)}, 'pchip' for a smooth curve "
                 "through all knots, or a function f on [0, 1] with f(0) = 0 and f(1) = 1"
             )
-        if anneal == "exp" and (a == 0 or b == 0 or (a > 0) != (b > 0)):
+        fn = ANNEALS[anneal]
+    elif callable(anneal):
+        fn = anneal if isinstance(anneal, Custom) else Custom(anneal)
+    else:
+        raise TypeError(f"anneal must be a name or a function on [0, 1], got {anneal!r}")
+    check(fn, a, b)
+    return fn
+
+
+def check(fn: Callable, a: float, b: float) -> None:
+    """Raise ``ValueError`` unless ``fn`` computes finite values all the way from ``a`` to ``b``.
+
+    Every formula above uses ``b - a`` (``cos`` twice that, ``exp`` the ratio ``b / a``), so that must be a
+    finite float; ``exp`` also needs ``a`` and ``b`` nonzero with one sign.
+    """
+    if fn is exp:
+        if a == 0 or b == 0 or (a > 0) != (b > 0):
             raise ValueError(
                 f"anneal='exp' goes geometrically from {a!r} to {b!r}, so both must be nonzero with the same "
                 "sign; use 'cos' or 'linear' to reach zero"
             )
-        return ANNEALS[anneal]
-    if callable(anneal):
-        return anneal if isinstance(anneal, Custom) else Custom(anneal)
-    raise TypeError(f"anneal must be a name or a function on [0, 1], got {anneal!r}")
+        ratio = b / a
+        if not (math.isfinite(ratio) and ratio != 0 and ratio == ratio):
+            raise ValueError(
+                f"anneal='exp' from {a!r} to {b!r}: the ratio {b!r} / {a!r} is outside the float range; "
+                "use values closer in magnitude, or 'linear'"
+            )
+    elif not math.isfinite((b - a) * 2):  # 'cos' forms (a - b) * (1 + cos(pi p)), up to twice the gap
+        raise ValueError(
+            f"cannot interpolate from {a!r} to {b!r}: their difference overflows the float range; "
+            "use values within about 1e307 of each other"
+        )
 
 
 def name_of(fn: Callable) -> str:

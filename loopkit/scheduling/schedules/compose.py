@@ -20,12 +20,13 @@ Example:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..._validate import whole_number
+from . import _args
 from .anneal import step as _hold
-from .schedule import Schedule
+from .schedule import Schedule, _listed
 
 
 def _plain(schedule: Schedule, what: str) -> tuple[list[float], list[float]]:
@@ -36,6 +37,17 @@ def _plain(schedule: Schedule, what: str) -> tuple[list[float], list[float]]:
     if any(k.unit != schedule.unit for k in schedule.knots):
         raise ValueError(f"{what} needs every knot in the schedule's unit; {schedule!r} mixes units")
     return [k.value for k in schedule.knots], list(schedule.knot_values)
+
+
+def _schedules(schedules: Any, what: str) -> list[Schedule]:
+    if isinstance(schedules, Schedule):
+        raise TypeError(f"{what} needs a sequence of Schedules, got one Schedule {schedules!r}; wrap it in a list")
+    parts = _listed(schedules, "schedules")
+    if not parts:
+        raise ValueError(f"{what} needs at least one schedule, got {parts!r}")
+    for part in parts:
+        _plain(part, what)
+    return parts
 
 
 def _common_unit(schedules: Sequence[Schedule], what: str) -> str:
@@ -54,9 +66,11 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
 
     Raises:
         TypeError: an item of ``schedules`` that is not a :class:`Schedule`.
-        ValueError: not one boundary fewer than schedules, boundaries not positive and strictly increasing,
-            a ``"pchip"`` schedule, or schedules in different units or with knots in mixed units.
+        ValueError: not one boundary fewer than schedules, boundaries not finite, positive and strictly
+            increasing, a ``"pchip"`` schedule, or schedules in different units or with knots in mixed units.
     """
+    schedules = _schedules(schedules, "join")
+    boundaries = [_args.real("join", f"boundaries[{i}]", b) for i, b in enumerate(_listed(boundaries, "boundaries"))]
     if len(boundaries) != len(schedules) - 1:
         raise ValueError(
             f"join needs one boundary fewer than schedules: {len(schedules)} schedules, boundaries={list(boundaries)!r}"
@@ -69,8 +83,11 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
     knots: list[float] = []
     values: list[float] = []
     anneals: list = []
+    open_from = None
     for schedule, start, end in zip(schedules, starts, ends):
         ks, vs = _plain(schedule, "join")
+        if end is None and schedule._open_from is not None:
+            open_from = start + schedule._open_from
         # Keep the part of this schedule inside [start, end): clip its knots to the window.
         local = [(start + k, v) for k, v in zip(ks, vs)]
         seg_fns = list(schedule.anneals)
@@ -84,7 +101,7 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
         knots += [k for k, _ in local]
         values += [v for _, v in local]
         anneals += seg_fns
-    return Schedule._with_jumps(knots, values, anneals, unit)
+    return Schedule._with_jumps(knots, values, anneals, unit, owner="join", open_from=open_from)
 
 
 def _clip_end(
@@ -132,59 +149,107 @@ def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: 
     Cycle ``i`` lasts ``period * period_mult**i`` (``period`` = the schedule's last knot) and its values are
     multiplied by ``decay**i``. After the last cycle the last value holds.
 
+    Args:
+        schedule: a piecewise :class:`Schedule` starting at time 0, all knots in its unit.
+        cycles: a whole number >= 1; at most :data:`~loopkit.scheduling.schedules._args.MAX_KNOTS` knots in all.
+        period_mult, decay: finite numbers > 0.
+
     Raises:
-        TypeError: a ``schedule`` that is not a :class:`Schedule`.
-        ValueError: ``cycles`` not a whole number >= 1, ``period_mult`` or ``decay`` not > 0, a schedule that
-            does not start at 0 or has length 0, a ``"pchip"`` schedule, or knots in mixed units.
+        TypeError: a ``schedule`` that is not a :class:`Schedule`, an argument that is not a real number.
+        ValueError: ``cycles`` not a whole number in range, ``period_mult`` or ``decay`` not finite and > 0, a
+            schedule that does not start at 0 or has length 0, a ``"pchip"`` schedule, knots in mixed units, or
+            cycles whose times or values leave the float range.
 
     Source: the warm restarts of I. Loshchilov and F. Hutter, "SGDR: Stochastic Gradient Descent with Warm
     Restarts", arXiv:1608.03983 (``period_mult`` is their ``T_mult``).
     """
-    whole_number("repeat", "cycles", cycles)
-    if not period_mult > 0:
-        raise ValueError(f"repeat(period_mult={period_mult!r}) must be > 0")
-    if not decay > 0:
-        raise ValueError(f"repeat(decay={decay!r}) must be > 0")
     ks, vs = _plain(schedule, "repeat")
+    cycles = _args.count(
+        "repeat",
+        "cycles",
+        cycles,
+        1,
+        _args.MAX_KNOTS // len(ks),
+        hint=f"{len(ks)} knots per cycle, {_args.MAX_KNOTS:,} in all",
+    )
+    period_mult = _args.real("repeat", "period_mult", period_mult, low=0, low_open=True)
+    decay = _args.real("repeat", "decay", decay, low=0, low_open=True)
     if ks[0] != 0:
         raise ValueError(f"repeat needs a schedule starting at time 0, got knots {ks!r}")
     period = ks[-1]
     if not period > 0:
         raise ValueError(f"repeat needs a schedule longer than 0, got knots {ks!r}")
+    knots, values, anneals = _cycles(ks, vs, list(schedule.anneals), cycles, period_mult, decay, "repeat")
+    return Schedule._with_jumps(knots, values, anneals, schedule.unit, owner="repeat")
+
+
+def _cycles(
+    ks: list[float], vs: list[float], fns: list, cycles: int, period_mult: float, decay: float, owner: str
+) -> tuple[list[float], list[float], list]:
+    """The knots, values and annealings of ``cycles`` back-to-back copies, refusing any that overflow."""
+    period = ks[-1]
+    try:
+        last_stretch = period_mult ** (cycles - 1)
+        last_scale = decay ** (cycles - 1)
+        total = period * (cycles if period_mult == 1.0 else (period_mult**cycles - 1) / (period_mult - 1))
+    except OverflowError:
+        last_stretch = last_scale = total = float("inf")
+    if not (math.isfinite(total) and math.isfinite(last_stretch) and math.isfinite(last_scale * max(map(abs, vs)))):
+        raise ValueError(
+            f"{owner}(cycles={cycles}, period_mult={period_mult!r}, decay={decay!r}): the last cycle's times or "
+            "values leave the float range; use fewer cycles or factors closer to 1"
+        )
     knots: list[float] = []
     values: list[float] = []
     anneals: list = []
     start = 0.0
     for i in range(cycles):
         stretch_by = period_mult**i
+        scale_by = decay**i
         if knots:
             anneals.append(_hold)
         knots += [start + k * stretch_by for k in ks]
-        values += [v * decay**i for v in vs]
-        anneals += list(schedule.anneals)
+        values += [v * scale_by for v in vs]
+        anneals += fns
         start += period * stretch_by
-    return Schedule._with_jumps(knots, values, anneals, schedule.unit)
+    return knots, values, anneals
 
 
 def shift(schedule: Schedule, dt: float) -> Schedule:
-    """The same schedule ``dt`` later (in its unit); before its first knot it holds its first value."""
+    """The same schedule ``dt`` later (in its unit; ``dt`` finite, any sign); before its first knot it holds
+    its first value."""
+    dt = _args.real("shift", "dt", dt)
     ks, vs = _plain(schedule, "shift")
-    return Schedule._with_jumps([k + dt for k in ks], vs, schedule.anneals, schedule.unit)
+    open_from = None if schedule._open_from is None else schedule._open_from + dt
+    return Schedule._with_jumps(
+        [k + dt for k in ks], vs, schedule.anneals, schedule.unit, owner="shift", open_from=open_from
+    )
 
 
 def stretch(schedule: Schedule, factor: float) -> Schedule:
-    """The same schedule running ``factor`` times longer (``factor`` > 0).
+    """The same schedule running ``factor`` times longer.
 
     Raises:
-        ValueError: a ``factor`` that is not > 0.
+        ValueError: a ``factor`` that is not finite and > 0, or knots that leave the float range.
     """
-    if not factor > 0:
-        raise ValueError(f"stretch(factor={factor!r}) must be > 0")
+    factor = _args.real("stretch", "factor", factor, low=0, low_open=True)
     ks, vs = _plain(schedule, "stretch")
-    return Schedule._with_jumps([k * factor for k in ks], vs, schedule.anneals, schedule.unit)
+    open_from = None if schedule._open_from is None else schedule._open_from * factor
+    return Schedule._with_jumps(
+        [k * factor for k in ks], vs, schedule.anneals, schedule.unit, owner="stretch", open_from=open_from
+    )
 
 
 def scale(schedule: Schedule, factor: float) -> Schedule:
-    """The same schedule with every value multiplied by ``factor``."""
+    """The same schedule with every value multiplied by ``factor`` (finite, any sign; 0 only without ``exp``
+    segments, which cannot reach zero)."""
+    factor = _args.real("scale", "factor", factor)
     ks, vs = _plain(schedule, "scale")
-    return Schedule._with_jumps(ks, [v * factor for v in vs], schedule.anneals, schedule.unit)
+    return Schedule._with_jumps(
+        ks,
+        [v * factor for v in vs],
+        schedule.anneals,
+        schedule.unit,
+        owner=f"scale(factor={factor!r})",
+        open_from=schedule._open_from,
+    )

@@ -23,22 +23,48 @@ Example:
 
 from __future__ import annotations
 
-from ..._validate import whole_number
-from .anneal import linear
-from .compose import repeat
+from typing import Any
+
+from . import _args
+from .anneal import ANNEALS, linear
+from .compose import _cycles, _Partial
 from .schedule import Schedule
 
 
-def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {name}={value!r}")
-    return float(value)
+def _pct(call: str, pct_start: Any) -> float:
+    return _args.real(call, "pct_start", pct_start, low=0, high=1)
 
 
-def _pct(pct_start: float) -> float:
-    if not isinstance(pct_start, (int, float)) or not 0 < pct_start < 1:
-        raise ValueError(f"pct_start must be strictly between 0 and 1, got pct_start={pct_start!r}")
-    return float(pct_start)
+def _anneal_name(call: str, anneal: Any, allowed: tuple[str, ...] | None = None) -> str:
+    names = allowed or tuple(n for n in ANNEALS if n != "const")
+    if not isinstance(anneal, str) or anneal not in names:
+        raise ValueError(f"{call}(anneal={_args.show(anneal)}): unknown annealing; use one of {list(names)}")
+    return anneal
+
+
+def _unit(call: str, unit: Any, allowed: tuple[str, ...] = ("epoch", "step", "fraction")) -> str:
+    if not isinstance(unit, str) or unit not in allowed:
+        raise ValueError(f"{call}(unit={_args.show(unit)}): unknown unit; use one of {list(allowed)}")
+    return unit
+
+
+def _fastai_cycle(
+    call: str, total: Any, pct_start: Any, v0: float, v1: float, v2: float, anneal: str, unit: str
+) -> Schedule:
+    """fastai's ``combined_cos(pct, v0, v1, v2)`` over ``total``: ``pct_start`` 0 or 1 leaves one phase, as
+    fastai's ``combine_scheds`` does (at 0 the cycle starts at ``v1``; at 1 it never leaves the first phase)."""
+    total = _args.real(call, "total", total, low=0, low_open=True)
+    pct = _pct(call, pct_start)
+    anneal = _anneal_name(call, anneal)
+    unit = _unit(call, unit)
+    if pct == 0:
+        return Schedule([0.0, total], [v1, v2], anneal=anneal, unit=unit)
+    if pct == 1:
+        return Schedule([0.0, total], [v0, v1], anneal=anneal, unit=unit)
+    middle = pct * total
+    if not 0 < middle < total:  # pct so close to 0 or 1 that pct * total rounds onto an end
+        raise ValueError(f"{call}(total={total!r}, pct_start={pct!r}): pct_start * total rounds onto an end")
+    return Schedule([0.0, middle, total], [v0, v1, v2], anneal=anneal, unit=unit)
 
 
 def onecycle(
@@ -58,20 +84,21 @@ def onecycle(
     position ``k/N`` of the cycle, exactly as fastai does; the final value is approached, not reached.
 
     Args:
-        total: the cycle's length in ``unit`` (epochs by default), > 0.
-        peak: the highest value (the learning rate's ``lr_max``), > 0.
-        pct_start: the fraction of the cycle spent rising, in (0, 1).
-        div: the start value is ``peak / div``.
-        div_final: the end value is ``peak / div_final``.
+        total: the cycle's length in ``unit`` (epochs by default), a finite number > 0.
+        peak: the highest value (the learning rate's ``lr_max``), a finite number > 0.
+        pct_start: the fraction of the cycle spent rising, in [0, 1]: 0 starts at the peak (a cosine decay
+            only), 1 is a warmup only, as fastai's ``combine_scheds`` does.
+        div: the start value is ``peak / div`` (finite, > 0).
+        div_final: the end value is ``peak / div_final`` (finite, > 0).
         anneal: the annealing of both phases (see :class:`Schedule`).
         unit: the unit of ``total``: ``"epoch"``, ``"step"`` or ``"fraction"``.
 
     Returns:
-        a three-knot :class:`Schedule`.
+        a :class:`Schedule` with three knots (two when ``pct_start`` is 0 or 1).
 
     Raises:
-        ValueError: a ``total``, ``peak``, ``div`` or ``div_final`` that is not a positive number, or a
-            ``pct_start`` outside (0, 1).
+        ValueError: an argument that is not a finite number in its range, or ``peak / div`` underflowing to 0.
+        TypeError: an argument that is not a real number.
 
     Sources: L. N. Smith, "A disciplined approach to neural network hyper-parameters", arXiv:1803.09820 (2018);
     fastai's ``fit_one_cycle``.
@@ -81,11 +108,14 @@ def onecycle(
         >>> s.knots[1].value, s.knot_values
         (2.5, (0.004, 0.1, 1e-06))
     """
-    total, peak, div, div_final = (
-        _positive(n, v) for n, v in (("total", total), ("peak", peak), ("div", div), ("div_final", div_final))
+    peak, div, div_final = (
+        _args.real("onecycle", n, v, low=0, low_open=True)
+        for n, v in (("peak", peak), ("div", div), ("div_final", div_final))
     )
-    pct = _pct(pct_start)
-    return Schedule([0.0, pct * total, total], [peak / div, peak, peak / div_final], anneal=anneal, unit=unit)
+    start, end = peak / div, peak / div_final
+    if start == 0 or end == 0:
+        raise ValueError(f"onecycle(peak={peak!r}, div={div!r}, div_final={div_final!r}): peak / div underflows to 0")
+    return _fastai_cycle("onecycle", total, pct_start, start, peak, end, anneal, unit)
 
 
 def onecycle_momentum(
@@ -104,35 +134,97 @@ def onecycle_momentum(
 
     Args:
         total: the cycle's length in ``unit`` (epochs by default), > 0; the same as the ``onecycle`` it pairs with.
-        high: the momentum at both ends (fastai's 0.95).
-        low: the momentum at the learning rate's peak (fastai's 0.85).
-        pct_start: where ``low`` is reached, as a fraction of the cycle, in (0, 1).
+        high: the momentum at both ends (fastai's 0.95), a finite number.
+        low: the momentum at the learning rate's peak (fastai's 0.85), a finite number.
+        pct_start: where ``low`` is reached, as a fraction of the cycle, in [0, 1] (as in :func:`onecycle`).
         anneal: the annealing of both phases.
         unit: the unit of ``total``.
 
     Returns:
-        a three-knot :class:`Schedule`.
+        a :class:`Schedule` with three knots (two when ``pct_start`` is 0 or 1).
 
     Raises:
-        ValueError: a ``total`` that is not a positive number, or a ``pct_start`` outside (0, 1).
+        ValueError: a ``total`` that is not a positive number, a ``pct_start`` outside [0, 1], a non-finite momentum.
 
     Sources: L. N. Smith, arXiv:1803.09820 (2018), section 4.3 (cyclical momentum); fastai's ``fit_one_cycle``
     ``moms=(0.95, 0.85, 0.95)``.
     """
-    total = _positive("total", total)
-    return Schedule([0.0, _pct(pct_start) * total, total], [high, low, high], anneal=anneal, unit=unit)
+    high = _args.real("onecycle_momentum", "high", high)
+    low = _args.real("onecycle_momentum", "low", low)
+    return _fastai_cycle("onecycle_momentum", total, pct_start, high, low, high, anneal, unit)
 
 
-def _torch_phase_ends(total_steps: int, pct_start: float, three_phase: bool) -> list[float]:
-    # OneCycleLR ends phase one at step pct_start*total_steps - 1 and the cycle at total_steps - 1.
+def _torch_cycle(
+    call: str, total_steps: Any, pct_start: Any, three_phase: Any, anneal: Any, values: list[float]
+) -> Schedule:
+    """OneCycleLR's phases as a Schedule in steps, evaluated on steps 0 .. total_steps - 1 exactly as torch does.
+
+    torch ends phase one at step ``e1 = pct_start * total_steps - 1`` (and phase two of three at ``2 e1``) and
+    evaluates step ``t`` in the first phase with ``t <= end``, from the previous phase's end (0 for the first).
+    So an ``e1`` below 0 (``total_steps`` 1 to 3 at the default ``pct_start``) skips the warmup and starts the
+    decay from ``max_lr`` at the negative ``e1``, and a phase ending past the last step is cut there.
+    ``e1 == 0`` is where torch divides by zero at step 0: refused, naming the arguments.
+    """
+    total_steps = _args.count(call, "total_steps", total_steps, 1, _args.MAX_KNOTS)
+    pct = _pct(call, pct_start)
+    if not isinstance(three_phase, bool):
+        raise TypeError(f"{call}(three_phase={_args.show(three_phase)}): pass True or False")
+    anneal = _anneal_name(call, anneal, ("cos", "linear"))
+    e1 = float(pct * total_steps) - 1
+    if e1 == 0:
+        raise ValueError(
+            f"{call}(total_steps={total_steps}, pct_start={pct!r}): the warmup would end at step "
+            f"pct_start * total_steps - 1 = 0, where torch's OneCycleLR divides by zero; choose pct_start "
+            f"other than 1/total_steps = {1 / total_steps:g}, or more total_steps"
+        )
+    last = total_steps - 1.0
     if three_phase:
-        return [0.0, pct_start * total_steps - 1, 2 * pct_start * total_steps - 2, total_steps - 1.0]
-    return [0.0, pct_start * total_steps - 1, total_steps - 1.0]
+        ends = [e1, float(2 * pct * total_steps) - 2, last]
+        phase_values = [(values[0], values[1]), (values[1], values[2]), (values[2], values[3])]
+    else:
+        ends = [e1, last]
+        phase_values = [(values[0], values[1]), (values[1], values[2])]
+    fn = ANNEALS[anneal]
+    knots: list[float] = []
+    vals: list[float] = []
+    fns: list = []
+    start = 0.0
+    for i, ((a, b), end) in enumerate(zip(phase_values, ends)):
+        is_last = i == len(ends) - 1
+        # torch uses this phase for the steps t in [0, last] with start < t <= end (t >= 0 for the first).
+        lo = start if i > 0 else -1.0
+        hi = last if is_last else min(end, last)
+        if hi > lo and hi >= 0 and not (i > 0 and start >= last):
+            if knots:
+                fns.append(ANNEALS["step"])  # phases meet at a knot; a jump only where torch jumps
+            knots.append(start)
+            vals.append(a)
+            if end <= last:
+                knots.append(end)
+                vals.append(b)
+                fns.append(fn)
+            else:  # the fit ends inside this phase: keep the part of it up to the last step
+                q = (last - start) / (end - start)
+                knots.append(last)
+                vals.append(fn(a, b, q))
+                fns.append(_Partial(fn, a, b, q))
+        start = end
+        if start >= last:
+            break
+    knots, vals, fns = _drop_repeats(knots, vals, fns)
+    return Schedule._with_jumps(knots, vals, fns, "step", owner=call)
 
 
-def _steps_count(total_steps: int) -> int:
-    whole_number("onecycle_torch", "total_steps", total_steps, 2)
-    return total_steps
+def _drop_repeats(knots: list[float], vals: list[float], fns: list) -> tuple[list[float], list[float], list]:
+    """Merge a knot repeated with the same value (two phases meeting continuously) into one."""
+    out_k, out_v, out_f = knots[:1], vals[:1], []
+    for k, v, f in zip(knots[1:], vals[1:], fns):
+        if k == out_k[-1] and v == out_v[-1]:
+            continue
+        out_k.append(k)
+        out_v.append(v)
+        out_f.append(f)
+    return out_k, out_v, out_f
 
 
 def onecycle_torch(
@@ -149,16 +241,25 @@ def onecycle_torch(
 
     Unlike fastai's, this cycle reaches its final value ``max_lr/div_factor/final_div_factor`` at the last
     step (``total_steps - 1``). ``anneal`` is ``"cos"`` or ``"linear"`` (torch's ``anneal_strategy``).
+    Equal to torch at every size: with 1 to 3 steps torch's warmup ends before step 0 and the cycle starts on
+    its way down (``onecycle_torch(3, 1.0)``: 0.99442, 0.46264, 4e-06).
+
+    Args:
+        total_steps: a whole number >= 1.
+        max_lr, div_factor, final_div_factor: finite numbers > 0.
+        pct_start: in [0, 1].
+
+    Raises:
+        ValueError: an argument out of range, or ``pct_start * total_steps == 1``, where torch divides by zero.
     """
-    total_steps = _steps_count(total_steps)
     max_lr, div_factor, final_div_factor = (
-        _positive(n, v)
+        _args.real("onecycle_torch", n, v, low=0, low_open=True)
         for n, v in (("max_lr", max_lr), ("div_factor", div_factor), ("final_div_factor", final_div_factor))
     )
     initial = max_lr / div_factor
     final = initial / final_div_factor
-    values = [initial, max_lr, initial, final] if three_phase else [initial, max_lr, final]
-    return Schedule(_torch_phase_ends(total_steps, _pct(pct_start), three_phase), values, anneal=anneal, unit="step")
+    values = [initial, max_lr, initial, final] if three_phase is True else [initial, max_lr, final]
+    return _torch_cycle("onecycle_torch", total_steps, pct_start, three_phase, anneal, values)
 
 
 def onecycle_torch_momentum(
@@ -170,45 +271,83 @@ def onecycle_torch_momentum(
     anneal: str = "cos",
     three_phase: bool = False,
 ) -> Schedule:
-    """OneCycleLR's momentum cycling: ``max_momentum`` down to ``base_momentum`` while the lr rises, then back."""
-    total_steps = _steps_count(total_steps)
-    values = (
-        [max_momentum, base_momentum, max_momentum, max_momentum]
-        if three_phase
-        else [max_momentum, base_momentum, max_momentum]
-    )
-    return Schedule(_torch_phase_ends(total_steps, _pct(pct_start), three_phase), values, anneal=anneal, unit="step")
+    """OneCycleLR's momentum cycling: ``max_momentum`` down to ``base_momentum`` while the lr rises, then back.
 
-
-def _warmup_knots(num_warmup_steps: int, num_training_steps: int) -> None:
-    for name, value in (("num_warmup_steps", num_warmup_steps), ("num_training_steps", num_training_steps)):
-        whole_number("warmup", name, value, 0)
-    if num_training_steps <= num_warmup_steps:
-        raise ValueError(f"num_training_steps={num_training_steps} must exceed num_warmup_steps={num_warmup_steps}")
-
-
-def warmup_linear(num_warmup_steps: int, num_training_steps: int, peak: float, *, unit: str = "step") -> Schedule:
-    """Linear warmup from 0 to ``peak`` over ``num_warmup_steps``, then linear decay to 0 at
-    ``num_training_steps``: transformers' ``get_linear_schedule_with_warmup`` times ``peak``.
-
-    Stepped per batch by default; with ``unit="epoch"`` and ``Scheduler(per="epoch")`` the counts are epochs,
-    as when that scheduler is stepped once per epoch.
+    Same phases as :func:`onecycle_torch` (same sizes accepted and refused); momenta are finite numbers.
     """
-    _warmup_knots(num_warmup_steps, num_training_steps)
-    if num_warmup_steps == 0:
-        return Schedule([0, num_training_steps], [peak, 0.0], unit=unit)
-    return Schedule([0, num_warmup_steps, num_training_steps], [0.0, peak, 0.0], unit=unit)
+    base = _args.real("onecycle_torch_momentum", "base_momentum", base_momentum)
+    top = _args.real("onecycle_torch_momentum", "max_momentum", max_momentum)
+    values = [top, base, top, top] if three_phase is True else [top, base, top]
+    return _torch_cycle("onecycle_torch_momentum", total_steps, pct_start, three_phase, anneal, values)
+
+
+def _warmup_args(call: str, num_warmup_steps: Any, num_training_steps: Any, unit: Any) -> tuple[int, int, str]:
+    warm = _args.count(call, "num_warmup_steps", num_warmup_steps, 0)
+    total = _args.count(call, "num_training_steps", num_training_steps, 1)
+    if warm > total:
+        raise ValueError(
+            f"{call}(num_warmup_steps={warm}, num_training_steps={total}): the warmup would outlast training "
+            "(transformers would never reach the peak); use num_warmup_steps <= num_training_steps"
+        )
+    return warm, total, _unit(call, unit, ("step", "epoch"))
+
+
+def warmup_linear(
+    num_warmup_steps: int,
+    num_training_steps: int,
+    peak: float,
+    *,
+    warmup_start: float = 0.0,
+    unit: str = "step",
+) -> Schedule:
+    """Linear warmup from ``warmup_start`` (default 0) to ``peak`` over ``num_warmup_steps``, then linear decay
+    to 0 at ``num_training_steps``: transformers' ``get_linear_schedule_with_warmup`` times ``peak``.
+
+    A warmup as long as training (``num_warmup_steps == num_training_steps``) ends training just below the
+    peak and then drops to 0, as transformers does. Stepped per batch by default; with ``unit="epoch"`` and
+    ``Scheduler(per="epoch")`` the counts are epochs, as when that scheduler is stepped once per epoch.
+
+    Args:
+        num_warmup_steps: a whole number, 0 up to ``num_training_steps``.
+        num_training_steps: a whole number >= 1.
+        peak, warmup_start: finite numbers.
+    """
+    warm, total, unit = _warmup_args("warmup_linear", num_warmup_steps, num_training_steps, unit)
+    peak = _args.real("warmup_linear", "peak", peak)
+    start = _args.real("warmup_linear", "warmup_start", warmup_start)
+    return _warmup_then(warm, total, start, peak, 0.0, "linear", unit, "warmup_linear")
 
 
 def warmup_cosine(
-    num_warmup_steps: int, num_training_steps: int, peak: float, *, floor: float = 0.0, unit: str = "step"
+    num_warmup_steps: int,
+    num_training_steps: int,
+    peak: float,
+    *,
+    floor: float = 0.0,
+    warmup_start: float = 0.0,
+    unit: str = "step",
 ) -> Schedule:
-    """Linear warmup to ``peak``, then a half cosine down to ``floor`` at ``num_training_steps``:
-    transformers' ``get_cosine_schedule_with_warmup`` (``num_cycles=0.5``) with ``min_lr = floor``."""
-    _warmup_knots(num_warmup_steps, num_training_steps)
-    if num_warmup_steps == 0:
-        return Schedule([0, num_training_steps], [peak, floor], anneal="cos", unit=unit)
-    return Schedule([0, num_warmup_steps, num_training_steps], [0.0, peak, floor], anneal=["linear", "cos"], unit=unit)
+    """Linear warmup from ``warmup_start`` (default 0) to ``peak``, then a half cosine down to ``floor`` at
+    ``num_training_steps``: transformers' ``get_cosine_schedule_with_warmup`` (``num_cycles=0.5``) with
+    ``min_lr = floor``; with ``warmup_start`` it is optax's ``warmup_cosine_decay_schedule(init_value=...)``.
+
+    Arguments as in :func:`warmup_linear`; ``floor`` a finite number.
+    """
+    warm, total, unit = _warmup_args("warmup_cosine", num_warmup_steps, num_training_steps, unit)
+    peak = _args.real("warmup_cosine", "peak", peak)
+    floor = _args.real("warmup_cosine", "floor", floor)
+    start = _args.real("warmup_cosine", "warmup_start", warmup_start)
+    return _warmup_then(warm, total, start, peak, floor, "cos", unit, "warmup_cosine")
+
+
+def _warmup_then(
+    warm: int, total: int, start: float, peak: float, end: float, decay: str, unit: str, call: str
+) -> Schedule:
+    if warm == 0:
+        return Schedule._with_jumps([0, total], [peak, end], [ANNEALS[decay]], unit, owner=call)
+    if warm == total:  # warmup only; at num_training_steps (after the fit) the decay's end value
+        return Schedule._with_jumps([0, warm, warm], [start, peak, end], [linear, ANNEALS["step"]], unit, owner=call)
+    return Schedule._with_jumps([0, warm, total], [start, peak, end], [linear, ANNEALS[decay]], unit, owner=call)
 
 
 def cosine_restarts(
@@ -230,22 +369,39 @@ def cosine_restarts(
     ``T_mult=period_mult``, ``eta_min=floor``; ``decay`` is timm's ``cycle_decay``). An optional linear
     ``warmup`` from ``warmup_start`` to ``peak`` comes first, and the cycles start after it (timm's
     ``warmup_prefix=True``). After the last cycle the floor holds.
+
+    The fit may end inside the last cycle: the Scheduler then cuts it there, as torch's scheduler (which
+    never ends) is cut by the end of training; cycles of 10, 20 and 40 steps suit a 50-step fit with no
+    policy flag. A fit ending before the last cycle starts is still a mismatch (fewer cycles than asked).
+
+    Args:
+        period: the first cycle's length in ``unit``, a finite number > 0.
+        peak, floor, warmup_start: finite numbers.
+        cycles: a whole number >= 1 (at most 49,999: a schedule has at most 100,000 knots).
+        period_mult, decay: finite numbers > 0.
+        warmup: a finite number >= 0.
     """
-    _positive("period", period)
-    cycle = Schedule([0, period], [peak, floor], anneal="cos", unit=unit)
-    cycles_schedule = repeat(cycle, cycles, period_mult=period_mult, decay=1.0)
+    call = "cosine_restarts"
+    period = _args.real(call, "period", period, low=0, low_open=True)
+    peak = _args.real(call, "peak", peak)
+    floor = _args.real(call, "floor", floor)
+    cycles = _args.count(call, "cycles", cycles, 1, _args.MAX_KNOTS // 2 - 1)
+    period_mult = _args.real(call, "period_mult", period_mult, low=0, low_open=True)
+    decay = _args.real(call, "decay", decay, low=0, low_open=True)
+    warmup = _args.real(call, "warmup", warmup, low=0)
+    warmup_start = _args.real(call, "warmup_start", warmup_start)
+    unit = _unit(call, unit)
+    cos = ANNEALS["cos"]
+    knots, values, anneals = _cycles([0.0, period], [peak, floor], [cos], cycles, period_mult, 1.0, call)
     if decay != 1.0:
         # Decay the peaks only; the floor stays where it is (timm's cycle_decay scales the cycle's top).
-        values = list(cycles_schedule.knot_values)
+        _cycles([0.0, period], [peak, 0.0], [cos], cycles, 1.0, decay, call)  # refuses peaks beyond float range
         for i in range(cycles):
             values[2 * i] = peak * decay**i
-        cycles_schedule = Schedule._with_jumps(
-            [k.value for k in cycles_schedule.knots], values, cycles_schedule.anneals, unit
-        )
-    if not warmup:
-        return cycles_schedule
-    _positive("warmup", warmup)
-    knots = [0.0] + [warmup + k.value for k in cycles_schedule.knots]
-    return Schedule._with_jumps(
-        knots, [warmup_start, *cycles_schedule.knot_values], [linear, *cycles_schedule.anneals], unit
-    )
+    last_start = knots[-2]
+    if warmup:
+        knots = [0.0] + [warmup + k for k in knots]
+        values = [warmup_start, *values]
+        anneals = [linear, *anneals]
+        last_start += warmup
+    return Schedule._with_jumps(knots, values, anneals, unit, owner=call, open_from=last_start)

@@ -24,14 +24,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..._validate import whole_number
-from . import anneal as _anneal
+from . import _args, anneal as _anneal
 
 UNITS = ("epoch", "step", "fraction")
 
@@ -43,6 +42,19 @@ class Time:
     value: float
     unit: str
 
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"Time(unit={self.unit!r}): use one of {UNITS}")
+        object.__setattr__(self, "value", _args.real("Time", "value", self.value))
+
+    @classmethod
+    def _trusted(cls, value: float, unit: str) -> Time:
+        """Internal: a Time from a value already checked (a finite float) in a known unit; no checks, for speed."""
+        self = object.__new__(cls)
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "unit", unit)
+        return self
+
     def __repr__(self) -> str:
         return {"step": "steps", "epoch": "epochs", "fraction": "fraction"}[self.unit] + f"({self.value!r})"
 
@@ -51,7 +63,7 @@ def steps(n: float) -> Time:
     """A knot at optimizer step ``n`` (counted from 0: step 0 is the first optimizer step of the fit).
 
     Raises:
-        ValueError: an ``n`` that is not a finite number.
+        ValueError: an ``n`` that is not a finite real number (int, float, numpy scalar or 0-d tensor).
 
     Example:
         >>> Schedule([0, steps(500), 10], [0.0, 1.0, 0.0]).bind(steps_per_epoch=100)(2.5)  # epoch 2.5 is step 250
@@ -59,17 +71,17 @@ def steps(n: float) -> Time:
         >>> Schedule([0, steps(500)], [0.0, 1.0]).bind().axis  # a knot at 0 is the start in every unit
         'step'
     """
-    return Time(_finite(n, "steps(n)"), "step")
+    return Time(_args.real("steps", "n", n), "step")
 
 
 def epochs(x: float) -> Time:
-    """A knot at epoch position ``x`` (fractional allowed)."""
-    return Time(_finite(x, "epochs(x)"), "epoch")
+    """A knot at epoch position ``x`` (fractional allowed); ``x`` a finite real number."""
+    return Time(_args.real("epochs", "x", x), "epoch")
 
 
 def fraction(x: float) -> Time:
-    """A knot at fraction ``x`` of the whole fit (0 = start, 1 = end)."""
-    return Time(_finite(x, "fraction(x)"), "fraction")
+    """A knot at fraction ``x`` of the whole fit (0 = start, 1 = end); ``x`` a finite real number."""
+    return Time(_args.real("fraction", "x", x), "fraction")
 
 
 def epoch_position(epoch: int, batch: int, steps_per_epoch: int) -> float:
@@ -81,9 +93,54 @@ def epoch_position(epoch: int, batch: int, steps_per_epoch: int) -> float:
 
 
 def _finite(x: Any, what: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)) or not math.isfinite(x):
-        raise ValueError(f"{what} must be a finite number, got {x!r}")
-    return float(x)
+    if not _args.is_real(x):
+        raise ValueError(f"{what} must be a finite real number, got {_args.show(x)}")
+    try:
+        return _args.real("Schedule", what, x)
+    except ValueError:
+        raise ValueError(f"{what} must be a finite number, got {_args.show(x)}") from None
+
+
+def _listed(items: Any, what: str) -> list:
+    """A sequence, 1-d numpy array or 1-d tensor as a list; strings, mappings and scalars are refused."""
+    if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__len__") or not hasattr(items, "__iter__"):
+        kind = "times" if what == "knots" else "numbers"
+        raise TypeError(f"{what} must be a sequence of {kind}, got {_args.show(items)}")
+    if getattr(items, "ndim", 1) != 1:
+        raise TypeError(f"{what} must be one-dimensional, got an array of shape {tuple(items.shape)}")
+    return list(items)
+
+
+def check_knots(
+    owner: str | Callable[[], str], knots: Sequence[float], values: Sequence[float], anneals: Sequence[Callable]
+) -> None:
+    """Raise ``ValueError`` unless the knots (one axis, non-decreasing) and values can be evaluated to finite
+    numbers everywhere: finite knots and values, finite gaps between knots, and each annealing defined
+    between its segment's two values (:func:`loopkit.scheduling.schedules.anneal.check`). ``owner`` names the
+    caller in the message (a function to build that name only when needed)."""
+
+    def name() -> str:
+        return owner() if callable(owner) else owner
+
+    k = np.asarray(knots, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not (np.isfinite(k).all() and np.isfinite(v).all()):
+            raise ValueError(f"{name()} gives knots or values beyond the float range; use smaller numbers")
+        gaps = np.diff(k)
+        if not np.isfinite(gaps).all():
+            i = int(np.argmin(np.isfinite(gaps)))
+            raise ValueError(
+                f"{name()} has knots {knots[i]!r} and {knots[i + 1]!r} whose distance overflows; use smaller times"
+            )
+        steps_ok = np.isfinite(np.diff(v) * 2) if len(v) > 1 else np.ones(0, dtype=bool)
+    exp = _anneal.exp
+    for i, fn in enumerate(anneals):
+        if fn is exp or not steps_ok[i]:
+            try:
+                _anneal.check(fn, values[i], values[i + 1])
+            except ValueError as err:
+                raise ValueError(f"{name()}: {err}") from None
 
 
 class Schedule:
@@ -99,9 +156,11 @@ class Schedule:
         unit: the unit of plain-number knots: ``"epoch"``, ``"step"`` or ``"fraction"``.
 
     Raises:
-        TypeError: ``knots`` or ``values`` that are not sequences.
-        ValueError: an unknown ``unit`` or annealing name, no knots, knots and values of different lengths,
-            knots not strictly increasing, a value that is not finite, ``"exp"`` between values of different
+        TypeError: ``knots`` or ``values`` that are not sequences (lists, tuples, 1-d arrays or tensors) of
+            real numbers.
+        ValueError: an unknown ``unit`` or annealing name, no knots or more than 100,000, knots and values of
+            different lengths, knots not strictly increasing, a knot or value that is not finite, neighbouring
+            knots or values too far apart for float arithmetic, ``"exp"`` between values of different
             sign or through zero, ``"pchip"`` with one knot, or a list of annealings that is not one per segment.
             Knots in mixed units fail when the schedule is bound to a fit whose epoch length they need.
     """
@@ -109,12 +168,10 @@ class Schedule:
     def __init__(
         self, knots: Sequence[Any], values: Sequence[float], anneal: Any = "linear", unit: str = "epoch"
     ) -> None:
-        if unit not in UNITS:
+        if not isinstance(unit, str) or unit not in UNITS:
             raise ValueError(f"unknown unit {unit!r}; use one of {UNITS}")
-        if isinstance(knots, (str, bytes)) or not isinstance(knots, Sequence):
-            raise TypeError(f"knots must be a sequence of times, got {knots!r}")
-        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
-            raise TypeError(f"values must be a sequence of numbers, got {values!r}")
+        knots = _listed(knots, "knots")
+        values = _listed(values, "values")
         if len(knots) != len(values):
             raise ValueError(
                 f"got {len(knots)} knots {list(knots)!r} but {len(values)} values {list(values)!r}; "
@@ -122,6 +179,8 @@ class Schedule:
             )
         if len(knots) < 1:
             raise ValueError("a Schedule needs at least one knot")
+        if len(knots) > _args.MAX_KNOTS:
+            raise ValueError(f"a Schedule takes at most {_args.MAX_KNOTS:,} knots, got {len(knots):,}")
         self.unit = unit
         self.knots: tuple[Time, ...] = tuple(
             k if isinstance(k, Time) else Time(_finite(k, f"knot {k!r}"), unit) for k in knots
@@ -133,8 +192,11 @@ class Schedule:
                     f"knots must be strictly increasing, got {list(knots)!r} "
                     f"({later!r} does not come after {earlier!r})"
                 )
+        for earlier, later in zip(self.knots, self.knots[1:]):
+            if earlier.unit == later.unit and not math.isfinite(later.value - earlier.value):
+                raise ValueError(f"knots {earlier!r} and {later!r} are too far apart for float arithmetic")
         n_segments = max(len(self.knots) - 1, 0)
-        self.pchip = anneal == "pchip"
+        self.pchip = isinstance(anneal, str) and anneal == "pchip"
         if self.pchip:
             if n_segments < 1:
                 raise ValueError("anneal='pchip' needs at least two knots")
@@ -150,6 +212,7 @@ class Schedule:
                 _anneal.resolve(a, v0, v1) for a, v0, v1 in zip(per_segment, self.knot_values, self.knot_values[1:])
             )
         self._jumps_allowed = False
+        self._open_from: float | None = None
 
     @classmethod
     def smooth(cls, knots: Sequence[Any], values: Sequence[float], unit: str = "epoch") -> Schedule:
@@ -158,24 +221,54 @@ class Schedule:
 
     @classmethod
     def _with_jumps(
-        cls, knots: Sequence[float], values: Sequence[float], anneals: Sequence[Callable], unit: str
+        cls,
+        knots: Sequence[float],
+        values: Sequence[float],
+        anneals: Sequence[Callable],
+        unit: str,
+        *,
+        owner: str = "Schedule",
+        open_from: float | None = None,
     ) -> Schedule:
-        """Internal: knots may repeat, meaning a jump (the value at the repeated time is the later one)."""
+        """Internal: knots may repeat, meaning a jump (the value at the repeated time is the later one).
+
+        Checked like a user's schedule (:func:`check_knots`); ``owner`` names the call in the message.
+        ``open_from``: the fit may end this schedule anywhere from this time on (see ``BoundSchedule``).
+        """
+        knots, values = [float(k) for k in knots], [float(v) for v in values]
+        if len(knots) > _args.MAX_KNOTS:
+            raise ValueError(f"{owner} would make {len(knots):,} knots, more than {_args.MAX_KNOTS:,}")
+        check_knots(owner, knots, values, anneals)
+        if any(k1 < k0 for k0, k1 in itertools.pairwise(knots)):
+            raise ValueError(f"{owner} would put knots out of order (float rounding); use smaller times")
         self = cls.__new__(cls)
         self.unit, self.pchip, self._jumps_allowed = unit, False, True
-        self.knots = tuple(Time(float(k), unit) for k in knots)
-        self.knot_values = tuple(float(v) for v in values)
+        self.knots = tuple(Time._trusted(k, unit) for k in knots)
+        self.knot_values = tuple(values)
         self.anneals = tuple(anneals)
+        self._open_from = open_from
         return self
 
     # ----------------------------------------------------------------------------------------- binding
     def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> BoundSchedule:
-        """Resolve every knot onto one axis for a run of this geometry; see the module docstring."""
+        """Resolve every knot onto one axis for a run of this geometry; see the module docstring.
+
+        ``steps_per_epoch`` and ``n_epochs`` are whole numbers >= 1 or None. Raises ``ValueError`` when the
+        knots need a number that is missing, or resolve out of order or beyond the float range.
+        """
+        steps_per_epoch = _args.optional_count("bind", "steps_per_epoch", steps_per_epoch)
+        n_epochs = _args.optional_count("bind", "n_epochs", n_epochs)
         # A knot at 0 is the fit's start in every unit, so it does not decide the axis.
         units = {k.unit for k in self.knots if k.value != 0} or {k.unit for k in self.knots}
         axis = "step" if units == {"step"} else "epoch"
+        times = list(self.knots)
+        if self._open_from is not None:
+            times.append(Time(self._open_from, self.unit))
         resolved = []
-        for k in self.knots:
+        if self._open_from is None and all(k.unit == axis or k.value == 0 for k in self.knots):
+            times = []  # one unit (a knot at 0 is 0 in every unit): nothing to convert
+            resolved = [k.value for k in self.knots]
+        for k in times:
             if k.unit == axis or k.value == 0:
                 resolved.append(k.value)
             elif k.unit == "fraction":
@@ -192,38 +285,31 @@ class Schedule:
                         "epoch; the data has no length, so express every knot in steps"
                     )
                 resolved.append(k.value / steps_per_epoch)
-        for earlier, later in itertools.pairwise(resolved):
-            if later < earlier or (later == earlier and not self._jumps_allowed):
-                raise ValueError(
-                    f"{self!r} resolves to knots {resolved} on the {axis} axis for steps_per_epoch="
-                    f"{steps_per_epoch}, n_epochs={n_epochs}: not strictly increasing; reorder them"
-                )
+        open_from = resolved.pop() if self._open_from is not None else None
+        order = np.diff(np.asarray(resolved, dtype=np.float64))
+        if (order < 0).any() or (not self._jumps_allowed and (order == 0).any()):
+            raise ValueError(
+                f"{self!r} resolves to knots {resolved} on the {axis} axis for steps_per_epoch="
+                f"{steps_per_epoch}, n_epochs={n_epochs}: not strictly increasing; reorder them"
+            )
+
+        def owner() -> str:
+            return f"{self!r} on the {axis} axis"
+
         if self.pchip:
+            check_knots(owner, resolved, self.knot_values, ())
             return BoundSchedule(axis, resolved, self.knot_values, (), pchip=True)
-        return BoundSchedule(axis, resolved, self.knot_values, self.anneals)
+        check_knots(owner, resolved, self.knot_values, self.anneals)
+        return BoundSchedule(axis, resolved, self.knot_values, self.anneals, open_from=open_from)
 
     def values_at(self, t: Any, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> Any:
         """The value at time ``t`` (a float or numpy array) on the bound axis; a shortcut for ``bind(...)``."""
         bound = self.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
-        return bound.table(np.asarray(t, dtype=np.float64)) if np.ndim(t) else bound(float(t))
+        return bound.table(t) if np.ndim(t) else bound(t)
 
     def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> np.ndarray:
-        """The per-step curve a run of ``n_steps`` steps applies (``Scheduler(per="step")``).
-
-        Step ``k`` is evaluated at ``k`` on the step axis, or at ``epoch_position(*divmod(k, spe), spe)`` on
-        the epoch axis. ``n_epochs`` defaults to ``ceil(n_steps / steps_per_epoch)``.
-        """
-        whole_number("values", "n_steps", n_steps, 0)
-        if n_epochs is None and steps_per_epoch:
-            n_epochs = -(-n_steps // steps_per_epoch)
-        bound = self.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
-        k = np.arange(n_steps, dtype=np.float64)
-        if bound.axis == "epoch":
-            if not steps_per_epoch:
-                raise ValueError(f"{self!r} is timed in epochs; pass steps_per_epoch to values()")
-            epoch, batch = np.divmod(k, steps_per_epoch)
-            k = epoch + batch / steps_per_epoch
-        return bound.table(k)
+        """The per-step curve a run of ``n_steps`` steps applies (``Scheduler(per="step")``): :func:`curve`."""
+        return curve(self, n_steps, steps_per_epoch, n_epochs)
 
     # ----------------------------------------------------------------------------------------- plain data
     def __repr__(self) -> str:
@@ -236,19 +322,53 @@ class Schedule:
         return f"Schedule({knots!r}, {list(self.knot_values)!r}, anneal={how}, unit={self.unit!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and (self.knots, self.knot_values, self.anneals, self.pchip) == (
-            other.knots,
-            other.knot_values,
-            other.anneals,
-            other.pchip,
-        )
+        return isinstance(other, Schedule) and (
+            self.knots,
+            self.knot_values,
+            self.anneals,
+            self.pchip,
+            self._open_from,
+        ) == (other.knots, other.knot_values, other.anneals, other.pchip, other._open_from)
 
     def __hash__(self) -> int:
         return hash((self.knots, self.knot_values, self.pchip))
 
 
+def curve(schedule: Any, n_steps: int, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> np.ndarray:
+    """The per-step curve a run of ``n_steps`` steps applies with ``Scheduler(per="step")``, for any schedule.
+
+    Step ``k`` is evaluated at ``k`` on the step axis, or at ``epoch_position(*divmod(k, spe), spe)`` on
+    the epoch axis. ``n_epochs`` defaults to ``ceil(n_steps / steps_per_epoch)``. Counts are whole numbers
+    (``n_steps >= 0``, the others >= 1 or None).
+    """
+    n_steps = _args.count("values", "n_steps", n_steps, 0)
+    steps_per_epoch = _args.optional_count("values", "steps_per_epoch", steps_per_epoch)
+    n_epochs = _args.optional_count("values", "n_epochs", n_epochs)
+    if n_epochs is None and steps_per_epoch:
+        n_epochs = max(-(-n_steps // steps_per_epoch), 1)
+    bound = schedule.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
+    k = np.arange(n_steps, dtype=np.float64)
+    if bound.axis == "epoch":
+        if not steps_per_epoch:
+            raise ValueError(f"{schedule!r} is timed in epochs; pass steps_per_epoch to values()")
+        epoch, batch = np.divmod(k, steps_per_epoch)
+        k = epoch + batch / steps_per_epoch
+    return bound.table(k)
+
+
 class BoundSchedule:
-    """A schedule laid out on one axis: ``bound(t)`` for one time, ``bound.table(ts)`` for many."""
+    """A schedule laid out on one axis: ``bound(t)`` for one time, ``bound.table(ts)`` for many.
+
+    Attributes:
+        axis: ``"step"`` or ``"epoch"``.
+        knots, values: the knots on that axis and the values at them.
+        horizon: the last knot; after it the last value holds.
+        open_from: the fit may end the schedule anywhere from this time on, cutting it short (the start of
+            :func:`~loopkit.scheduling.schedules.presets.cosine_restarts`' last cycle; torch's schedulers
+            never end either). Equal to ``horizon`` for a schedule that must be played to its end.
+
+    Times are finite real numbers; NaN, infinities and non-numbers raise (``ValueError``/``TypeError``).
+    """
 
     def __init__(
         self,
@@ -257,22 +377,51 @@ class BoundSchedule:
         values: Sequence[float],
         anneals: Sequence[Callable],
         pchip: bool = False,
+        open_from: float | None = None,
     ) -> None:
         self.axis = axis
         self.knots = list(knots)
         self.values = list(values)
         self.anneals = list(anneals)
         self.horizon = self.knots[-1]
+        self.open_from = self.horizon if open_from is None else min(open_from, self.horizon)
+        #: the largest magnitude the built-in annealings reach (they stay between their knots' values)
+        self.max_abs = max(abs(v) for v in self.values)
+        # At a repeated first knot (a jump at the start) the value is the later one, as at every jump.
+        self._first = self.values[bisect.bisect_right(self.knots, self.knots[0]) - 1]
         self._pchip = None
         if pchip:
             from scipy.interpolate import PchipInterpolator  # lazily: scipy is heavy and rarely needed
 
-            self._pchip = PchipInterpolator(np.asarray(self.knots), np.asarray(self.values), extrapolate=False)
+            try:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    self._pchip = PchipInterpolator(np.asarray(self.knots), np.asarray(self.values), extrapolate=False)
+                    # scipy evaluates sum_k c[k] (t - knot)**(3 - k): every term must stay finite, t - knot <= gap
+                    gaps = np.diff(np.asarray(self.knots, dtype=np.float64))
+                    powers = gaps[np.newaxis, :] ** np.array([3.0, 2.0, 1.0, 0.0])[:, np.newaxis]
+                    terms = np.abs(self._pchip.c) * powers
+                    finite = bool(np.isfinite(powers).all() and np.isfinite(terms.sum(axis=0)).all())
+            except ValueError:  # scipy's own check of the slopes
+                finite = False
+            if not finite:
+                raise ValueError(
+                    f"a smooth curve through knots {self.knots} and values {self.values} overflows the float "
+                    "range (the points are too steep, or too far apart); use closer, less steep points"
+                )
+        # Segments sharing one annealing function are evaluated together in table(): one numpy call each.
+        groups: dict[int, int] = {}
+        self._fns: list[Callable] = []
+        for fn in self.anneals:
+            if id(fn) not in groups:
+                groups[id(fn)] = len(self._fns)
+                self._fns.append(fn)
+        self._fn_of_segment = np.array([groups[id(fn)] for fn in self.anneals], dtype=np.int64)
 
     def __call__(self, t: float) -> float:
+        t = _args.time(t)
         knots = self.knots
         if t <= knots[0]:
-            return self.values[0]
+            return self.values[0] if t < knots[0] else self._first
         if t >= knots[-1]:
             return self.values[-1]
         if self._pchip is not None:
@@ -281,24 +430,37 @@ class BoundSchedule:
         k0 = knots[i]
         return float(self.anneals[i](self.values[i], self.values[i + 1], (t - k0) / (knots[i + 1] - k0)))
 
-    def table(self, ts: np.ndarray) -> np.ndarray:
-        """Values at many times at once (float64 array in, float64 array out)."""
-        ts = np.asarray(ts, dtype=np.float64)
+    def table(self, ts: Any) -> np.ndarray:
+        """Values at many times at once (real array in, float64 array out, same shape)."""
+        ts = _args.times(ts)
         knots = np.asarray(self.knots)
         out = np.empty_like(ts)
         before, after = ts <= knots[0], ts >= knots[-1]
         out[before] = self.values[0]
+        out[ts == knots[0]] = self._first
         out[after] = self.values[-1]
         inside = ~(before | after)
+        if not inside.any():
+            return out
         if self._pchip is not None:
             out[inside] = self._pchip(ts[inside])
             return out
-        segment = np.searchsorted(knots, ts, side="right") - 1
-        for i, fn in enumerate(self.anneals):
-            mask = inside & (segment == i)
-            if mask.any():
-                k0, k1 = self.knots[i], self.knots[i + 1]
-                out[mask] = fn(self.values[i], self.values[i + 1], (ts[mask] - k0) / (k1 - k0))
+        t_in = ts[inside]
+        segment = np.searchsorted(knots, t_in, side="right") - 1
+        values = np.asarray(self.values)
+        k0, k1 = knots[segment], knots[segment + 1]
+        p = (t_in - k0) / (k1 - k0)
+        a, b = values[segment], values[segment + 1]
+        result = np.empty_like(t_in)
+        if len(self._fns) == 1:
+            result[:] = self._fns[0](a, b, p)
+        else:
+            group = self._fn_of_segment[segment]
+            for g, fn in enumerate(self._fns):
+                mask = group == g
+                if mask.any():
+                    result[mask] = fn(a[mask], b[mask], p[mask])
+        out[inside] = result
         return out
 
     def __repr__(self) -> str:
