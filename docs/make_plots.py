@@ -11,10 +11,17 @@ import numpy as np
 
 from loopkit.schedules import (
     Schedule,
+    constant_lr,
     cosine_restarts,
+    exponential_lr,
+    linear_lr,
+    multistep_lr,
     onecycle,
     onecycle_momentum,
     onecycle_torch,
+    polynomial_lr,
+    product,
+    step_lr,
     steps,
     warmup_cosine,
     warmup_linear,
@@ -93,6 +100,20 @@ def figures() -> dict[str, str]:
                     "cosine_restarts",
                     cosine_restarts(50, 1.0, cycles=3, period_mult=2.0, decay=0.6, warmup=20, floor=0.05).values(400),
                 )
+            ],
+            "step",
+        ),
+        "torch": svg(
+            "torch's decays, 100 steps from 1.0",
+            [
+                ("step_lr(1.0, 30, 0.5)", step_lr(1.0, 30, 0.5).values(100)),
+                ("multistep_lr(1.0, [20, 50, 80], 0.4)", multistep_lr(1.0, [20, 50, 80], 0.4).values(100)),
+                ("exponential_lr(1.0, 0.97)", exponential_lr(1.0, 0.97).values(100)),
+                ("polynomial_lr(1.0, 90, 2.0)", polynomial_lr(1.0, 90, 2.0).values(100)),
+                (
+                    "product(linear_lr(1.0, 0.1, 1.0, 10), constant_lr(1.0, 0.5, 60))",
+                    product(linear_lr(1.0, 0.1, 1.0, 10), constant_lr(1.0, 0.5, 60)).values(100),
+                ),
             ],
             "step",
         ),

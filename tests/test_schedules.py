@@ -124,6 +124,33 @@ def test_repeat_makes_warm_restarts_with_growing_periods_and_decay():
     )
 
 
+def optax_join(schedules, boundaries):
+    """optax.join_schedules written out: schedule i from boundaries[i-1] (inclusive), seeing t - boundary."""
+
+    def schedule(t):
+        i = sum(t >= b for b in boundaries)
+        return schedules[i](t - (boundaries[i - 1] if i else 0))
+
+    return schedule
+
+
+def test_composition_at_its_smallest_and_edge_arguments_matches_its_reference():
+    one = Schedule([0], [0.3], unit="step")  # a constant
+    ramp = Schedule([0, 1], [0.0, 1.0], unit="step")  # one step long
+    down = Schedule([0, 2], [1.0, 0.5], anneal="cos", unit="step")
+    joined = join([ramp, one, down], [1, 2]).bind()
+    ref = optax_join([ramp.bind(), one.bind(), down.bind()], [1, 2])
+    assert [joined(t) for t in (0, 0.5, 1, 1.5, 2, 3, 4, 9)] == pytest.approx(
+        [ref(t) for t in (0, 0.5, 1, 1.5, 2, 3, 4, 9)], rel=1e-15
+    )
+    assert join([down], []).values(4).tolist() == down.values(4).tolist()
+    # one cycle is the schedule itself; identity factors change nothing
+    for same in (repeat(down, 1), shift(down, 0), stretch(down, 1), scale(down, 1)):
+        assert same.values(5).tolist() == down.values(5).tolist()
+    # a one-step cycle repeated restarts at every step (torch's CosineAnnealingWarmRestarts with T_0=1)
+    assert repeat(ramp, 3).values(4).tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
 def test_shift_stretch_scale():
     s = Schedule([0, 4], [1.0, 0.0], unit="step")
     assert shift(s, 2).bind()(4) == 0.5

@@ -17,10 +17,12 @@ import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from loopkit.schedules import (
+    BoundSchedule,
     Schedule,
     Time,
     constant_lr,
     cosine_restarts,
+    epoch_position,
     epochs,
     exponential_lr,
     fraction,
@@ -42,6 +44,7 @@ from loopkit.schedules import (
     warmup_cosine,
     warmup_linear,
 )
+from loopkit.scheduling.schedules.anneal import linear
 
 NAN, INF = float("nan"), float("inf")
 CYCLE = Schedule([0, 10], [1.0, 0.1], anneal="cos", unit="step")
@@ -167,8 +170,15 @@ def test_evaluating_at_a_nan_or_non_numeric_time_raises(t):
         (lambda: onecycle_momentum(10, high=INF), "onecycle_momentum(high=inf)"),
         # geometry and counts
         (lambda: CYCLE.bind(steps_per_epoch=0), "bind(steps_per_epoch=0)"),
-        (lambda: CYCLE.bind(n_epochs=2.5), "bind(n_epochs=2.5)"),
+        (lambda: CYCLE.bind(n_epochs=0), "bind(n_epochs=0): n_epochs must be > 0"),
+        (lambda: CYCLE.bind(n_epochs=NAN), "bind(n_epochs=nan)"),
         (lambda: CYCLE.values(NAN), "values(n_steps=nan)"),
+        (lambda: epoch_position(0, 1, 0), "epoch_position(steps_per_epoch=0)"),
+        (lambda: epoch_position(NAN, 1, 4), "epoch_position(epoch=nan)"),
+        (lambda: BoundSchedule("step", [0.0, NAN], [1.0, 0.0], [linear]), "BoundSchedule(knots[i]=nan)"),
+        (lambda: BoundSchedule("step", [1.0, 0.0], [1.0, 0.0], [linear]), "knots must not decrease"),
+        (lambda: BoundSchedule("hour", [0.0], [1.0], []), "BoundSchedule(axis='hour')"),
+        (lambda: BoundSchedule("step", [0.0, 1.0], [-1e308, 1e308], [linear]), "difference overflows"),
         (lambda: CYCLE.values(5, steps_per_epoch=-1), "values(steps_per_epoch=-1)"),
         (lambda: Schedule([0, 1], [0, 1], unit=["step"]), "unknown unit ['step']"),
         (lambda: Schedule(list(range(100_001)), [0.0] * 100_001), "at most 100,000 knots"),
@@ -178,6 +188,12 @@ def test_evaluating_at_a_nan_or_non_numeric_time_raises(t):
 def test_other_instances_are_refused_in_the_callers_terms(call, message):
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):
         call()
+
+
+def test_a_fit_of_fractional_epochs_binds_fractions_of_it():
+    # fit(max_steps=N) lays schedules over N steps: 2.5 epochs of 4 steps for N = 10
+    half = Schedule([0, 0.5, 1], [0.0, 1.0, 0.0], unit="fraction").bind(steps_per_epoch=4, n_epochs=2.5)
+    assert half.knots == [0.0, 1.25, 2.5] and half(1.25) == 1.0
 
 
 def test_a_smooth_curve_too_steep_for_floats_is_refused_when_bound():

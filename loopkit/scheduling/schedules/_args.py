@@ -100,6 +100,14 @@ def optional_count(call: str, name: str, value: Any, minimum: int = 1) -> int | 
     return None if value is None else count(call, name, value, minimum)
 
 
+def optional_epochs(call: str, value: Any) -> float | int | None:
+    """A fit's length in epochs: None, or a finite number > 0 (fractional for ``fit(max_steps=...)``)."""
+    if value is None:
+        return None
+    x = real(call, "n_epochs", value, low=0, low_open=True)
+    return int(x) if x == int(x) else x
+
+
 def time(t: Any) -> float:
     """A time to evaluate a schedule at: a finite real number, else ``TypeError``/``ValueError``."""
     if type(t) is float:  # the Scheduler's per-step path: no conversion needed

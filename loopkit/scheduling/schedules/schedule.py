@@ -87,8 +87,12 @@ def fraction(x: float) -> Time:
 def epoch_position(epoch: int, batch: int, steps_per_epoch: int) -> float:
     """The epoch-axis time of batch ``batch`` of epoch ``epoch``: ``epoch + batch / steps_per_epoch``.
 
-    The Scheduler and :meth:`Schedule.values` both use this arithmetic, so they agree to the bit.
+    The Scheduler and :meth:`Schedule.values` both use this arithmetic, so they agree to the bit. All three are
+    whole numbers (``steps_per_epoch`` >= 1); ``ValueError`` otherwise.
     """
+    epoch = _args.count("epoch_position", "epoch", epoch, 0)
+    batch = _args.count("epoch_position", "batch", batch, 0)
+    steps_per_epoch = _args.count("epoch_position", "steps_per_epoch", steps_per_epoch, 1)
     return epoch + batch / steps_per_epoch
 
 
@@ -250,14 +254,15 @@ class Schedule:
         return self
 
     # ----------------------------------------------------------------------------------------- binding
-    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> BoundSchedule:
+    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> BoundSchedule:
         """Resolve every knot onto one axis for a run of this geometry; see the module docstring.
 
-        ``steps_per_epoch`` and ``n_epochs`` are whole numbers >= 1 or None. Raises ``ValueError`` when the
+        ``steps_per_epoch`` is a whole number >= 1 or None; ``n_epochs`` a number > 0 (fractional for a fit
+        bounded by ``max_steps``) or None. Raises ``ValueError`` when the
         knots need a number that is missing, or resolve out of order or beyond the float range.
         """
         steps_per_epoch = _args.optional_count("bind", "steps_per_epoch", steps_per_epoch)
-        n_epochs = _args.optional_count("bind", "n_epochs", n_epochs)
+        n_epochs = _args.optional_epochs("bind", n_epochs)
         # A knot at 0 is the fit's start in every unit, so it does not decide the axis.
         units = {k.unit for k in self.knots if k.value != 0} or {k.unit for k in self.knots}
         axis = "step" if units == {"step"} else "epoch"
@@ -297,17 +302,15 @@ class Schedule:
             return f"{self!r} on the {axis} axis"
 
         if self.pchip:
-            check_knots(owner, resolved, self.knot_values, ())
-            return BoundSchedule(axis, resolved, self.knot_values, (), pchip=True)
-        check_knots(owner, resolved, self.knot_values, self.anneals)
-        return BoundSchedule(axis, resolved, self.knot_values, self.anneals, open_from=open_from)
+            return BoundSchedule(axis, resolved, self.knot_values, (), pchip=True, owner=owner)
+        return BoundSchedule(axis, resolved, self.knot_values, self.anneals, open_from=open_from, owner=owner)
 
-    def values_at(self, t: Any, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> Any:
+    def values_at(self, t: Any, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> Any:
         """The value at time ``t`` (a float or numpy array) on the bound axis; a shortcut for ``bind(...)``."""
         bound = self.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
         return bound.table(t) if np.ndim(t) else bound(t)
 
-    def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> np.ndarray:
+    def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> np.ndarray:
         """The per-step curve a run of ``n_steps`` steps applies (``Scheduler(per="step")``): :func:`curve`."""
         return curve(self, n_steps, steps_per_epoch, n_epochs)
 
@@ -334,16 +337,16 @@ class Schedule:
         return hash((self.knots, self.knot_values, self.pchip))
 
 
-def curve(schedule: Any, n_steps: int, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> np.ndarray:
+def curve(schedule: Any, n_steps: int, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> np.ndarray:
     """The per-step curve a run of ``n_steps`` steps applies with ``Scheduler(per="step")``, for any schedule.
 
     Step ``k`` is evaluated at ``k`` on the step axis, or at ``epoch_position(*divmod(k, spe), spe)`` on
-    the epoch axis. ``n_epochs`` defaults to ``ceil(n_steps / steps_per_epoch)``. Counts are whole numbers
-    (``n_steps >= 0``, the others >= 1 or None).
+    the epoch axis. ``n_epochs`` defaults to ``ceil(n_steps / steps_per_epoch)``. ``n_steps`` is a whole
+    number >= 0, ``steps_per_epoch`` one >= 1 or None, ``n_epochs`` a number > 0 or None.
     """
     n_steps = _args.count("values", "n_steps", n_steps, 0)
     steps_per_epoch = _args.optional_count("values", "steps_per_epoch", steps_per_epoch)
-    n_epochs = _args.optional_count("values", "n_epochs", n_epochs)
+    n_epochs = _args.optional_epochs("values", n_epochs)
     if n_epochs is None and steps_per_epoch:
         n_epochs = max(-(-n_steps // steps_per_epoch), 1)
     bound = schedule.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
@@ -378,11 +381,25 @@ class BoundSchedule:
         anneals: Sequence[Callable],
         pchip: bool = False,
         open_from: float | None = None,
+        owner: str | Callable[[], str] = "BoundSchedule",
     ) -> None:
+        if axis not in ("step", "epoch"):
+            raise ValueError(f"BoundSchedule(axis={axis!r}): use 'step' or 'epoch'")
         self.axis = axis
-        self.knots = list(knots)
-        self.values = list(values)
+        self.knots = [_args.real("BoundSchedule", "knots[i]", k) for k in knots]
+        self.values = [_args.real("BoundSchedule", "values[i]", v) for v in values]
         self.anneals = list(anneals)
+        if not self.knots or len(self.knots) != len(self.values):
+            raise ValueError(
+                f"BoundSchedule needs one value per knot, at least one; got {self.knots!r}, {self.values!r}"
+            )
+        if (not pchip and len(self.anneals) != len(self.knots) - 1) or any(not callable(a) for a in self.anneals):
+            raise ValueError(f"BoundSchedule needs one annealing function per segment, got {self.anneals!r}")
+        if any(k1 < k0 for k0, k1 in itertools.pairwise(self.knots)):
+            raise ValueError(f"BoundSchedule knots must not decrease, got {self.knots!r}")
+        if open_from is not None:
+            open_from = _args.real("BoundSchedule", "open_from", open_from)
+        check_knots(owner, self.knots, self.values, self.anneals)
         self.horizon = self.knots[-1]
         self.open_from = self.horizon if open_from is None else min(open_from, self.horizon)
         #: the largest magnitude the built-in annealings reach (they stay between their knots' values)

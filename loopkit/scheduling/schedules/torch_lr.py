@@ -57,12 +57,12 @@ class _Geometric:
     def __init__(self, call: str, base: float, gamma: float, every: int, stairs: bool, unit: str) -> None:
         self.call, self.base, self.gamma, self.every, self.stairs, self.unit = call, base, gamma, every, stairs, unit
 
-    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> _BoundGeometric:
+    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> _BoundGeometric:
         _args.optional_count("bind", "steps_per_epoch", steps_per_epoch)
-        _args.optional_count("bind", "n_epochs", n_epochs)
+        _args.optional_epochs("bind", n_epochs)
         return _BoundGeometric(self)
 
-    def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> np.ndarray:
+    def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> np.ndarray:
         """The per-step curve of a run of ``n_steps`` steps, as :meth:`Schedule.values`."""
         return curve(self, n_steps, steps_per_epoch, n_epochs)
 
@@ -284,7 +284,7 @@ class Product:
                 raise TypeError(f"product: factor {i} is not a schedule, got {_args.show(s)}")
         self.schedules = tuple(schedules)
 
-    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> _BoundProduct:
+    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> _BoundProduct:
         bounds = [s.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs) for s in self.schedules]
         axes = {b.axis for b in bounds}
         if len(axes) != 1:
@@ -296,7 +296,7 @@ class Product:
             raise ValueError(f"{self!r} can reach values beyond the float range; scale its factors down")
         return _BoundProduct(self, bounds)
 
-    def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: int | None = None) -> np.ndarray:
+    def values(self, n_steps: int, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> np.ndarray:
         """The per-step curve of a run of ``n_steps`` steps, as :meth:`Schedule.values`."""
         return curve(self, n_steps, steps_per_epoch, n_epochs)
 
