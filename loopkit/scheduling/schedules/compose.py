@@ -152,8 +152,8 @@ def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: 
     Args:
         schedule: a piecewise :class:`Schedule` starting at time 0, all knots in its unit.
         cycles: a whole number >= 1; at most :data:`~loopkit.scheduling.schedules._args.MAX_KNOTS` knots in all.
-        period_mult: finite numbers > 0.
-        decay: finite numbers > 0.
+        period_mult: a finite number > 0.
+        decay: a finite number > 0.
 
     Raises:
         TypeError: a ``schedule`` that is not a :class:`Schedule`, an argument that is not a real number.

@@ -246,9 +246,9 @@ def onecycle_torch(
 
     Args:
         total_steps: a whole number >= 1.
-        max_lr: finite numbers > 0.
-        div_factor: finite numbers > 0.
-        final_div_factor: finite numbers > 0.
+        max_lr: a finite number > 0.
+        div_factor: a finite number > 0.
+        final_div_factor: a finite number > 0.
         pct_start: in [0, 1].
 
     Raises:
@@ -312,8 +312,8 @@ def warmup_linear(
     Args:
         num_warmup_steps: a whole number, 0 up to ``num_training_steps``.
         num_training_steps: a whole number >= 1.
-        peak: finite numbers.
-        warmup_start: finite numbers.
+        peak: a finite number.
+        warmup_start: a finite number.
     """
     warm, total, unit = _warmup_args("warmup_linear", num_warmup_steps, num_training_steps, unit)
     peak = _args.real("warmup_linear", "peak", peak)
@@ -379,12 +379,12 @@ def cosine_restarts(
 
     Args:
         period: the first cycle's length in ``unit``, a finite number > 0.
-        peak: finite numbers.
-        floor: finite numbers.
-        warmup_start: finite numbers.
+        peak: a finite number.
+        floor: a finite number.
+        warmup_start: a finite number.
         cycles: a whole number >= 1 (at most 49,999: a schedule has at most 100,000 knots).
-        period_mult: finite numbers > 0.
-        decay: finite numbers > 0.
+        period_mult: a finite number > 0.
+        decay: a finite number > 0.
         warmup: a finite number >= 0.
     """
     call = "cosine_restarts"
