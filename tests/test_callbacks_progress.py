@@ -54,6 +54,19 @@ def test_without_metrics_the_line_shows_the_last_loss():
     assert re.fullmatch(r"epoch 1/1  loss \d+\.?\d*(e-?\d+)?  lr 0.05  time \d+\.\ds\n", out.getvalue())
 
 
+def test_with_only_a_step_budget_the_line_counts_steps():
+    # fit(max_steps=N) has no epoch count: the line says how far through the step budget each epoch ended.
+    out = io.StringIO()
+    model = torch.nn.Linear(2, 1)
+    data = [(torch.randn(4, 2), torch.randn(4, 1))] * 5
+    Learner(
+        model, data, torch.optim.SGD(model.parameters(), lr=0.05), torch.nn.functional.mse_loss,
+        callbacks=[ProgressBar(file=out)],
+    ).fit(max_steps=12)  # fmt: skip
+    labels = [line.split("  ")[0] for line in out.getvalue().splitlines()]
+    assert labels == ["epoch 1 (step 5/12)", "epoch 2 (step 10/12)", "epoch 3 (step 12/12)"]
+
+
 def test_quiet_shows_nothing_and_a_forced_bar_writes_no_lines():
     out = io.StringIO()
     fit_with(ProgressBar(file=out, force=True, quiet=True))

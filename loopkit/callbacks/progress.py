@@ -38,7 +38,7 @@ class ProgressBar(Callback):
         TypeError: a ``quiet`` or ``force`` that is not a bool, a ``file`` without a ``write`` method.
     """
 
-    reads = ("loss", "phase", "epoch", "n_epochs", "n_batches", "optimizer", "global_step", "callbacks")
+    reads = ("loss", "phase", "epoch", "n_epochs", "max_steps", "n_batches", "optimizer", "global_step", "callbacks")
     run_after = ("Metrics",)
 
     def __init__(
@@ -74,7 +74,7 @@ class ProgressBar(Callback):
     def after_epoch(self, learner: Any) -> None:
         if not (self.lines and self._main):
             return
-        parts = [f"epoch {learner.epoch + 1}/{learner.n_epochs}"]
+        parts = [_epoch_label(learner)]
         row = self._metrics.history[-1] if self._metrics is not None and self._metrics.history else None
         if row is not None and row.get("epoch") == learner.epoch:
             parts += [f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"]
@@ -93,7 +93,7 @@ class ProgressBar(Callback):
 
         self.bar = tqdm(
             total=learner.n_batches,
-            desc=f"epoch {learner.epoch + 1}/{learner.n_epochs}",
+            desc=_epoch_label(learner),
             file=self.file if self.file is not None else sys.stderr,
             leave=True,
             dynamic_ncols=True,
@@ -122,3 +122,10 @@ class ProgressBar(Callback):
         # refresh=False: the bar redraws at tqdm's own pace (mininterval); redrawing on every postfix update
         # would measure the terminal width of the whole line each time.
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{learner.optimizer.param_groups[0]['lr']:.3g}", refresh=False)
+
+
+def _epoch_label(learner: Any) -> str:
+    """``epoch 3/10``; with only a step budget (``fit(max_steps=N)``) ``epoch 3 (step 120/500)``."""
+    if learner.n_epochs is not None:
+        return f"epoch {learner.epoch + 1}/{learner.n_epochs}"
+    return f"epoch {learner.epoch + 1} (step {learner.global_step}/{learner.max_steps})"
