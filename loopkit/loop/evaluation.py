@@ -37,22 +37,17 @@ def validate(learner: Any, data: Iterable) -> dict[str, float]:
     total = torch.zeros((), dtype=torch.float64)
     count = 0
 
-    def body() -> None:
+    def batch_body() -> None:
         nonlocal total, count
+        learner._forward_loss()
+        n = batch_size(learner)
+        total = total.to(learner.loss.device) + learner.loss.detach().to(torch.float64) * n
+        count += n
+
+    def body() -> None:
         for batch_idx, batch in enumerate(data):
             learner.batch_idx, learner.batch = batch_idx, batch
-            try:
-                fire(h["before_batch"])
-                learner._forward_loss()
-                n = batch_size(learner)
-                total = total.to(learner.loss.device) + learner.loss.detach().to(torch.float64) * n
-                count += n
-            except CancelBatch:
-                pass
-            try:  # noqa: SIM105 - the batch is over
-                fire(h["after_batch"])
-            except CancelBatch:
-                pass
+            learner._level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
 
     with _evaluating(learner, "valid"):
         learner._level(h["before_valid"], body, h["after_valid"], CancelPhase)
@@ -69,24 +64,21 @@ def predict(learner: Any, data: Iterable) -> Any:
     h = learner._handlers
     step = learner.step_logic
     preds: list[Any] = []
+
+    def batch_body() -> None:
+        batch = learner.batch
+        if isinstance(batch, (tuple, list)) and len(batch) == 2:
+            learner.xb, learner.yb = step.unpack(learner, batch)
+        else:  # inputs alone
+            learner.xb, learner.yb = step.unpack(learner, (batch, None))
+        learner.pred = step.forward(learner)
+        fire(h["after_pred"])
+        preds.append(learner.pred)
+
     with _evaluating(learner, "predict"):
         for batch_idx, batch in enumerate(data):
             learner.batch_idx, learner.batch = batch_idx, batch
-            try:
-                fire(h["before_batch"])
-                if isinstance(batch, (tuple, list)) and len(batch) == 2:
-                    learner.xb, learner.yb = step.unpack(learner, batch)
-                else:  # inputs alone
-                    learner.xb, learner.yb = step.unpack(learner, (batch, None))
-                learner.pred = step.forward(learner)
-                fire(h["after_pred"])
-                preds.append(learner.pred)
-            except CancelBatch:
-                pass
-            try:  # noqa: SIM105 - the batch is over
-                fire(h["after_batch"])
-            except CancelBatch:
-                pass
+            learner._level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
     if preds and all(isinstance(p, torch.Tensor) for p in preds):
         return torch.cat([p if p.dim() else p.reshape(1) for p in preds])
     return preds
