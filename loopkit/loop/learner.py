@@ -40,7 +40,7 @@ from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve,
 from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
 from .ordering import order_callbacks
-from .resume import build_state, check_fits, rank_and_world_size, rng_of_this_rank, unwrap_model
+from .resume import build_state, check_fits, load_model_and_optimizer, rank_and_world_size, rng_of_this_rank
 from .rng import capture_rng_state, restore_rng_state
 from .step import Step
 
@@ -487,8 +487,7 @@ class Learner:
         finally:
             self.n_epochs, self.n_batches, self.max_steps = before
         position = state["position"]
-        unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_model_and_optimizer(state, self)
         self.global_step = position["global_step"]
         self._position = (position["epoch"], position["batch"])
         self._resume = state

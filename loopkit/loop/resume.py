@@ -19,6 +19,9 @@ The state (``loopkit-checkpoint-2``) is a dict of plain data:
                               ``phase_start`` (for replaying the loader's shuffle) is ``None`` between
                               epochs
 ``run``                       the run record this training belongs to (set by ``loopkit.runs``), or None
+``param_layout``              for each param group, its parameters' names in the model
+                              (:mod:`loopkit.loop.param_layout`): groups added during the run are
+                              re-added by name on resume; optional (older format-2 states lack it)
 ============================  =====================================================================
 
 :func:`check_fits` validates a state against a learner and a fit in full, without changing anything, and
@@ -36,6 +39,7 @@ from ..distributed.collectives import all_gather
 from ..distributed.ranks import rank, world_size
 from .callback import Callback, callback_name
 from .checkpoint import FORMAT, CheckpointError
+from .param_layout import layout_problems, param_layout, readd_groups
 from .rng import capture_rng_state, check_rng_state, rng_entry
 
 # Optimizers whose state_dicts are interchangeable: loopkit's fused ones keep torch's state layout.
@@ -102,7 +106,7 @@ def check_fits(
         raise CheckpointError(f"{source} lacks the entries {missing}: it is incomplete; nothing was loaded")
     problems = (
         _model_problems(state["model"], unwrap_model(learner.model))
-        + _optimizer_problems(state["optimizer"], state["optimizer_type"], learner.optimizer)
+        + _optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
         + _position_problems(state["position"], n_epochs, max_steps, learner.n_batches)
         + _rng_problems(state["rng"], state["position"], rank, world_size)
     )
@@ -135,7 +139,8 @@ def _model_problems(saved: Any, model: torch.nn.Module) -> list[str]:
     return problems
 
 
-def _optimizer_problems(saved: Any, saved_type: Any, optimizer: torch.optim.Optimizer) -> list[str]:
+def _optimizer_problems(state: Mapping, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[str]:
+    saved, saved_type = state["optimizer"], state["optimizer_type"]
     mine = optimizer_type(optimizer)
     if _SAME_STATE_AS.get(saved_type, saved_type) != _SAME_STATE_AS.get(mine, mine):
         return [
@@ -144,9 +149,21 @@ def _optimizer_problems(saved: Any, saved_type: Any, optimizer: torch.optim.Opti
         ]
     if not isinstance(saved, Mapping) or not {"state", "param_groups"} <= set(saved):
         return ["its optimizer entry is not an optimizer state_dict (no 'state' and 'param_groups')"]
-    groups, own_groups = saved["param_groups"], optimizer.param_groups
+    groups, own_groups = saved["param_groups"], list(optimizer.param_groups)
+    layout = state.get("param_layout")
+    if layout is not None:
+        problems = layout_problems(layout, optimizer, model)
+        if problems:
+            return problems
+        if len(layout) != len(groups):
+            return [f"its param_layout lists {len(layout)} param groups, its optimizer state {len(groups)}"]
+        named = dict(model.named_parameters())  # the groups a resume re-adds, as they will be
+        own_groups += [{"params": [named[name] for name in names]} for names in layout[len(own_groups) :]]
     if len(groups) != len(own_groups):
-        return [f"the optimizer has {len(own_groups)} param groups, the checkpoint {len(groups)}"]
+        return [
+            f"the optimizer has {len(own_groups)} param groups, the checkpoint {len(groups)} (it records no "
+            "param_layout to re-add groups by name): build the optimizer with the checkpoint's groups"
+        ]
     problems = []
     params: dict[Any, torch.Tensor] = {}  # the checkpoint's parameter index -> this optimizer's parameter
     for i, (group, own) in enumerate(zip(groups, own_groups)):
@@ -268,7 +285,19 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "position": {"epoch": epoch, "batch": batch, "global_step": learner.global_step, "n_epochs": learner.n_epochs},
         "rng": rng_entry(all_gather(local)),  # every rank's, gathered (a collective)
         "run": learner.run,
+        "param_layout": param_layout(learner.optimizer, unwrap_model(learner.model)),
     }
+
+
+def load_model_and_optimizer(state: Mapping[str, Any], learner: Any) -> None:
+    """Load a checked state's model and optimizer entries, first re-adding the param groups the checkpointed run
+    added during its fit (see :mod:`loopkit.loop.param_layout`)."""
+    model = unwrap_model(learner.model)
+    model.load_state_dict(state["model"])
+    layout = state.get("param_layout")
+    if layout is not None:
+        readd_groups(layout, state["optimizer"]["param_groups"], learner.optimizer, model)
+    learner.optimizer.load_state_dict(state["optimizer"])
 
 
 def rank_and_world_size() -> tuple[int, int]:

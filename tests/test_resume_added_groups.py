@@ -1,0 +1,191 @@
+"""A run that added param groups during its fit (unfreezing a backbone half-way) resumes in an optimizer built as
+at the start: the checkpoint records each group's parameter names, and the resume re-adds the missing groups.
+
+The reference is the same run left uninterrupted: resumed, it must end bit-identical (CPU, same ops, same order).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from loopkit import Callback, Learner, LearningRate, Schedule, Scheduler
+from loopkit.loop.checkpoint import CheckpointError
+
+
+def holds(optimizer, params):
+    """Whether any param group already holds one of ``params`` (an unfreeze that may run again on resume)."""
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    return any(id(p) in held for p in params)
+
+
+class Unfreeze(Callback):
+    """Adds the body as a new param group at lr ``x`` at the start of epoch ``epoch``, once."""
+
+    reads = ("epoch",)
+    writes = ("optimizer.param_groups",)
+
+    def __init__(self, body, epoch, x, named=False):
+        self.body, self.epoch, self.x, self.named = body, epoch, x, named
+
+    def before_epoch(self, learner):
+        params = list(self.body.parameters())
+        if learner.epoch >= self.epoch and not holds(learner.optimizer, params):
+            group = list(self.body.named_parameters(prefix="0")) if self.named else params
+            learner.optimizer.add_param_group({"params": group, "lr": self.x})
+
+
+class Snapshot(Callback):
+    """Takes ``learner.state_dict()`` after the train batch that makes global step ``at``, or after epoch ``epoch``."""
+
+    reads = ("global_step", "epoch")
+
+    def __init__(self, at=None, epoch=None):
+        self.at, self.epoch, self.state = at, epoch, None
+
+    def after_batch(self, learner):
+        if learner.phase == "train" and learner.global_step == self.at:
+            self.state = copy.deepcopy(learner.state_dict())
+
+    def after_epoch(self, learner):
+        if learner.epoch == self.epoch:
+            self.state = copy.deepcopy(learner.state_dict())
+
+
+class Lrs(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def before_step(self, learner):
+        self.seen.append([g["lr"] for g in learner.optimizer.param_groups])
+
+
+def make(named=False, optimizer=torch.optim.AdamW, extra=()):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    body, head = model[0], model[2]
+    head_params = list(head.named_parameters(prefix="2")) if named else list(head.parameters())
+    opt = optimizer(head_params, lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 4, generator=g)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.sum(1, keepdim=True).sin()), batch_size=6, shuffle=True
+    )
+    lrs = Lrs()
+    callbacks = [
+        Scheduler({LearningRate: Schedule([0, 4], [0.05, 0.0])}),
+        Unfreeze(body, epoch=2, x=0.01, named=named),
+        lrs,
+        *extra,
+    ]
+    return Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=callbacks), lrs
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [{"epoch": 2}, {"at": 10}, {"at": 12}],
+    ids=["after-epoch-2", "mid-epoch-2", "epoch-3-start"],
+)
+@pytest.mark.parametrize("named", [False, True], ids=["plain", "named-params"])
+def test_a_run_that_added_a_group_resumes_bit_identical_in_an_optimizer_built_as_at_the_start(snapshot, named):
+    snap = Snapshot(**snapshot)
+    straight, straight_lrs = make(named, extra=[snap])
+    torch.manual_seed(7)
+    straight.fit(4)
+    assert len(snap.state["optimizer"]["param_groups"]) == 2  # the body had been added when it was taken
+
+    resumed, resumed_lrs = make(named)
+    assert len(resumed.optimizer.param_groups) == 1
+    resumed.fit(4, resume_from=snap.state)
+
+    assert len(resumed.optimizer.param_groups) == 2
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # After the resume, the added group follows the schedule at the ratio it had (0.01 / the lr when it joined).
+    n = len(resumed_lrs.seen)
+    assert resumed_lrs.seen == straight_lrs.seen[-n:]
+    assert resumed_lrs.seen[-1][1] / resumed_lrs.seen[-1][0] == pytest.approx(
+        straight_lrs.seen[8][1] / straight_lrs.seen[8][0], rel=1e-12
+    )
+    state_a, state_b = straight.optimizer.state_dict(), resumed.optimizer.state_dict()
+    assert state_a["param_groups"] == state_b["param_groups"]
+    for i, entry in state_a["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(state_b["state"][i][key]))
+
+
+def test_groups_holding_other_parameters_are_refused_before_anything_is_loaded():
+    # Two same-shaped layers: the old check (counts and shapes) let their moments load into each other's slots.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 3))
+    data = [(torch.randn(2, 3), torch.randn(2, 3))]
+    a = Learner(
+        model,
+        data,
+        torch.optim.Adam([{"params": model[0].parameters()}, {"params": model[1].parameters()}]),
+        torch.nn.functional.mse_loss,
+    )
+    a.fit(1)
+    state = a.state_dict()
+    other = copy.deepcopy(model)
+    swapped = torch.optim.Adam([{"params": other[1].parameters()}, {"params": other[0].parameters()}])
+    b = Learner(other, data, swapped, torch.nn.functional.mse_loss)
+    before = copy.deepcopy(other.state_dict())
+    with pytest.raises(
+        CheckpointError,
+        match=r"param group 0 holds \['1.weight', '1.bias'\] in the optimizer, \['0.weight', '0.bias'\] in the checkpoint",
+    ):
+        b.fit(2, resume_from=state)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+    assert swapped.state == {}
+
+
+def test_an_added_group_whose_parameters_the_optimizer_already_holds_is_refused():
+    snap = Snapshot(epoch=2)
+    straight, _ = make(extra=[snap])
+    straight.fit(4)
+    torch.manual_seed(0)
+    model = copy.deepcopy(straight.model)
+    everything = torch.optim.AdamW(model.parameters(), lr=0.05)  # one group holding body and head
+    learner = Learner(model, straight.train_data, everything, torch.nn.functional.mse_loss)
+    with pytest.raises(
+        CheckpointError,
+        match=r"param group 0 holds .*'0.weight'.*in the optimizer, \['2.weight', '2.bias'\] in the checkpoint",
+    ):
+        learner.fit(4, resume_from=snap.state)
+    assert len(everything.param_groups) == 1
+
+
+def test_a_state_without_a_layout_still_needs_the_same_number_of_groups():
+    snap = Snapshot(epoch=2)
+    straight, _ = make(extra=[snap])
+    straight.fit(4)
+    del snap.state["param_layout"]  # a format-2 state written before the layout was recorded
+    resumed, _ = make()
+    with pytest.raises(
+        CheckpointError, match=r"the optimizer has 1 param groups, the checkpoint 2 \(it records no param_layout"
+    ):
+        resumed.fit(4, resume_from=snap.state)
+    assert len(resumed.optimizer.param_groups) == 1
+
+
+def test_a_group_of_parameters_outside_the_model_cannot_be_re_added():
+    extra = torch.nn.Parameter(torch.zeros(2))  # e.g. a learnable loss margin, not in the model
+
+    class AddExtra(Callback):
+        writes = ("optimizer.param_groups",)
+        run_after = (Unfreeze,)
+
+        def before_epoch(self, learner):
+            if learner.epoch == 1 and not holds(learner.optimizer, [extra]):
+                learner.optimizer.add_param_group({"params": [extra], "lr": 0.1})
+
+    snap = Snapshot(epoch=1)
+    straight, _ = make(extra=[AddExtra(), snap])
+    straight.fit(4)
+    assert snap.state["param_layout"][-1] == [None]
+    resumed, _ = make()
+    with pytest.raises(CheckpointError, match=r"parameters outside this model .*build the optimizer with that group"):
+        resumed.fit(4, resume_from=snap.state)
