@@ -93,6 +93,43 @@ def test_rates_match_torch_epoch_by_epoch(kwargs):
     assert len({tuple(r) for r in reference}) > 2  # the case really cuts, more than once
 
 
+class AddGroup:
+    """Adds a third param group (a fresh parameter at lr 0.07) at the start of epoch ``epoch``."""
+
+    reads = ("epoch",)
+    writes = ("optimizer.param_groups",)
+
+    def __init__(self, epoch):
+        self.epoch, self.param = epoch, torch.nn.Parameter(torch.zeros(1))
+
+    def before_epoch(self, learner):
+        if learner.epoch == self.epoch:
+            learner.optimizer.add_param_group({"params": [self.param], "lr": 0.07})
+
+
+def test_a_group_added_during_the_fit_is_cut_with_the_others_as_torch_does():
+    kwargs = {"patience": 0, "factor": 0.5, "min_lr": 0.01}
+    ours, _ = loopkit_rates(SERIES, kwargs, callbacks=[AddGroup(epoch=6)])
+    model = torch.nn.Linear(2, 1)
+    opt = two_groups(model)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **kwargs)
+    reference = []
+    for epoch, value in enumerate(SERIES):
+        if epoch == 6:
+            opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.07})
+        opt.step()
+        sched.step(value)
+        reference.append([g["lr"] for g in opt.param_groups])
+    assert ours == reference
+    assert len({r[2] for r in reference[6:]}) > 2  # the added group really is cut, down to its floor
+    assert reference[-1][2] == 0.01
+
+
+def test_per_group_floors_refuse_a_group_added_during_the_fit_before_any_cut():
+    with pytest.raises(ValueError, match=r"gives 2 floors but the optimizer now has 3 param groups.*single min_lr"):
+        loopkit_rates(SERIES, {"patience": 0, "min_lr": [1e-3, 2e-3]}, callbacks=[AddGroup(epoch=3)])
+
+
 def test_state_survives_a_checkpoint_round_trip():
     kwargs = {"patience": 1, "cooldown": 2, "factor": 0.5}
     _, plateau = loopkit_rates(SERIES[:12], kwargs)

@@ -34,11 +34,16 @@ class ReduceLROnPlateau(Callback):
             ``best * (1 + threshold)`` in max mode) or absolute (``best -/+ threshold``) by ``threshold_mode``.
         threshold_mode: ``"rel"`` or ``"abs"``.
         cooldown: epochs after a cut during which bad epochs are not counted.
-        min_lr: a floor for every group, or one per group.
+        min_lr: a floor for every group (groups added during the fit included), or one per group.
         eps: a cut smaller than this is not made.
 
     Attributes:
         best, num_bad_epochs, cooldown_counter: torch's state, for inspection.
+
+    Raises:
+        ValueError: at construction, an argument out of range (quoted); when the learner is built, per-group
+            floors for another number of param groups, or a monitored metric nothing produces; at a cut, per-group
+            floors when a param group was added during the fit (a single floor covers added groups).
 
     Example:
         >>> import torch
@@ -133,6 +138,12 @@ class ReduceLROnPlateau(Callback):
 
     def _cut(self, optimizer: Any) -> None:
         groups = optimizer.param_groups
+        if self._per_group and len(groups) != len(self._floors):  # a group was added during the fit
+            raise ValueError(
+                f"ReduceLROnPlateau(min_lr={self.min_lr!r}) gives {len(self._floors)} floors but the optimizer now "
+                f"has {len(groups)} param groups (one was added during the fit); give a single min_lr, which "
+                "covers groups added during a fit"
+            )
         for i, group in enumerate(groups):
             floor = self._floors[i] if self._per_group else self._floors[0]
             old = float(group["lr"])
