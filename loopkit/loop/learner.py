@@ -35,13 +35,21 @@ from .checks import (
     length,
     misplaced,
 )
+from .data_cursor import DataCursor
 from .device import resolve_device
 from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
 from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
 from .ordering import order_callbacks
-from .resume import build_state, check_fits, load_model_and_optimizer, rank_and_world_size, rng_of_this_rank
-from .rng import capture_rng_state, restore_rng_state
+from .resume import (
+    build_state,
+    check_fits,
+    data_of_this_rank,
+    load_model_and_optimizer,
+    rank_and_world_size,
+    rng_of_this_rank,
+)
+from .rng import restore_rng_state
 from .step import Step
 
 #: Consecutive skipped optimizer steps after which a fit stops with an error: the run has diverged.
@@ -153,7 +161,7 @@ class Learner:
         self._skips_in_a_row = 0
         self.error: BaseException | None = None
         self._position: tuple[int, int] | None = (0, 0)
-        self._rng_at_phase_start: dict[str, Any] | None = None
+        self._data = DataCursor(self, None)  # where the loop stands in train_data (set per fit)
         self._resume: dict[str, Any] | None = None
         # The run record this training belongs to, written into checkpoints (set by loopkit.runs).
         self.run: dict[str, Any] | None = None
@@ -195,7 +203,8 @@ class Learner:
             valid_every: for long or endless training data: an epoch of the loop becomes this many train batches
                 of a data stream that continues across epochs (re-iterated whenever it runs out), so validation,
                 ``after_epoch`` and what hangs on it (Metrics' history, checkpoints, early stopping, logs) come
-                every ``valid_every`` batches. Not combinable with ``resume_from`` yet.
+                every ``valid_every`` batches. A resume continues the stream where it stood
+                (:mod:`loopkit.loop.data_cursor`); it must use the same ``valid_every``.
             resume_from: a checkpoint path (or a loaded ``state_dict``) to continue from: model, optimizer,
                 callback states, RNG states and the position in the loop are restored, so the run continues
                 exactly as if it had never stopped. The whole checkpoint is verified and checked against this
@@ -217,15 +226,9 @@ class Learner:
                 by then.
         """
         check_budgets(n_epochs, max_steps, max_time)
-        self._stream = None
         if valid_every is not None:
             check_count("valid_every", valid_every)
-            if resume_from is not None:
-                raise ValueError(
-                    "fit(valid_every=...) cannot resume yet (the stream's position is not in checkpoints); resume "
-                    "without valid_every, or start the run afresh"
-                )
-            self._stream = _Stream(self.train_data, valid_every)
+        self._data = DataCursor(self, valid_every)
         start_epoch = 0
         if resume_from is not None:
             start_epoch = self._begin_resume(resume_from, n_epochs, max_steps)  # checks it all before loading
@@ -234,7 +237,7 @@ class Learner:
         self.n_epochs = n_epochs
         self.max_steps = max_steps
         self._deadline = None if max_time is None else time.monotonic() + max_time
-        self.n_batches = length(self.train_data) if self._stream is None else valid_every
+        self.n_batches = length(self.train_data) if valid_every is None else valid_every
         self.micro_batch, self.accumulate, self.skipped_steps, self._skips_in_a_row = 0, False, 0, 0
         self.micro_batches_per_step = 1  # GradientAccumulation sets its k in before_fit
         self.error = None
@@ -298,7 +301,7 @@ class Learner:
         h = self._handlers
         # Read after before_epoch, where a per-epoch schedule may have changed the batch size, and before
         # before_train, where per-step schedules lay out the phase.
-        self.n_batches = length(self.train_data) if self._stream is None else self._stream.per_epoch
+        self.n_batches = length(self.train_data) if self._data.per_epoch is None else self._data.per_epoch
         try:
             # Modes are set before before_train/before_valid, so a callback there owns them (frozen norm layers
             # put in eval in before_train stay in eval).
@@ -315,8 +318,10 @@ class Learner:
 
     def _train_phase(self) -> None:
         before, after = self._handlers["before_batch"], self._handlers["after_batch"]
-        self._rng_at_phase_start = capture_rng_state()
-        batches, first = self._iterate(self.train_data) if self._stream is None else (self._stream.epoch(), 0)
+        first = self._resume["position"]["batch"] if self._resume is not None else 0
+        batches = self._data.epoch(first)
+        if self._resume is not None:  # resumed mid-epoch: the data is back where it stood
+            self._finish_resume()
         batch_idx = -1
         for batch_idx, batch in enumerate(batches, first):
             self.batch_idx = batch_idx
@@ -483,7 +488,16 @@ class Learner:
         # What callbacks check the checkpoint against: this fit's length.
         self.n_epochs, self.n_batches, self.max_steps = n_epochs, length(self.train_data), max_steps
         try:
-            check_fits(state, self, source, n_epochs=n_epochs, max_steps=max_steps, rank=rank, world_size=world_size)
+            check_fits(
+                state,
+                self,
+                source,
+                n_epochs=n_epochs,
+                max_steps=max_steps,
+                valid_every=self._data.per_epoch,
+                rank=rank,
+                world_size=world_size,
+            )
         finally:
             self.n_epochs, self.n_batches, self.max_steps = before
         position = state["position"]
@@ -491,23 +505,9 @@ class Learner:
         self.global_step = position["global_step"]
         self._position = (position["epoch"], position["batch"])
         self._resume = state
+        data = data_of_this_rank(state)
+        self._data.resume(rng_of_this_rank(state)["phase_start"], data["batches"], data["state"], data["passes"])
         return position["epoch"]
-
-    def _iterate(self, data: Iterable) -> tuple[Iterable, int]:
-        """Start an epoch's iterator; when resuming mid-epoch, replay the shuffle and skip finished batches."""
-        resume = self._resume
-        if resume is None or resume["position"]["batch"] == 0:
-            return iter(data), 0
-        # The loader drew its shuffle from the RNG when iter() was called; replay that draw exactly.
-        phase_start = rng_of_this_rank(resume)["phase_start"]
-        restore_rng_state(phase_start)
-        self._rng_at_phase_start = phase_start
-        iterator = iter(data)
-        done = resume["position"]["batch"]
-        for _ in range(done):
-            self.batch = next(iterator)
-        self._finish_resume()
-        return iterator, done
 
     def _finish_resume(self) -> None:
         """Restore callback states and the RNG at the point in the loop where they were saved."""
@@ -566,26 +566,3 @@ class Learner:
     def __repr__(self) -> str:
         names = ", ".join(callback_name(cb) for cb in self.callbacks)
         return f"Learner(model={type(self.model).__name__}, optimizer={type(self.optimizer).__name__}, callbacks=[{names}])"
-
-
-class _Stream:
-    """``fit(valid_every=N)``'s data: one iterator over the train data that continues across the loop's epochs
-    (N batches each) and starts a new pass over the data whenever one runs out."""
-
-    def __init__(self, data: Iterable, per_epoch: int) -> None:
-        self.data, self.per_epoch = data, per_epoch
-        self._it: Any = iter(data)
-
-    def epoch(self) -> Any:
-        return itertools.islice(self._batches(), self.per_epoch)
-
-    def _batches(self) -> Any:
-        while True:
-            try:
-                yield next(self._it)
-            except StopIteration:
-                self._it = iter(self.data)
-                try:
-                    yield next(self._it)
-                except StopIteration:
-                    raise ValueError(f"train_data yielded no batches: {self.data!r}") from None

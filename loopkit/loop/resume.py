@@ -16,8 +16,12 @@ The state (``loopkit-checkpoint-2``) is a dict of plain data:
                               batches (micro-batches) done in it, optimizer steps done, the fit's length
 ``rng``                       ``{"world_size": W, "ranks": [...]}``: for each rank, ``{"now": ...,
                               "phase_start": ...}`` generator snapshots (:mod:`loopkit.loop.rng`);
-                              ``phase_start`` (for replaying the loader's shuffle) is ``None`` between
-                              epochs
+                              ``phase_start`` is the RNG when the open pass over the train data began
+                              (to draw its shuffle again), ``None`` when no pass is open
+``data``                      ``{"valid_every": N or None, "world_size": W, "ranks": [...]}``: for each
+                              rank, ``{"batches", "passes", "state"}``: batches taken from the open pass,
+                              passes begun, and the data's own ``state_dict()`` if it has one
+                              (:mod:`loopkit.loop.data_cursor`); optional (older format-2 states lack it)
 ``run``                       the run record this training belongs to (set by ``loopkit.runs``), or None
 ``param_layout``              for each param group, its parameters' names in the model
                               (:mod:`loopkit.loop.param_layout`): groups added during the run are
@@ -39,6 +43,7 @@ from ..distributed.collectives import all_gather
 from ..distributed.ranks import rank, world_size
 from .callback import Callback, callback_name
 from .checkpoint import FORMAT, CheckpointError
+from .data_cursor import data_entry, data_problems
 from .param_layout import layout_problems, param_layout, readd_groups
 from .rng import capture_rng_state, check_rng_state, rng_entry
 
@@ -82,6 +87,7 @@ def check_fits(
     *,
     n_epochs: int | None,
     max_steps: int | None = None,
+    valid_every: int | None = None,
     rank: int = 0,
     world_size: int = 1,
 ) -> None:
@@ -108,7 +114,8 @@ def check_fits(
         _model_problems(state["model"], unwrap_model(learner.model))
         + _optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
         + _position_problems(state["position"], n_epochs, max_steps, learner.n_batches)
-        + _rng_problems(state["rng"], state["position"], rank, world_size)
+        + _rng_problems(state["rng"], _pass_open(state), rank, world_size)
+        + data_problems(state.get("data"), valid_every, rank)
     )
     if not problems:  # callbacks check their state against a learner whose model and position fit
         problems += _callback_problems(state["callbacks"], learner)
@@ -218,22 +225,32 @@ def _position_problems(position: Any, n_epochs: int | None, max_steps: int | Non
     return []
 
 
-def _rng_problems(rng: Any, position: Mapping, rank: int, world_size: int) -> list[str]:
+def _pass_open(state: Mapping) -> bool:
+    """Whether the checkpoint was taken with a pass over the train data open (mid-epoch, or mid-stream)."""
+    position, data = state["position"], state.get("data")
+    if isinstance(data, Mapping) and data.get("valid_every") is not None:
+        ranks = data.get("ranks")
+        return isinstance(ranks, list) and any(isinstance(r, Mapping) and r.get("batches") for r in ranks)
+    return bool(isinstance(position, Mapping) and position.get("batch"))
+
+
+def _rng_problems(rng: Any, pass_open: bool, rank: int, world_size: int) -> list[str]:
     if not isinstance(rng, Mapping) or not isinstance(rng.get("ranks"), list) or "world_size" not in rng:
         return ["its rng entry is not {'world_size': W, 'ranks': [...]}"]
     saved_world = rng["world_size"]
     if saved_world != len(rng["ranks"]):
         return [f"its rng entry says world_size={saved_world} but holds {len(rng['ranks'])} ranks"]
-    if saved_world != world_size and position.get("batch"):
+    if saved_world != world_size and pass_open:
         return [
-            f"it was written by {saved_world} processes and this run has {world_size}: a mid-epoch checkpoint "
-            "resumes exactly only at the same world size; resume from an end-of-epoch checkpoint"
+            f"it was written by {saved_world} processes and this run has {world_size}: a checkpoint taken inside "
+            "a pass over the data (mid-epoch, or mid-stream with valid_every) resumes exactly only at the same "
+            "world size; resume from an end-of-epoch checkpoint"
         ]
     entry = rng["ranks"][rank] if rank < saved_world else rng["ranks"][0]
     if not isinstance(entry, Mapping) or "now" not in entry or "phase_start" not in entry:
         return [f"its rng entry for rank {rank} lacks 'now' or 'phase_start'"]
     problems = check_rng_state(entry["now"], f"rng of rank {rank}")
-    if position.get("batch"):
+    if pass_open:
         problems += check_rng_state(entry["phase_start"], f"rng at the phase start of rank {rank}")
     return problems
 
@@ -275,7 +292,9 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
     ``Learner.state_dict`` calls it at a window boundary only: an accumulation window's gradients are not part of
     a checkpoint.
     """
-    local = {"now": capture_rng_state(), "phase_start": learner._rng_at_phase_start if batch > 0 else None}
+    cursor = learner._data
+    rng = {"now": capture_rng_state(), "phase_start": cursor.rng_at_start if cursor.is_open(batch) else None}
+    ranks = all_gather({"rng": rng, "data": cursor.position(batch)})  # every rank's (a collective)
     return {
         "format": FORMAT,
         "model": unwrap_model(learner.model).state_dict(),
@@ -283,7 +302,8 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "optimizer_type": optimizer_type(learner.optimizer),
         "callbacks": {callback_name(cb): cb.state_dict() for cb in learner.callbacks if hasattr(cb, "state_dict")},
         "position": {"epoch": epoch, "batch": batch, "global_step": learner.global_step, "n_epochs": learner.n_epochs},
-        "rng": rng_entry(all_gather(local)),  # every rank's, gathered (a collective)
+        "rng": rng_entry([r["rng"] for r in ranks]),
+        "data": data_entry([r["data"] for r in ranks], cursor.per_epoch),
         "run": learner.run,
         "param_layout": param_layout(learner.optimizer, unwrap_model(learner.model)),
     }
@@ -304,6 +324,17 @@ def rank_and_world_size() -> tuple[int, int]:
     """This process's rank and the world size (:mod:`loopkit.distributed.ranks`): from the process group, or from
     torchrun's variables when the checkpoint is checked before ``Distributed`` has built the group, else ``(0, 1)``."""
     return rank(), world_size()
+
+
+def data_of_this_rank(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """This rank's ``{"batches", "passes", "state"}`` data position from a checkpoint state (for a state
+    without a ``data`` entry, the epoch's batches done)."""
+    data = state.get("data")
+    if data is None:
+        return {"batches": state["position"]["batch"], "passes": 0, "state": None}
+    rank, _ = rank_and_world_size()
+    ranks = data["ranks"]
+    return ranks[rank] if rank < len(ranks) else ranks[0]
 
 
 def rng_of_this_rank(state: Mapping[str, Any]) -> Mapping[str, Any]:

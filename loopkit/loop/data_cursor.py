@@ -1,0 +1,212 @@
+"""Where the loop stands in its train data, and how a resume gets back there.
+
+Two layouts of the loop over the data:
+
+- **epochs** (the default): each loop epoch is one pass over ``train_data``, begun with ``iter()`` at the train
+  phase's start.
+- **a stream** (``fit(valid_every=N)``): one pass continues across loop epochs of ``N`` batches and a new pass
+  begins whenever one runs out (an endless ``IterableDataset`` never runs out). A sampler with ``set_epoch``
+  (``DistributedSampler``, loopkit's) is set to the pass's number before each pass, so passes differ.
+
+A checkpoint taken while a pass is open records, for each rank, the RNG when the pass began (the ``rng``
+entry's ``phase_start``) and the batches taken from it (``data``'s ``batches``). A resume gets back to that
+point in the cheapest exact way the data allows:
+
+1. **Stateful data** (``state_dict()``/``load_state_dict()`` on ``train_data``, as torchdata's
+   ``StatefulDataLoader`` has): its state is saved with the checkpoint and loaded back; nothing is replayed.
+2. **A torch ``DataLoader`` over a map-style dataset, without worker processes**: the pass's sampler is drawn
+   again from the recorded RNG and its first batches of indices are skipped; no sample is loaded or collated.
+3. **Anything else** (worker processes, whose random state depends on every sample they loaded; an
+   ``IterableDataset``; a plain iterable): the pass is replayed from the recorded RNG and its first batches are
+   drawn and dropped, so each costs what loading it costs.
+
+Every path leaves the process's RNG as it found it: the Learner restores the checkpoint's RNG afterwards.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..distributed.samplers import set_epoch
+from .rng import capture_rng_state, restore_rng_state
+
+
+def is_stateful(data: object) -> bool:
+    """Whether ``data`` saves and loads its own position (torchdata's ``StatefulDataLoader`` protocol)."""
+    return callable(getattr(data, "state_dict", None)) and callable(getattr(data, "load_state_dict", None))
+
+
+def can_seek(data: object) -> bool:
+    """Whether a pass over ``data`` can skip batches without loading them (see the module docstring, path 2)."""
+    return type(data) is DataLoader and not isinstance(data.dataset, IterableDataset) and data.num_workers == 0
+
+
+class DataCursor:
+    """The train data's open pass: the RNG when it began and the batches taken from it.
+
+    ``per_epoch`` is None for epochs, ``N`` for a stream of ``N`` batches per loop epoch. ``data`` is read from
+    the learner when a pass begins, so a callback that replaces ``train_data`` in ``before_fit`` (``Distributed``
+    shards it) is seen.
+    """
+
+    def __init__(self, learner: Any, per_epoch: int | None) -> None:
+        self._learner, self.per_epoch = learner, per_epoch
+        self._it: Iterator | None = None
+        self.rng_at_start: dict[str, Any] | None = None  # RNG when the open pass began
+        self.taken = 0  # batches taken from the open pass (a stream's; an epoch's is the loop position)
+        self._passes = 0  # passes begun (a stream sets its sampler's epoch to this)
+        self._pending: tuple[dict[str, Any], int, Any] | None = None  # a resume's (rng at start, taken, state)
+
+    # --------------------------------------------------------------------------------------------- resuming
+    def resume(self, rng_at_start: Any, taken: int, state: Any, passes: int) -> None:
+        """Continue, at the next pass opened, from a checkpoint's data position (see :func:`position`)."""
+        self._passes = passes
+        if rng_at_start is not None or state is not None:
+            self._pending = (rng_at_start, taken, state)
+
+    def is_open(self, loop_batch: int) -> bool:
+        """Whether a pass is open at a checkpoint taken ``loop_batch`` batches into a loop epoch (an epoch's pass
+        closes with its train phase; a stream's stays open across loop epochs)."""
+        return (self._it is not None) if self.per_epoch is not None else loop_batch > 0
+
+    def position(self, loop_batch: int) -> dict[str, Any]:
+        """This rank's ``data`` entry for a checkpoint taken ``loop_batch`` batches into a loop epoch; the RNG
+        when the open pass began goes in the ``rng`` entry (``phase_start``: :attr:`rng_at_start`)."""
+        data = self._learner.train_data
+        taken = self.taken if self.per_epoch is not None else loop_batch
+        return {
+            "batches": taken if self.is_open(loop_batch) else 0,
+            "passes": self._passes,
+            "state": data.state_dict() if is_stateful(data) else None,
+        }
+
+    # --------------------------------------------------------------------------------------------- iterating
+    def epoch(self, first: int) -> Iterable:
+        """The batches of the loop epoch that begins at batch ``first`` (0, or where a resume left off)."""
+        if self.per_epoch is None:
+            self._open()
+            return self._it  # type: ignore[return-value]
+        if self._it is None and self._pending is not None:
+            self._open()
+        return itertools.islice(self._stream(), self.per_epoch - first)
+
+    def _stream(self) -> Iterator:
+        while True:
+            if self._it is None:
+                self._open()
+            iterator: Any = self._it
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                if self.taken == 0:
+                    raise ValueError(f"train_data yielded no batches: {self._learner.train_data!r}") from None
+                self._it = None
+                continue
+            self.taken += 1
+            yield batch
+
+    def _open(self) -> None:
+        data = self._learner.train_data
+        pending, self._pending = self._pending, None
+        if self.per_epoch is not None:
+            set_epoch(data, self._passes)
+            self._passes += 1
+        if pending is None:
+            self.rng_at_start, self.taken = capture_rng_state(), 0
+            self._it = iter(data)
+            return
+        rng_at_start, taken, state = pending
+        if rng_at_start is None:  # saved with no pass open (an epoch's end): load the data's state, begin afresh
+            if state is not None and is_stateful(data):
+                data.load_state_dict(state)
+            self.rng_at_start, self.taken = capture_rng_state(), 0
+            self._it = iter(data)
+            return
+        now = capture_rng_state()  # the pass was open: get back into it without touching the RNG
+        if state is not None and is_stateful(data):
+            data.load_state_dict(state)
+            self._it = iter(data)
+        else:
+            restore_rng_state(rng_at_start)
+            self._it = _skipped(data, taken)
+        self.rng_at_start, self.taken = rng_at_start, taken
+        restore_rng_state(now)
+
+
+def _skipped(data: Any, n: int) -> Iterator:
+    """A new pass over ``data`` without its first ``n`` batches (skipped unloaded where the data can seek).
+
+    The random draws happen in the original pass's order: ``iter()`` draws the loader's base seed, then the
+    sampler draws its permutation when its first batch of indices is taken.
+    """
+    if not can_seek(data):
+        iterator = iter(data)
+        for _ in range(n):
+            next(iterator)
+        return iterator
+    by_batch = data.batch_sampler is not None  # automatic batching off: the sampler yields one index a "batch"
+    skip = _SkipFirst(data.batch_sampler if by_batch else data.sampler, n)
+    kwargs: dict[str, Any] = {"batch_sampler": skip} if by_batch else {"sampler": skip, "batch_size": None}
+    loader = DataLoader(
+        data.dataset,
+        collate_fn=data.collate_fn,
+        pin_memory=data.pin_memory,
+        timeout=data.timeout,
+        worker_init_fn=data.worker_init_fn,
+        generator=data.generator,
+        pin_memory_device=data.pin_memory_device,
+        in_order=data.in_order,
+        **kwargs,
+    )
+    iterator = iter(loader)
+    skip.skip()
+    return iterator
+
+
+class _SkipFirst:
+    """A sampler over ``inner`` whose iterator drops the first ``n`` items when :meth:`skip` is called."""
+
+    def __init__(self, inner: Any, n: int) -> None:
+        self.inner, self.n = inner, n
+        self._it: Iterator | None = None
+
+    def __iter__(self) -> Iterator:
+        self._it = iter(self.inner)
+        return self._it
+
+    def skip(self) -> None:
+        """Draw and drop the first ``n`` items of the iterator ``iter()`` made (only indices: nothing loads)."""
+        if self._it is None:
+            raise RuntimeError("_SkipFirst.skip() before iter()")
+        for _ in range(self.n):
+            next(self._it)
+
+    def __len__(self) -> int:
+        return max(len(self.inner) - self.n, 0)
+
+
+def data_entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict[str, Any]:
+    """The checkpoint's ``data`` entry from every rank's :meth:`DataCursor.position`."""
+    return {"valid_every": valid_every, "world_size": len(positions), "ranks": positions}
+
+
+def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
+    """Why a checkpoint's ``data`` entry cannot be resumed in a fit with ``valid_every`` on ``rank``."""
+    if entry is None:
+        return []
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("ranks"), list) or not entry["ranks"]:
+        return ["its data entry is not {'valid_every': N, 'world_size': W, 'ranks': [...]}"]
+    if entry.get("valid_every") != valid_every:
+        return [
+            f"it was taken in a fit with valid_every={entry.get('valid_every')!r} and this fit has "
+            f"valid_every={valid_every!r}: the loop's epochs would not line up; resume with "
+            f"valid_every={entry.get('valid_every')!r}"
+        ]
+    mine = entry["ranks"][rank] if rank < len(entry["ranks"]) else entry["ranks"][0]
+    if not isinstance(mine, Mapping) or not {"batches", "passes", "state"} <= set(mine):
+        return [f"its data entry for rank {rank} lacks 'batches', 'passes' or 'state'"]
+    return []

@@ -1,0 +1,273 @@
+"""A resume gets back to its place in the train data: seeking where the data allows it, loading the data's own
+state where it has one, replaying otherwise; streams (fit(valid_every=N)) resume too.
+
+The reference for every case is the same run left uninterrupted: the resumed run must end bit-identical (CPU, the
+same float operations in the same order), and the counts of loaded samples show which path was taken.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from loopkit import Callback, Learner
+from loopkit.loop.checkpoint import CheckpointError
+
+# torchdata 0.11 calls a torch function that torch 2.13 deprecates.
+pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
+
+
+class Counted(torch.utils.data.Dataset):
+    """A map-style dataset that counts the samples loaded (and draws from the RNG, as an augmentation would)."""
+
+    def __init__(self, n=60, noise=0.01):
+        self.noise = noise
+        g = torch.Generator().manual_seed(123)
+        self.x = torch.randn(n, 5, generator=g)
+        self.y = (self.x[:, :1] * 2 - self.x[:, 1:2]).sin()
+        self.loaded = 0
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        self.loaded += 1
+        return (self.x[i] + self.noise * torch.randn(5) if self.noise else self.x[i]), self.y[i]
+
+
+class Stream(torch.utils.data.IterableDataset):
+    """An endless stream of noisy samples, drawn from the global RNG."""
+
+    def __iter__(self):
+        while True:
+            x = torch.randn(5)
+            yield x, (2 * x[:1]).sin()
+
+
+class Snapshot(Callback):
+    reads = ("global_step", "epoch")
+
+    def __init__(self, at_step=None, at_epoch=None):
+        self.at_step, self.at_epoch, self.state = at_step, at_epoch, None
+
+    def after_batch(self, learner):
+        if learner.phase == "train" and learner.global_step == self.at_step:
+            self.state = copy.deepcopy(learner.state_dict())
+
+    def after_epoch(self, learner):
+        if learner.epoch == self.at_epoch:
+            self.state = copy.deepcopy(learner.state_dict())
+
+
+class Losses(Callback):
+    reads = ("loss", "phase")
+
+    def __init__(self):
+        self.seen = []
+
+    def after_loss(self, learner):
+        self.seen.append((learner.phase, learner.loss.detach().clone()))
+
+    def state_dict(self):
+        return {"seen": list(self.seen)}
+
+    def load_state_dict(self, state):
+        self.seen = list(state["seen"])
+
+
+def model_and_optimizer(seed, lr=0.05):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1))
+    return model, torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+
+
+def train(loader, n_epochs, snapshot=None, resume_from=None, seed=0, lr=0.05, **fit):
+    model, opt = model_and_optimizer(seed, lr)
+    if resume_from is not None:
+        torch.manual_seed(4242)  # a fresh process starts elsewhere: the checkpoint must restore the RNG
+    losses = Losses()
+    callbacks = [losses] + ([snapshot] if snapshot is not None else [])
+    learner = Learner(model, loader, opt, torch.nn.functional.mse_loss, callbacks=callbacks)
+    learner.fit(n_epochs, resume_from=resume_from, **fit)
+    return model, losses
+
+
+def assert_same(a, b):
+    (model_a, losses_a), (model_b, losses_b) = a, b
+    for p, q in zip(model_a.state_dict().values(), model_b.state_dict().values()):
+        assert torch.equal(p, q)
+    n = len(losses_b.seen)
+    assert n == len(losses_a.seen)
+    assert all(pa == pb and torch.equal(la, lb) for (pa, la), (pb, lb) in zip(losses_a.seen, losses_b.seen))
+
+
+# ------------------------------------------------------------------------------------------------- seeking
+@pytest.mark.parametrize("batch_size", [8, None], ids=["batched", "unbatched"])
+def test_a_mid_epoch_resume_seeks_past_finished_batches_without_loading_them(batch_size):
+    # 60 samples in batches of 8: 8 batches an epoch (the last of 4). Checkpoint after 11 steps: epoch 1, batch 3.
+    data = Counted()
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True)
+    per_epoch = len(loader)
+    snap = Snapshot(at_step=per_epoch + 3)
+    lr = 0.05 if batch_size else 0.002  # one sample a step: a smaller rate keeps the run finite
+    straight = train(loader, 3, snap, lr=lr)
+    assert snap.state["position"] == {"epoch": 1, "batch": 3, "global_step": per_epoch + 3, "n_epochs": 3}
+    assert torch.isfinite(straight[0][0].weight).all()
+
+    data.loaded = 0
+    resumed = train(loader, 3, resume_from=snap.state, seed=99, lr=lr)
+    assert_same(straight, resumed)
+    remaining = len(data) * 2 - 3 * (batch_size or 1)  # epochs 1 and 2 but the 3 batches of epoch 1 done
+    assert data.loaded == remaining  # the finished batches were never loaded again
+
+
+def test_with_worker_processes_the_finished_batches_are_replayed_exactly():
+    # Workers' random state depends on every sample they loaded: only a replay keeps their draws, at the cost of
+    # loading the finished batches again.
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True, num_workers=2)
+    snap = Snapshot(at_step=11)
+    straight = train(loader, 2, snap)
+    resumed = train(loader, 2, resume_from=snap.state, seed=99)
+    assert_same(straight, resumed)
+
+
+# ------------------------------------------------------------------------------------------------- stateful data
+def test_stateful_data_is_restored_from_its_own_state_without_a_replay():
+    torchdata = pytest.importorskip("torchdata.stateful_dataloader")
+    data = Counted()
+
+    def loader():
+        return torchdata.StatefulDataLoader(data, batch_size=8, shuffle=True)
+
+    snap = Snapshot(at_step=11)
+    straight = train(loader(), 3, snap)
+    assert snap.state["data"]["ranks"][0]["state"] is not None
+    data.loaded = 0
+    resumed = train(loader(), 3, resume_from=snap.state, seed=99)
+    assert_same(straight, resumed)
+    assert data.loaded == 60 * 2 - 3 * 8  # epochs 1 and 2 but the 3 batches of epoch 1 done: nothing replayed
+
+
+def test_stateful_data_with_worker_processes_resumes_mid_epoch_without_a_replay():
+    # The case a replay serves worst (workers load every finished batch again) is exact from the loader's state.
+    # torchdata does not save the workers' random generators, so the samples here draw no randomness.
+    torchdata = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader():
+        return torchdata.StatefulDataLoader(Counted(noise=0), batch_size=8, shuffle=True, num_workers=2)
+
+    snap = Snapshot(at_step=11)
+    straight = train(loader(), 2, snap)
+    assert snap.state["data"]["ranks"][0]["state"]["_snapshot"] is not None
+    assert_same(straight, train(loader(), 2, resume_from=snap.state, seed=99))
+
+
+class Batches(Callback):
+    reads = ("batch", "phase")
+
+    def __init__(self):
+        self.seen = []
+
+    def before_batch(self, learner):
+        if learner.phase == "train":
+            self.seen.append(learner.batch[1].clone())
+
+
+def test_stateful_data_resumes_its_order_at_an_epoch_end():
+    # torchdata's RandomSampler draws its permutations from a generator of its own: a loader built afresh would
+    # shuffle differently; its loaded state gives the uninterrupted run's order. (The global RNG may differ by
+    # what the loader draws when it begins a pass after loading: see docs/callbacks.md.)
+    torchdata = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def run(resume_from=None, snapshot=None):
+        model, opt = model_and_optimizer(0)
+        batches = Batches()
+        loader = torchdata.StatefulDataLoader(Counted(), batch_size=8, shuffle=True)
+        callbacks = [batches] + ([snapshot] if snapshot else [])
+        Learner(model, loader, opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(3, resume_from=resume_from)
+        return batches.seen
+
+    snap = Snapshot(at_epoch=0)
+    straight = run(snapshot=snap)
+    torch.manual_seed(77)  # the new process's loader seeds its sampler's generator elsewhere
+    resumed = run(resume_from=snap.state)
+    assert len(resumed) == 16 and all(torch.equal(a, b) for a, b in zip(straight[8:], resumed))
+
+
+# ------------------------------------------------------------------------------------------------- streams
+@pytest.mark.parametrize("at_step", [5, 7, 12, 14], ids=["mid-loop-epoch", "loop-epoch-end", "new-pass", "later"])
+def test_a_stream_over_a_finite_loader_resumes_inside_its_pass(at_step):
+    # 60 samples in batches of 8: passes of 8 batches; loop epochs of 7 batches, so passes and loop epochs
+    # cross: step 7 ends loop epoch 0 inside pass 0, step 12 is inside pass 1.
+    data = Counted()
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+    snap = Snapshot(at_step=at_step) if at_step != 7 else Snapshot(at_epoch=0)
+    straight = train(loader, 4, snap, valid_every=7)
+    data.loaded = 0
+    resumed = train(loader, 4, resume_from=snap.state, seed=99, valid_every=7)
+    assert_same(straight, resumed)
+    # Only the stream's batches after the checkpoint load (a pass's 8th batch holds 4 samples, the others 8).
+    assert data.loaded == sum(4 if k % 8 == 0 else 8 for k in range(at_step + 1, 4 * 7 + 1))
+
+
+def test_an_endless_stream_resumes_by_replaying_its_pass():
+    snap = Snapshot(at_step=9)
+    loader = torch.utils.data.DataLoader(Stream(), batch_size=4)
+    straight = train(loader, 3, snap, valid_every=5)
+    assert snap.state["data"]["ranks"][0]["batches"] == 9
+    resumed = train(
+        torch.utils.data.DataLoader(Stream(), batch_size=4), 3, resume_from=snap.state, seed=1, valid_every=5
+    )
+    assert_same(straight, resumed)
+
+
+def test_a_stream_sets_its_samplers_epoch_to_the_pass_number():
+    class Sampler(torch.utils.data.Sampler):
+        def __init__(self):
+            self.epochs = []
+            self.epoch = 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.epochs.append(self.epoch)
+            g = torch.Generator().manual_seed(self.epoch)
+            return iter(torch.randperm(60, generator=g).tolist())
+
+        def __len__(self):
+            return 60
+
+    sampler = Sampler()
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=10, sampler=sampler)  # 6 batches a pass
+    train(loader, 4, valid_every=5)  # 20 batches: passes 0, 1, 2, 3 (the last one begun)
+    assert sampler.epochs == [0, 1, 2, 3]
+
+
+def test_a_stream_reads_the_train_data_a_callback_set_in_before_fit():
+    # Distributed replaces train_data with each rank's shard in before_fit; a stream opened earlier would have
+    # trained every rank on all of the data.
+    full, shard = Counted(), Counted(n=16)
+
+    class Shard(Callback):
+        writes = ("train_data",)
+
+        def before_fit(self, learner):
+            learner.train_data = torch.utils.data.DataLoader(shard, batch_size=8)
+
+    model, opt = model_and_optimizer(0)
+    loader = torch.utils.data.DataLoader(full, batch_size=8)
+    Learner(model, loader, opt, torch.nn.functional.mse_loss, callbacks=[Shard()]).fit(2, valid_every=3)
+    assert full.loaded == 0 and shard.loaded == 6 * 8
+
+
+def test_a_checkpoint_resumes_only_with_the_same_valid_every():
+    snap = Snapshot(at_step=3)
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True)
+    train(loader, 2, snap, valid_every=4)
+    with pytest.raises(CheckpointError, match=r"valid_every=4 and this fit has valid_every=None.*valid_every=4"):
+        train(loader, 2, resume_from=snap.state)
+    with pytest.raises(CheckpointError, match=r"valid_every=4 and this fit has valid_every=5"):
+        train(loader, 2, resume_from=snap.state, valid_every=5)
