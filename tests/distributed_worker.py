@@ -18,6 +18,7 @@ from torchmetrics.classification import MulticlassF1Score
 import loopkit.callbacks.checkpoint as checkpoint_module
 from loopkit import (
     CancelFit,
+    CancelStep,
     Checkpoint,
     Distributed,
     Learner,
@@ -190,6 +191,30 @@ class StopAlone:
             raise CancelFit
 
 
+class Alone:
+    """On rank 1 only, raises ``cancel`` once in one batch event: at global step ``step`` of the train phase, or
+    in the first batch of epoch 0's validation. A user callback: it declares no ``agrees_across_ranks``."""
+
+    reads = ("global_step", "phase", "epoch")
+
+    def __init__(self, event, cancel, step=None):
+        self.cancel, self.step, self.raised, self.valid_ends = cancel, step, False, 0
+        setattr(self, event, self._maybe)
+
+    def _maybe(self, learner):
+        here = (
+            (learner.phase == "valid" and learner.epoch == 0)
+            if self.step is None
+            else (learner.phase == "train" and learner.global_step == self.step)
+        )
+        if rank() == 1 and here and not self.raised:
+            self.raised = True
+            raise self.cancel
+
+    def after_valid(self, learner):
+        self.valid_ends += 1
+
+
 class Clock:
     """Rank 1's clock jumps a day ahead after its third step (stands in for ranks whose clocks disagree)."""
 
@@ -209,12 +234,21 @@ def decisions(out):
     x, y = data()
     ds = torch.utils.data.TensorDataset
     results = {}
-    for what in ("nan", "stop", "deadline"):
+    alone = {
+        "batch_stop": lambda: Alone("after_batch", CancelFit, step=3),
+        "step_skip": lambda: Alone("before_step", CancelStep, step=2),
+        "valid_stop": lambda: Alone("after_loss", CancelFit),
+    }
+    for what in ("nan", "stop", "deadline", *alone):
         train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
         valid_loader = torch.utils.data.DataLoader(ds(x[N_TRAIN:], y[N_TRAIN:]), batch_size=8)
         net = model()
         guard, record = NaNGuard(), Record()
-        extra = {"nan": [Poison(1, 5)], "stop": [StopAlone(1, 0)], "deadline": []}[what]
+        extra = (
+            [alone[what]()]
+            if what in alone
+            else {"nan": [Poison(1, 5)], "stop": [StopAlone(1, 0)], "deadline": []}[what]
+        )
         learner = Learner(
             net,
             train_loader,
@@ -225,7 +259,13 @@ def decisions(out):
         )
         learner_module.time = Clock(learner) if what == "deadline" else time  # type: ignore[assignment]
         learner.fit(EPOCHS, max_time=3600 if what == "deadline" else None)
-        results[what] = {"tripped_at": guard.tripped_at, "steps": record.steps, "epochs": len(record.epochs)}
+        results[what] = {
+            "tripped_at": guard.tripped_at,
+            "steps": record.steps,
+            "epochs": len(record.epochs),
+            "global_step": learner.global_step,
+            "valid_ends": extra[0].valid_ends if what in alone else None,
+        }
     results["fully_shard"] = fully_sharded(x, y)
     results["accumulation"] = accumulated(x, y)
     torch.save(results, os.path.join(out, f"rank{rank()}.pt"))

@@ -167,6 +167,29 @@ def test_decisions_one_rank_takes_alone_are_taken_by_every_rank(several):
     assert r0["deadline"]["epochs"] == r1["deadline"]["epochs"] == 1  # the phase ends, validation and after_epoch run
 
 
+def test_a_cancel_one_rank_raises_alone_in_a_batch_is_taken_by_every_rank(several):
+    r0, r1 = several
+    per_epoch = worker.N_TRAIN // worker.BATCH
+    # CancelFit in after_batch on rank 1 alone at step 3: the ranks agree at that event and both stop there,
+    # skipping after_epoch as one process would.
+    for r in (r0, r1):
+        assert (len(r["batch_stop"]["steps"]), r["batch_stop"]["global_step"], r["batch_stop"]["epochs"]) == (3, 3, 0)
+    assert torch.equal(r0["batch_stop"]["steps"][-1], r1["batch_stop"]["steps"][-1])
+    # CancelStep in before_step on rank 1 alone at step 2: every rank skips that step, and no other.
+    total = worker.EPOCHS * per_epoch
+    for r in (r0, r1):
+        assert len(r["step_skip"]["steps"]) == r["step_skip"]["global_step"] == total - 1
+    assert all(torch.equal(a, b) for a, b in zip(r0["step_skip"]["steps"], r1["step_skip"]["steps"]))
+    # CancelFit in a validation batch on rank 1 alone: carried to the agreed after_valid (whose handlers run on
+    # both ranks), then taken by both; the ranks hold different numbers of valid batches, so no per-batch collective.
+    for r in (r0, r1):
+        assert (len(r["valid_stop"]["steps"]), r["valid_stop"]["epochs"], r["valid_stop"]["valid_ends"]) == (
+            per_epoch,
+            0,
+            1,
+        )
+
+
 def test_a_fully_sharded_model_trains_to_the_weights_of_one_process(several):
     r0, r1 = (ranks["fully_shard"] for ranks in several)
     assert r0["model_is_sharded"].startswith("FSDP")

@@ -60,6 +60,8 @@ class Checkpoint(Callback):
     checkpoint like any other value.
     """
 
+    agrees_across_ranks = True  # saves at global steps every rank shares
+
     reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "micro_batch")
     run_after = ("*",)
 

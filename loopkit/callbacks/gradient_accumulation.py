@@ -55,6 +55,8 @@ class GradientAccumulation(Callback):
         ValueError: a ``k`` that is not a whole number >= 1.
     """
 
+    agrees_across_ranks = True  # its windows follow the batch count every rank shares
+
     reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb")
     writes = ("accumulate", "micro_batches_per_step", "backward_loss", "step_loss", "model.grads")
     # Before Distributed too (which otherwise runs first): it reads `accumulate` in before_batch to skip the

@@ -49,6 +49,8 @@ class GradientClip(Callback):
             ``norm_type`` that is not a positive number or ``float("inf")``.
     """
 
+    agrees_across_ranks = True  # clips gradients DDP has already averaged
+
     reads = ("optimizer",)
     writes = ("model.grads",)
     run_after = ("GradientAccumulation", "MixedPrecision")

@@ -79,6 +79,8 @@ class Metrics(Callback):
             own history lists, not copies).
     """
 
+    agrees_across_ranks = True  # only accumulates; it cancels nothing
+
     reads = ("loss", "pred", "yb", "xb", "phase", "epoch", "callbacks", "global_step", "micro_batch")
 
     def __init__(self, *fns: Callable[[Any, Any], torch.Tensor], names: list[str] | None = None) -> None:

@@ -44,6 +44,8 @@ class MixedPrecision(Callback):
             ``device_type="cuda"`` without CUDA; on resume, a state saved with the other dtype's scaler.
     """
 
+    agrees_across_ranks = True  # skips a step on gradients DDP has already averaged
+
     reads = ("model", "optimizer", "phase")
     writes = ("backward_loss", "model.grads")
     run_after = ("GradientAccumulation",)

@@ -37,6 +37,8 @@ class NaNGuard(Callback):
         tripped_at: ``(epoch, batch_idx, global_step)`` of the first non-finite loss, or None.
     """
 
+    agrees_across_ranks = True  # agrees its check itself (any_rank)
+
     reads = ("loss", "phase", "global_step", "epoch", "batch_idx")
     run_before = ("Checkpoint",)
 

@@ -60,6 +60,8 @@ class Preemption(Callback):
         RuntimeError: when the fit starts outside the main thread (Python delivers signals only there).
     """
 
+    agrees_across_ranks = True  # agrees the stop itself (any_rank)
+
     reads = ("phase", "micro_batch", "callbacks")
     run_after = ("*", "Checkpoint")  # after every callback, Checkpoint included: the state saved is complete
 

@@ -38,6 +38,8 @@ class ProgressBar(Callback):
         TypeError: a ``quiet`` or ``force`` that is not a bool, a ``file`` without a ``write`` method.
     """
 
+    agrees_across_ranks = True  # only draws; it cancels nothing
+
     reads = ("loss", "phase", "epoch", "n_epochs", "max_steps", "n_batches", "optimizer", "global_step", "callbacks")
     run_after = ("Metrics",)
 

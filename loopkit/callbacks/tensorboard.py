@@ -50,6 +50,8 @@ class TensorBoard(Callback):
             imported only when the fit starts, not with loopkit).
     """
 
+    agrees_across_ranks = True  # only writes (on rank 0); it cancels nothing
+
     reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
     run_after = ("Metrics",)
 

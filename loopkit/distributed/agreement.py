@@ -6,11 +6,12 @@ phase-level events (``before_fit``, ``before_epoch``, ``before_train``, ``after_
 all-reduce of one integer per rank: an error on any rank wins (the others raise :class:`RankFailedError` naming
 it), else the outermost cancel any rank raised takes effect on every rank. That is 7 small collectives an epoch.
 
-Batch-level events are not agreed by a collective (one per step would cost more than loopkit's whole per-step
-budget): decisions there must be the same on every rank by construction. loopkit's own are: NaNGuard agrees its
-check, ``max_time`` agrees the clock, ``max_steps`` and the scheduled values follow ``global_step``, and a loss
-scaler's skip reads gradients that DDP has already averaged. A callback of yours that decides from rank-local
-values at batch level agrees with :func:`loopkit.distributed.any_rank`.
+The batch-level events of the train phase are agreed the same way, one collective per event and step, for
+each event a callback handles that does not declare ``agrees_across_ranks = True``; loopkit's own callbacks
+declare it, as their decisions are alike by construction (NaNGuard and Preemption agree themselves,
+``max_time`` agrees the clock, ``max_steps`` and the scheduled values follow ``global_step``, a loss scaler's
+skip reads gradients DDP has already averaged). Validation batches are never agreed one by one (ranks may hold
+different numbers of them): a rank's cancel there is carried to the agreed ``after_valid``.
 
 Example (a single process: the outcome is the local one):
     >>> from loopkit.loop.events import CancelEpoch

@@ -71,6 +71,8 @@ class Distributed(Callback):
             given for a model the user wrapped in DDP already, or ``sync_batchnorm`` on the CPU.
     """
 
+    agrees_across_ranks = True  # sets up the step alike on every rank
+
     reads = ("epoch", "optimizer", "phase", "accumulate", "callbacks")
     writes = ("model", "train_data", "valid_data", "device", "n_batches")
     # First, so that every callback meets the wrapped model and the split data from before_fit on; a callback

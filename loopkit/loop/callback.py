@@ -51,12 +51,18 @@ class Callback:
             :class:`UndeclaredWriteError`. Writers of X run before readers of X.
         run_after: callback classes or names (``"*"`` for all) this one must run after.
         run_before: callback classes or names this one must run before.
+        agrees_across_ranks: in a distributed run, whether this callback's batch-level handlers decide
+            alike on every rank by construction (from values every rank shares, such as ``global_step``, or
+            by agreeing themselves with :func:`loopkit.distributed.any_rank`). If not (the default), the
+            ranks agree on the outcome of each train batch-level event it handles, one small all-reduce per
+            event and step, so a cancel or an error on one rank is taken by all (see ``docs/distributed.md``).
     """
 
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ()
     run_after: tuple[type | str, ...] = ()
     run_before: tuple[type | str, ...] = ()
+    agrees_across_ranks: bool = False
 
     def state_dict(self) -> dict[str, Any]:
         """Return what this callback needs to continue exactly after a restart (default: nothing)."""
@@ -136,3 +142,6 @@ def validate_callback(callback: object) -> None:
             raise CallbackError(
                 f"callback {name} declares {decl}={value!r}; it must be a tuple of callback classes or names"
             )
+    agrees = getattr(callback, "agrees_across_ranks", False)
+    if not isinstance(agrees, bool):
+        raise CallbackError(f"callback {name} declares agrees_across_ranks={agrees!r}; it must be True or False")

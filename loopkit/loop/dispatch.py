@@ -41,33 +41,39 @@ from .events import Cancel
 class Handlers(tuple):
     """The handlers of one event, in run order, with the event's name for error messages.
 
-    ``agreed``: the event's outcome is agreed across ranks in a distributed run (the phase-level events,
-    :data:`loopkit.distributed.agreement.AGREED_EVENTS`).
+    ``agreed``: the event's outcome is agreed across ranks in a distributed run: the phase-level events
+    (:data:`loopkit.distributed.agreement.AGREED_EVENTS`) always, a train batch-level event when one of its
+    callbacks does not declare ``agrees_across_ranks`` (the Learner passes ``agreed=True``).
     """
 
     event: str
     agreed: bool
 
-    def __new__(cls, event: str, handlers: Iterable = ()) -> Handlers:
+    def __new__(cls, event: str, handlers: Iterable = (), *, agreed: bool = False) -> Handlers:
         self = super().__new__(cls, handlers)
         self.event = event
-        self.agreed = event in AGREED_EVENTS
+        self.agreed = agreed or event in AGREED_EVENTS
         return self
 
     def __add__(self, other: tuple) -> Handlers:
-        return Handlers(self.event, tuple(self) + tuple(other))
+        return Handlers(self.event, tuple(self) + tuple(other), agreed=self.agreed)
 
 
-def fire(handlers: Handlers) -> None:
+def fire(handlers: Handlers, carried: BaseException | None = None) -> None:
     """Run every handler of one event; then raise what :func:`resolve` decides, if any handler raised.
 
-    At the phase-level events of a distributed run, what is raised is the outcome every rank agreed on
+    At an agreed event of a distributed run, what is raised is the outcome every rank agreed on
     (:func:`loopkit.distributed.agreement.agree`): it runs even when no handler raised, so every rank joins.
+    ``carried``: a cancel this rank raised earlier in the level, which it brings to the agreement as if a
+    handler of this event had raised it (only at an agreed event of a distributed run).
     """
     if handlers.agreed and is_distributed():
         raised = run_all(handlers)
+        if carried is not None:
+            raised.append(("an earlier event of this level on this rank", carried))
         outcome = agree(handlers.event, resolve(handlers.event, raised) if raised else None)
         if outcome is not None:
+            outcome.agreed = True  # type: ignore[attr-defined]  # every rank raises it: none carries it further
             raise outcome
         return
     it = iter(handlers)
@@ -127,6 +133,8 @@ def add_note(error: BaseException, note: str) -> None:
 
 def handler_name(handler: object) -> str:
     """The callback a handler belongs to, for messages (``functools.partial`` of a bound method)."""
+    if isinstance(handler, str):  # a description, for a carried cancel
+        return handler
     func = getattr(handler, "func", handler)
     owner = getattr(func, "__self__", None)
     if owner is None:

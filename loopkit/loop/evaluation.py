@@ -33,13 +33,13 @@ def batch_size(learner: Any) -> int:
 
 def validate(learner: Any, data: Iterable) -> dict[str, float]:
     """Run the valid phase on ``data``; see the module docstring."""
-    h = learner._handlers
+    h = learner._valid_handlers
     total = torch.zeros((), dtype=torch.float64)
     count = 0
 
     def batch_body() -> None:
         nonlocal total, count
-        learner._forward_loss()
+        learner._forward_loss(h)
         n = batch_size(learner)
         total = total.to(learner.loss.device) + learner.loss.detach().to(torch.float64) * n
         count += n
@@ -50,7 +50,7 @@ def validate(learner: Any, data: Iterable) -> dict[str, float]:
             learner._level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
 
     with _evaluating(learner, "valid"):
-        learner._level(h["before_valid"], body, h["after_valid"], CancelPhase)
+        learner._level(h["before_valid"], body, h["after_valid"], CancelPhase, carry=True)
     result = {"valid_loss": total.item() / count if count else float("nan")}
     for cb in learner.callbacks:  # a Metrics callback's means of this phase
         latest = getattr(cb, "latest_phase", None)
@@ -61,7 +61,7 @@ def validate(learner: Any, data: Iterable) -> dict[str, float]:
 
 def predict(learner: Any, data: Iterable) -> Any:
     """The model's predictions for every batch of ``data``; see the module docstring."""
-    h = learner._handlers
+    h = learner._valid_handlers
     step = learner.step_logic
     preds: list[Any] = []
 

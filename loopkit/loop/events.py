@@ -41,6 +41,11 @@ EVENTS: tuple[str, ...] = (
 #: Events that fire only in the train phase: there is no backward pass or optimizer step in validation.
 TRAIN_ONLY_EVENTS: frozenset[str] = frozenset({"before_backward", "after_backward", "before_step", "after_step"})
 
+#: Events that fire once (or more) per batch.
+BATCH_EVENTS: frozenset[str] = frozenset(
+    {"before_batch", "after_pred", "after_loss", "after_batch"} | TRAIN_ONLY_EVENTS
+)
+
 
 class Cancel(Exception):
     """Base of the ``Cancel*`` exceptions; ``level`` orders them (a higher level is further out)."""

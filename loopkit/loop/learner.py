@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..distributed.collectives import any_rank
+from ..distributed.ranks import is_distributed
 from . import evaluation
 from .callback import callback_name, handled_events, validate_callback
 from .checkpoint import load_checkpoint
@@ -38,7 +39,7 @@ from .checks import (
 from .data_cursor import DataCursor
 from .device import resolve_device
 from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
-from .events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
+from .events import BATCH_EVENTS, EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
 from .ordering import order_callbacks
 from .resume import (
@@ -178,6 +179,14 @@ class Learner:
             view = guarded_view(self, cb)
             for event in handled_events(cb):
                 self._handlers[event] += (functools.partial(getattr(cb, event), view),)
+        # Validation runs the batch events unagreed: ranks may hold different numbers of valid batches, so a
+        # rank's cancel there is carried to the agreed after_valid (see _level).
+        self._valid_handlers = dict(self._handlers)
+        for event in BATCH_EVENTS:
+            if any(
+                not getattr(cb, "agrees_across_ranks", False) for cb in self.callbacks if event in handled_events(cb)
+            ):
+                self._handlers[event] = Handlers(event, self._handlers[event], agreed=True)
 
     # ----------------------------------------------------------------------------------------- running
     def fit(
@@ -278,15 +287,33 @@ class Learner:
         if raised:
             raise resolve("after_fit", raised)
 
-    def _level(self, before: Handlers, body: Callable[[], None], after: Handlers, cancel: type[Exception]) -> None:
-        """The one loop primitive: before handlers, body, after handlers (also after a ``cancel``)."""
+    def _level(
+        self,
+        before: Handlers,
+        body: Callable[[], None],
+        after: Handlers,
+        cancel: type[Exception],
+        *,
+        carry: bool = False,
+    ) -> None:
+        """The one loop primitive: before handlers, body, after handlers (also after a ``cancel``).
+
+        ``carry`` (the valid phase): in a distributed run, an outer cancel that this rank alone raised in the
+        body (its batch events are not agreed) is carried to the agreed ``after`` event, so every rank reaches
+        that event and takes the cancel there together.
+        """
+        carried = None
         try:
             fire(before)
             body()
         except cancel:
             pass
+        except Cancel as outer:
+            if not (carry and after.agreed and is_distributed()) or getattr(outer, "agreed", False):
+                raise
+            carried = outer
         try:  # noqa: SIM105 - a try costs nothing here, contextlib.suppress a context manager per level
-            fire(after)
+            fire(after, carried)
         except cancel:
             pass  # raised in the level's own after_ handlers: the level is over, there is nothing to cancel
 
@@ -311,7 +338,7 @@ class Learner:
             if self.valid_data is not None:
                 self.phase = "valid"
                 self.model.eval()
-                self._level(h["before_valid"], self._valid_phase, h["after_valid"], CancelPhase)
+                self._level(h["before_valid"], self._valid_phase, h["after_valid"], CancelPhase, carry=True)
         finally:
             # Whether the epoch ran out or was cancelled, after_epoch sits at the start of the next one.
             self._position = (self.epoch + 1, 0)
@@ -352,7 +379,7 @@ class Learner:
 
     def _train_batch(self) -> None:
         h = self._handlers
-        self._forward_loss()
+        self._forward_loss(h)
         self.backward_loss = self.loss  # what backward runs on: callbacks may weight or scale it
         if h["before_backward"]:  # no call at all for an event without handlers
             fire(h["before_backward"])
@@ -411,18 +438,18 @@ class Learner:
 
     def _valid_phase(self) -> None:
         self._position = None  # a checkpoint taken mid-validation could not be resumed exactly
-        h = self._handlers
+        h = self._valid_handlers
         before, after = h["before_batch"], h["after_batch"]
-        body = self._forward_loss
+        body = functools.partial(self._forward_loss, h)
         with torch.no_grad():
             for batch_idx, batch in enumerate(self.valid_data):  # type: ignore[arg-type]  # fit runs this phase only with valid_data
                 self.batch_idx = batch_idx
                 self.batch = batch
                 self._level(before, body, after, CancelBatch)
 
-    def _forward_loss(self) -> None:
-        """The part of a batch both phases share: unpack, forward, after_pred, loss, after_loss."""
-        h = self._handlers
+    def _forward_loss(self, h: dict[str, Handlers]) -> None:
+        """The part of a batch both phases share: unpack, forward, after_pred, loss, after_loss (``h``: the
+        phase's handlers)."""
         step = self.step_logic
         self.xb, self.yb = step.unpack(self, self.batch)
         self.pred = step.forward(self)

@@ -85,6 +85,8 @@ class Scheduler(Callback):
             domain, or a resumed fit of another length than the checkpoint's.
     """
 
+    agrees_across_ranks = True  # its values follow global_step, which every rank shares
+
     # train_data: the epoch length (n_batches) derives from it, so a batch-size writer must run first.
     reads: tuple[str, ...] = (
         "epoch",
