@@ -133,6 +133,34 @@ def test_with_worker_processes_the_finished_batches_are_replayed_exactly():
     assert_same(straight, resumed)
 
 
+@pytest.mark.parametrize("at_step", [8, 8 + 3, 16 + 8], ids=["epoch-0-end", "mid-epoch-1", "epoch-2-end"])
+def test_a_loader_with_its_own_generator_resumes_its_shuffle(at_step):
+    # DataLoader(generator=g) shuffles from g, which no snapshot of the process's RNG covers: a fresh process
+    # builds g from its seed again, so without its state every resumed epoch would repeat epoch 0's order.
+    def loader():
+        return torch.utils.data.DataLoader(
+            Counted(), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(5)
+        )
+
+    snap = Snapshot(at_step=at_step)
+    straight = train(loader(), 4, snap)
+    assert len(snap.state["data"]["ranks"][0]["generators"]["now"]) == 1
+    assert_same(straight, train(loader(), 4, resume_from=snap.state, seed=99))
+
+
+def test_train_data_holding_other_generators_than_the_checkpoints_is_refused():
+    snap = Snapshot(at_step=3)
+    with_generator = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True, generator=torch.Generator())
+    train(with_generator, 2, snap)
+    model, opt = model_and_optimizer(0)
+    plain = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True)
+    learner = Learner(model, plain, opt, torch.nn.functional.mse_loss)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CheckpointError, match=r"held 1 random generator.*holds 0: build the train data as"):
+        learner.fit(2, resume_from=snap.state)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 # ------------------------------------------------------------------------------------------------- stateful data
 def test_stateful_data_is_restored_from_its_own_state_without_a_replay():
     torchdata = pytest.importorskip("torchdata.stateful_dataloader")

@@ -9,7 +9,9 @@ Two layouts of the loop over the data:
   (``DistributedSampler``, loopkit's) is set to the pass's number before each pass, so passes differ.
 
 A checkpoint taken while a pass is open records, for each rank, the RNG when the pass began (the ``rng``
-entry's ``phase_start``) and the batches taken from it (``data``'s ``batches``). A resume gets back to that
+entry's ``phase_start``) and the batches taken from it (``data``'s ``batches``). The random generators the data
+holds itself (``DataLoader(generator=...)``, a sampler's ``generator``), which the process's RNG snapshots do
+not cover, are recorded too, when the pass began and at the checkpoint (``data``'s ``generators``). A resume gets back to that
 point in the cheapest exact way the data allows:
 
 1. **Stateful data** (``state_dict()``/``load_state_dict()`` on ``train_data``, as torchdata's
@@ -29,6 +31,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..distributed.samplers import set_epoch
@@ -59,14 +62,15 @@ class DataCursor:
         self.rng_at_start: dict[str, Any] | None = None  # RNG when the open pass began
         self.taken = 0  # batches taken from the open pass (a stream's; an epoch's is the loop position)
         self._passes = 0  # passes begun (a stream sets its sampler's epoch to this)
-        self._pending: tuple[dict[str, Any], int, Any] | None = None  # a resume's (rng at start, taken, state)
+        self._generators_at_start: list[torch.Tensor] | None = None  # the data's own generators then
+        self._pending: tuple[Any, Mapping[str, Any]] | None = None  # a resume's (rng at start, data entry)
 
     # --------------------------------------------------------------------------------------------- resuming
-    def resume(self, rng_at_start: Any, taken: int, state: Any, passes: int) -> None:
-        """Continue, at the next pass opened, from a checkpoint's data position (see :func:`position`)."""
-        self._passes = passes
-        if rng_at_start is not None or state is not None:
-            self._pending = (rng_at_start, taken, state)
+    def resume(self, rng_at_start: Any, entry: Mapping[str, Any]) -> None:
+        """Continue, at the next pass opened, from a checkpoint's RNG at the pass's start and this rank's data
+        entry (see :meth:`position`)."""
+        self._passes = entry["passes"]
+        self._pending = (rng_at_start, entry)
 
     def is_open(self, loop_batch: int) -> bool:
         """Whether a pass is open at a checkpoint taken ``loop_batch`` batches into a loop epoch (an epoch's pass
@@ -78,10 +82,15 @@ class DataCursor:
         when the open pass began goes in the ``rng`` entry (``phase_start``: :attr:`rng_at_start`)."""
         data = self._learner.train_data
         taken = self.taken if self.per_epoch is not None else loop_batch
+        open_pass = self.is_open(loop_batch)
         return {
-            "batches": taken if self.is_open(loop_batch) else 0,
+            "batches": taken if open_pass else 0,
             "passes": self._passes,
             "state": data.state_dict() if is_stateful(data) else None,
+            "generators": {
+                "now": [g.get_state() for g in data_generators(data)],
+                "at_start": self._generators_at_start if open_pass else None,
+            },
         }
 
     # --------------------------------------------------------------------------------------------- iterating
@@ -116,25 +125,53 @@ class DataCursor:
             set_epoch(data, self._passes)
             self._passes += 1
         if pending is None:
-            self.rng_at_start, self.taken = capture_rng_state(), 0
-            self._it = iter(data)
+            self._begin(data)
             return
-        rng_at_start, taken, state = pending
-        if rng_at_start is None:  # saved with no pass open (an epoch's end): load the data's state, begin afresh
+        rng_at_start, entry = pending
+        state, generators = entry["state"], entry.get("generators")
+        if rng_at_start is None:  # saved with no pass open (an epoch's end): the data as it was then, a new pass
+            _set_generators(data, generators and generators["now"])
             if state is not None and is_stateful(data):
                 data.load_state_dict(state)
-            self.rng_at_start, self.taken = capture_rng_state(), 0
-            self._it = iter(data)
+            self._begin(data)
             return
         now = capture_rng_state()  # the pass was open: get back into it without touching the RNG
         if state is not None and is_stateful(data):
+            _set_generators(data, generators and generators["now"])
             data.load_state_dict(state)
             self._it = iter(data)
         else:
             restore_rng_state(rng_at_start)
-            self._it = _skipped(data, taken)
-        self.rng_at_start, self.taken = rng_at_start, taken
+            _set_generators(data, generators and generators["at_start"])
+            self._it = _skipped(data, entry["batches"])
+            _set_generators(data, generators and generators["now"])
+        self.rng_at_start, self.taken = rng_at_start, entry["batches"]
+        self._generators_at_start = generators and generators["at_start"]
         restore_rng_state(now)
+
+    def _begin(self, data: Any) -> None:
+        """Begin a new pass over ``data``, noting the random state it begins from."""
+        self.rng_at_start, self.taken = capture_rng_state(), 0
+        self._generators_at_start = [g.get_state() for g in data_generators(data)]
+        self._it = iter(data)
+
+
+def data_generators(data: object) -> list[torch.Generator]:
+    """The random generators ``data`` holds itself, each once: the loader's ``generator`` and its samplers'."""
+    holders = [data, getattr(data, "sampler", None), getattr(data, "batch_sampler", None)]
+    holders.append(getattr(holders[2], "sampler", None))
+    found: dict[int, torch.Generator] = {}
+    for holder in holders:
+        generator = getattr(holder, "generator", None)
+        if isinstance(generator, torch.Generator):
+            found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
+def _set_generators(data: object, states: list[torch.Tensor] | None) -> None:
+    if states is not None:
+        for generator, state in zip(data_generators(data), states):
+            generator.set_state(state)
 
 
 def _skipped(data: Any, n: int) -> Iterator:
@@ -194,8 +231,9 @@ def data_entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict
     return {"valid_every": valid_every, "world_size": len(positions), "ranks": positions}
 
 
-def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
-    """Why a checkpoint's ``data`` entry cannot be resumed in a fit with ``valid_every`` on ``rank``."""
+def data_problems(entry: Any, data: object, valid_every: int | None, rank: int) -> list[str]:
+    """Why a checkpoint's ``data`` entry cannot be resumed with train data ``data`` in a fit with
+    ``valid_every`` on ``rank``."""
     if entry is None:
         return []
     if not isinstance(entry, Mapping) or not isinstance(entry.get("ranks"), list) or not entry["ranks"]:
@@ -209,4 +247,15 @@ def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
     mine = entry["ranks"][rank] if rank < len(entry["ranks"]) else entry["ranks"][0]
     if not isinstance(mine, Mapping) or not {"batches", "passes", "state"} <= set(mine):
         return [f"its data entry for rank {rank} lacks 'batches', 'passes' or 'state'"]
+    generators = mine.get("generators")
+    if generators is not None and not (isinstance(generators, Mapping) and isinstance(generators.get("now"), list)):
+        return [f"its data entry for rank {rank} has generators={generators!r}, not {{'now': [...], 'at_start': ...}}"]
+    if generators is not None:
+        saved, own = len(generators["now"]), len(data_generators(data))
+        if saved != own:
+            return [
+                f"its train data held {saved} random generator(s) of its own (DataLoader(generator=...), a "
+                f"sampler's generator) and this learner's holds {own}: build the train data as the checkpointed "
+                "run did, so its shuffle continues where it stood"
+            ]
     return []

@@ -532,8 +532,7 @@ class Learner:
         self.global_step = position["global_step"]
         self._position = (position["epoch"], position["batch"])
         self._resume = state
-        data = data_of_this_rank(state)
-        self._data.resume(rng_of_this_rank(state)["phase_start"], data["batches"], data["state"], data["passes"])
+        self._data.resume(rng_of_this_rank(state)["phase_start"], data_of_this_rank(state))
         return position["epoch"]
 
     def _finish_resume(self) -> None:

@@ -19,9 +19,11 @@ The state (``loopkit-checkpoint-2``) is a dict of plain data:
                               ``phase_start`` is the RNG when the open pass over the train data began
                               (to draw its shuffle again), ``None`` when no pass is open
 ``data``                      ``{"valid_every": N or None, "world_size": W, "ranks": [...]}``: for each
-                              rank, ``{"batches", "passes", "state"}``: batches taken from the open pass,
-                              passes begun, and the data's own ``state_dict()`` if it has one
-                              (:mod:`loopkit.loop.data_cursor`); optional (older format-2 states lack it)
+                              rank, ``{"batches", "passes", "state", "generators"}``: batches taken from
+                              the open pass, passes begun, the data's own ``state_dict()`` if it has one,
+                              and the states of the random generators it holds, now and when the pass
+                              began (:mod:`loopkit.loop.data_cursor`); optional (older format-2 states
+                              lack it)
 ``run``                       the run record this training belongs to (set by ``loopkit.runs``), or None
 ``param_layout``              for each param group, its parameters' names in the model
                               (:mod:`loopkit.loop.param_layout`): groups added during the run are
@@ -115,7 +117,7 @@ def check_fits(
         + _optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
         + _position_problems(state["position"], n_epochs, max_steps, learner.n_batches)
         + _rng_problems(state["rng"], _pass_open(state), rank, world_size)
-        + data_problems(state.get("data"), valid_every, rank)
+        + data_problems(state.get("data"), learner.train_data, valid_every, rank)
     )
     if not problems:  # callbacks check their state against a learner whose model and position fit
         problems += _callback_problems(state["callbacks"], learner)
@@ -331,7 +333,7 @@ def data_of_this_rank(state: Mapping[str, Any]) -> Mapping[str, Any]:
     without a ``data`` entry, the epoch's batches done)."""
     data = state.get("data")
     if data is None:
-        return {"batches": state["position"]["batch"], "passes": 0, "state": None}
+        return {"batches": state["position"]["batch"], "passes": 0, "state": None, "generators": None}
     rank, _ = rank_and_world_size()
     ranks = data["ranks"]
     return ranks[rank] if rank < len(ranks) else ranks[0]
