@@ -277,3 +277,28 @@ def test_temp_files_name_their_writer_and_only_dead_local_writers_are_stale(tmp_
     for f in (mine, dead, alive, elsewhere, not_ours):
         open(f, "w").close()
     assert stale_temp_files(str(tmp_path)) == [str(dead)]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="tells a directory's fd by /proc (Linux)")
+def test_every_atomic_replace_fsyncs_the_file_and_then_its_directory(tmp_path, monkeypatch):
+    # Checkpoints and run records share one primitive: the rename survives a power cut only once the directory
+    # holding it is fsynced, after the rename (POSIX rename(2) durability).
+    from loopkit.runs.record import write_atomic
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append("fsync-dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_atomic({"x": torch.ones(2)}, tmp_path / "a.pt")
+    write_atomic(str(tmp_path / "run.json"), "{}\n")
+    assert events == ["fsync-file", "rename", "fsync-dir"] * 2
+    assert (tmp_path / "run.json").read_text() == "{}\n" and sorted(os.listdir(tmp_path)) == ["a.pt", "run.json"]

@@ -43,7 +43,7 @@ import secrets
 import socket
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any, BinaryIO, cast
 
 import torch
@@ -79,32 +79,51 @@ def save_atomic(obj: Any, path: str | os.PathLike) -> None:
     """
     check_data_only(obj)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = temp_path_for(path)
     writer = None
+
+    def write(f: IO[bytes]) -> None:
+        nonlocal writer
+        f.write(b"\0" * _HEADER_LEN)  # placeholder; the checksum is known once the payload is written
+        writer = _HashingWriter(f)
+        torch.save(obj, cast(IO[bytes], writer))  # torch only calls write() on it
+        f.seek(0)
+        f.write(_header(writer.sha256.hexdigest(), writer.size))
+
     try:
-        os.makedirs(directory, exist_ok=True)
-        # O_EXCL: a name this process just made up; 0o666 so the umask decides the mode, as for any file.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"\0" * _HEADER_LEN)  # placeholder; the checksum is known once the payload is written
-            writer = _HashingWriter(f)
-            torch.save(obj, cast(IO[bytes], writer))  # torch only calls write() on it
-            f.seek(0)
-            f.write(_header(writer.sha256.hexdigest(), writer.size))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_atomically(path, write)
     except BaseException as error:
-        with contextlib.suppress(OSError):  # never created, or the directory refuses even that
-            os.unlink(tmp)
         # torch's zip writer turns a failed write into "[enforce fail at inline_container.cc] unexpected pos";
         # the writer kept the OSError underneath (the disk full, say), which is what the user needs to read.
         cause = writer.error if writer is not None and writer.error is not None else error
         if isinstance(cause, OSError) or _is_torch_write_error(cause):
             raise _write_error(cause, path) from error
         raise
-    _fsync_directory(directory)  # the rename itself survives a power cut
+
+
+def replace_atomically(path: str, write: Callable[[IO[bytes]], object]) -> None:
+    """Replace the file at ``path`` whole with what ``write`` writes, so that a crash at any moment leaves the
+    old file or the new one: a temporary file beside it (:func:`temp_path_for`), flushed and fsynced, renamed over
+    ``path``, then the directory fsynced so that the rename survives a power cut too.
+
+    The file gets the mode the umask gives any new file. On an exception (from ``write`` or the disk) the
+    temporary file is removed, ``path`` is unchanged and the exception propagates.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = temp_path_for(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+        # O_EXCL: a name this process just made up; 0o666 so the umask decides the mode, as for any file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # never created, or the directory refuses even that
+            os.unlink(tmp)
+        raise
+    _fsync_directory(directory)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -274,7 +293,7 @@ def _what_is(header: bytes, path: str) -> str:
 class _HashingWriter:
     """A write-only file that hashes and counts what passes through (torch.save streams into it)."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: IO[bytes]) -> None:
         self.f, self.sha256, self.size = f, hashlib.sha256(), 0
         self.error: OSError | None = None
 

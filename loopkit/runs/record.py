@@ -11,8 +11,8 @@ A run directory holds:
 ``tensorboard/``              :class:`~loopkit.callbacks.TensorBoard` event files, hparams entry included
 ============================  ==============================================================================
 
-``run.json``, ``metrics.jsonl`` and ``heartbeat`` are replaced whole (temporary file, fsync, ``os.replace``),
-never appended to, so a reader sees the previous version or the next, never half of one.
+``run.json``, ``metrics.jsonl`` and ``heartbeat`` are replaced whole (temporary file, fsync, rename, directory
+fsync), never appended to, so a reader sees the previous version or the next, never half of one.
 
 Status: ``CREATED`` -> ``STARTED`` -> ``FINISHED``, ``FAILED`` (with the error and a reason) or ``PRUNED``. A
 process that dies without a word (SIGKILL, power loss) leaves ``STARTED`` behind with a heartbeat that stops:
@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..loop.checkpoint import temp_path_for
+from ..loop.checkpoint import replace_atomically
 
 CREATED, STARTED, FINISHED, FAILED, PRUNED = "CREATED", "STARTED", "FINISHED", "FAILED", "PRUNED"
 FINAL_STATES = (FINISHED, FAILED, PRUNED)
@@ -53,20 +53,10 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory, fsynced, then ``os.replace``."""
-    tmp = temp_path_for(path)
-    # Not mkstemp, which makes the file 0600: records get the mode the umask gives any file the user writes.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` whole with ``text`` (UTF-8): a crash leaves the old file or the new one, and the rename
+    survives a power cut (:func:`loopkit.loop.checkpoint.replace_atomically`)."""
+    data = text.encode()
+    replace_atomically(path, lambda f: f.write(data))
 
 
 def now() -> str:
