@@ -73,7 +73,7 @@ def test_event_files_hold_losses_hyperparameters_and_metrics(tmp_path):
         assert [s for s, _ in logged] == [5, 10, 15]
         assert [v for _, v in logged] == pytest.approx([row[key] for row in metrics.history], rel=1e-6)
     text = acc.Tensors("run/hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
-    assert "| n_epochs | 3 |" in text and "| group0/lr | 0.1 |" in text
+    assert "| n_epochs | 3 |" in text and "| group0/lr | 0.1 |" in text and "| status | finished |" in text
     assert "schedule/Temperature | Schedule([0.0, 3.0], [2.0, 1.0]" in text
 
 
@@ -96,7 +96,11 @@ def test_nothing_is_imported_before_fit_and_the_writer_closes_on_error(tmp_path)
     with pytest.raises(RuntimeError, match="boom"):
         learner.fit(1)
     assert tb.writer is None  # closed in after_fit
-    assert [s for s, _ in scalars(read(tmp_path), "train/loss")] == [0]  # the buffered loss was flushed
+    acc = read(tmp_path)
+    assert [s for s, _ in scalars(acc, "train/loss")] == [0]  # the buffered loss was flushed
+    # The failed run is in the run summary too (a sweep compares failed and pruned trials with the others).
+    text = acc.Tensors("run/hyperparameters/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| status | RuntimeError |" in text
 
 
 def test_flush_every_is_validated():

@@ -113,9 +113,10 @@ class TensorBoard(Callback):
         if self.writer is None:
             return
         self._flush()
-        if learner.error is None:
+        try:  # a run that failed or was pruned is logged too: a sweep's view compares every trial
             self._log_run(learner)
-        self.writer.close()
+        finally:
+            self.writer.close()
         self.writer = None
 
     def _flush(self) -> None:
@@ -134,9 +135,11 @@ class TensorBoard(Callback):
 
     def _log_run(self, learner: Any) -> None:
         # The user's own parameters win over same-named entries derived from the learner.
+        error = learner.error
         hparams: dict[str, Any] = {
             "n_epochs": learner.n_epochs,
             "optimizer": type(learner.optimizer).__name__,
+            "status": "finished" if error is None else type(error).__name__,
             **self.hparams,
         }
         for i, group in enumerate(self._initial_groups):
