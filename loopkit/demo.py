@@ -32,6 +32,11 @@ from .scheduling.scheduler import Scheduler
 MONITOR, MODE = "valid_accuracy", "max"  # what a sweep of this task optimises by default
 
 
+#: Where its runs are recorded by default (runs/digits/...), from ``python -m loopkit.demo`` or
+#: ``python -m loopkit.runs run loopkit.demo``.
+EXPERIMENT = "digits"
+
+
 @dataclasses.dataclass
 class Params:
     """The demo's parameters; each is a flag (``--learning_rate=0.003``) and a config-file key."""
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .runs.cli import run_task_main
 
     torch.set_num_threads(1)  # the model is tiny: waking a second thread per op costs more than it saves
-    run = run_task_main(sys.modules[__name__], argv, prog="python -m loopkit.demo", experiment="digits")
+    run = run_task_main(sys.modules[__name__], argv, prog="python -m loopkit.demo")
     held_out = len(digits(run.params["valid_fraction"], run.params["seed"])[1])
     print(
         f"\nHeld-out accuracy: {run.info['final']['valid_accuracy']:.1%} of the {held_out} digits the model never "

@@ -209,3 +209,12 @@ def test_run_records_get_the_umask_mode(tmp_path):
         os.umask(old)
     assert os.stat(tmp_path / "run.json").st_mode & 0o777 == 0o644  # not mkstemp's 0600
     assert os.listdir(tmp_path) == ["run.json"]
+
+
+def test_the_command_line_records_a_task_under_its_own_experiment(tmp_path, capsys):
+    # python -m loopkit.demo and python -m loopkit.runs run loopkit.demo must land in the same experiment.
+    flags = ["--epochs=1", "--quiet", "--runs-root", str(tmp_path)]
+    assert cli.main(["run", "loopkit.demo", *flags, "--run-name", "a"]) == 0
+    assert cli.main(["run", "loopkit.demo", *flags, "--run-name", "b", "--experiment", "other"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["digits", "other"]
+    assert [r.name for r in list_runs(str(tmp_path), "digits")] == ["a"]

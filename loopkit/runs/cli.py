@@ -35,10 +35,18 @@ def _add_run_options(parser: argparse.ArgumentParser, experiment: str) -> None:
 
 
 def run_task_main(
-    task: str | ModuleType, argv: Sequence[str] | None = None, *, prog: str | None = None, experiment: str = "default"
+    task: str | ModuleType, argv: Sequence[str] | None = None, *, prog: str | None = None, experiment: str | None = None
 ) -> Run:
-    """Parse ``argv`` as the task's parameters, train one recorded run, print its metrics and where it is."""
+    """Parse ``argv`` as the task's parameters, train one recorded run, print its metrics and where it is.
+
+    The experiment is ``--experiment``, else ``experiment``, else the task module's ``EXPERIMENT``, else
+    ``"default"``.
+    """
     module = load_task(task)
+    if experiment is None:
+        experiment = getattr(module, "EXPERIMENT", "default")
+        if not isinstance(experiment, str):
+            raise TypeError(f"{module.__name__}.EXPERIMENT is {experiment!r}: make it the experiment's name, a string")
     doc = (module.__doc__ or "").strip().splitlines()
     parser = parser_for(module.Params, prog=prog, description=doc[0] if doc else None)
     _add_run_options(parser, experiment)
@@ -168,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sweep_main(argv[1:])
     if argv[:1] == ["run"] and len(argv) >= 2 and not argv[1].startswith("-"):
-        run_task_main(argv[1], argv[2:], prog=f"python -m loopkit.runs run {argv[1]}", experiment="default")
+        run_task_main(argv[1], argv[2:], prog=f"python -m loopkit.runs run {argv[1]}")
         return 0
     args = parser.parse_args(argv)
     try:

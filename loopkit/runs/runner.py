@@ -4,7 +4,9 @@ A *task* is a module (or a ``.py`` file) that defines:
 
 - ``Params``: a dataclass of the run's parameters (:mod:`loopkit.runs.parameters`), with an ``epochs`` field;
 - ``build(params, callbacks) -> Learner``: the Learner for those parameters, with ``callbacks`` added to its own;
-- optionally ``MONITOR`` and ``MODE``: the metric a sweep optimises by default and ``"min"``/``"max"``.
+- optionally ``MONITOR`` and ``MODE``: the metric a sweep optimises by default and ``"min"``/``"max"``;
+- optionally ``EXPERIMENT``: the experiment its runs go to from the command line when ``--experiment`` is not
+  given (else ``"default"``).
 
 :func:`run_task` creates the run record, adds a :class:`~loopkit.runs.recorder.RunRecorder`, a
 :class:`~loopkit.callbacks.Checkpoint` into ``<run>/checkpoints`` (every epoch, the last one kept) and a
