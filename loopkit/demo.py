@@ -24,7 +24,7 @@ import torch
 from .callbacks import Metrics, ProgressBar, accuracy
 from .loop.learner import Learner
 from .optimizers import make_optimizer
-from .runs.parameters import param
+from .runs.parameters import ParameterError, param
 from .runs.registry import make_loss, make_schedule, scheduler_per
 from .scheduling.hyperparams import LearningRate
 from .scheduling.scheduler import Scheduler
@@ -60,9 +60,20 @@ class Params:
     def __post_init__(self) -> None:
         # Names and options are checked here, with the parameters, so that a bad one is a usage error of the
         # command line (and a sweep refuses it before any trial) instead of a run that starts and fails.
-        make_schedule(self.scheduler, self.learning_rate, self.scheduler_options)
-        make_loss(self.loss, self.loss_options)
-        make_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], self._optimizer_options())
+        # The library's message speaks of its own arguments (a schedule's "peak"): name the parameters given.
+        checks = [
+            (("scheduler", "learning_rate", "scheduler_options"), "the schedule's peak is learning_rate", lambda: (
+                make_schedule(self.scheduler, self.learning_rate, self.scheduler_options))),
+            (("loss", "loss_options"), "", lambda: make_loss(self.loss, self.loss_options)),
+            (("optimizer", "learning_rate", "optimizer_options"), "the optimizer's lr is learning_rate", lambda: (
+                make_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], self._optimizer_options()))),
+        ]  # fmt: skip
+        for names, note, build in checks:
+            try:
+                build()
+            except (ValueError, TypeError) as error:
+                given = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
+                raise ParameterError(f"{given}: {error}" + (f" ({note})" if note else "")) from error
 
     def _optimizer_options(self) -> dict:
         return {"lr": self.learning_rate, **self.optimizer_options}

@@ -41,6 +41,12 @@ def test_the_demo_learns_the_digits_as_a_recorded_run(tmp_path, capsys):
         ("--loss=nope", "unknown loss 'nope'"),
         ("--optimizer=adamx", "unknown optimizer 'adamx'"),
         ('--optimizer_options={"wieght_decay": 1}', "AdamW has no option"),
+        # The library speaks of a schedule's "peak"; the message names the flag the user gave.
+        (
+            "--learning_rate=0",
+            "learning_rate=0.0, scheduler_options={}: onecycle(peak=0.0): peak must be > 0 (the "
+            "schedule's peak is learning_rate)",
+        ),
     ],
 )
 def test_a_bad_name_or_option_is_a_usage_error_and_records_no_run(tmp_path, capsys, flag, message):
