@@ -33,6 +33,7 @@ class Unfreeze(Callback):
     def before_epoch(self, learner):
         params = list(self.body.parameters())
         if learner.epoch >= self.epoch and not holds(learner.optimizer, params):
+            self.body.requires_grad_(True)  # a no-op unless the body was frozen until now
             group = list(self.body.named_parameters(prefix="0")) if self.named else params
             learner.optimizer.add_param_group({"params": group, "lr": self.x})
 
@@ -62,10 +63,11 @@ class Lrs(Callback):
         self.seen.append([g["lr"] for g in learner.optimizer.param_groups])
 
 
-def make(named=False, optimizer=torch.optim.AdamW, extra=()):
+def make(named=False, optimizer=torch.optim.AdamW, extra=(), frozen=False):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
     body, head = model[0], model[2]
+    body.requires_grad_(not frozen)  # frozen: no gradient until it joins; else gradients nobody steps on
     head_params = list(head.named_parameters(prefix="2")) if named else list(head.parameters())
     opt = optimizer(head_params, lr=0.05)
     g = torch.Generator().manual_seed(1)
@@ -85,18 +87,23 @@ def make(named=False, optimizer=torch.optim.AdamW, extra=()):
 
 @pytest.mark.parametrize(
     "snapshot",
-    [{"epoch": 2}, {"at": 10}, {"at": 12}],
-    ids=["after-epoch-2", "mid-epoch-2", "epoch-3-start"],
+    [{"at": 5}, {"epoch": 2}, {"at": 10}, {"at": 12}],
+    ids=["before-the-add", "after-epoch-2", "mid-epoch-2", "epoch-3-start"],
 )
-@pytest.mark.parametrize("named", [False, True], ids=["plain", "named-params"])
-def test_a_run_that_added_a_group_resumes_bit_identical_in_an_optimizer_built_as_at_the_start(snapshot, named):
+@pytest.mark.parametrize(
+    ("named", "frozen"), [(False, False), (True, False), (False, True)], ids=["plain", "named-params", "frozen-body"]
+)
+def test_a_run_that_added_a_group_resumes_bit_identical_in_an_optimizer_built_as_at_the_start(snapshot, named, frozen):
+    # Not frozen, the body's gradients are computed before it joins: the Learner clears them with the others
+    # after each step (torch's optimizer.zero_grad would leave them to pile up into its first step). Frozen, the
+    # resume must unfreeze what the run had unfrozen (the checkpoint's "frozen" entry).
     snap = Snapshot(**snapshot)
-    straight, straight_lrs = make(named, extra=[snap])
+    straight, straight_lrs = make(named, extra=[snap], frozen=frozen)
     torch.manual_seed(7)
     straight.fit(4)
-    assert len(snap.state["optimizer"]["param_groups"]) == 2  # the body had been added when it was taken
+    assert len(snap.state["optimizer"]["param_groups"]) == (1 if snapshot == {"at": 5} else 2)
 
-    resumed, resumed_lrs = make(named)
+    resumed, resumed_lrs = make(named, frozen=frozen)
     assert len(resumed.optimizer.param_groups) == 1
     resumed.fit(4, resume_from=snap.state)
 
@@ -189,3 +196,38 @@ def test_a_group_of_parameters_outside_the_model_cannot_be_re_added():
     resumed, _ = make()
     with pytest.raises(CheckpointError, match=r"parameters outside this model .*build the optimizer with that group"):
         resumed.fit(4, resume_from=snap.state)
+
+
+def test_gradients_of_parameters_outside_the_optimizer_are_cleared_after_each_step():
+    # torch's optimizer.zero_grad clears only its own parameters, so a body outside the optimizer sums its
+    # gradients step after step; the Learner clears them with the others: each step's body gradient is that
+    # step's alone, as in a hand-written loop that calls model.zero_grad().
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    data = [(torch.randn(6, 4), torch.randn(6, 1)) for _ in range(3)]
+
+    def hand_written(zero_all):
+        net = copy.deepcopy(model)
+        opt = torch.optim.SGD(net[2].parameters(), lr=0.1)
+        grads = []
+        for x, y in data:
+            torch.nn.functional.mse_loss(net(x), y).backward()
+            grads.append(net[0].weight.grad.clone())
+            opt.step()
+            (net.zero_grad if zero_all else opt.zero_grad)()
+        return grads
+
+    seen = []
+
+    class BodyGrad(Callback):
+        reads = ("model",)
+
+        def after_backward(self, learner):
+            seen.append(learner.model[0].weight.grad.clone())
+
+    cleared, summed = hand_written(zero_all=True), hand_written(zero_all=False)
+    opt = torch.optim.SGD(model[2].parameters(), lr=0.1)
+    Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[BodyGrad()]).fit(1)
+    assert model[0].weight.grad is None
+    assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, cleared))
+    assert torch.allclose(summed[2], seen[0] + seen[1] + seen[2], rtol=1e-6)  # what torch's zero_grad leaves

@@ -291,6 +291,50 @@ def test_a_stream_reads_the_train_data_a_callback_set_in_before_fit():
     assert full.loaded == 0 and shard.loaded == 6 * 8
 
 
+@pytest.mark.parametrize("at_step", [5, 10, 14], ids=["pass-0", "pass-1", "loop-epoch-end-in-pass-1"])
+def test_a_stream_over_a_set_epoch_sampler_resumes_its_passes_order(at_step):
+    # A DistributedSampler shuffles by its epoch: the open pass must be drawn again with its own number.
+    data = Counted(n=56)  # 7 batches of 8 a pass, loop epochs of 5: passes cross loop epochs
+
+    def loader():
+        sampler = torch.utils.data.DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=3)
+        return torch.utils.data.DataLoader(data, batch_size=8, sampler=sampler)
+
+    snap = Snapshot(at_step=at_step) if at_step != 10 else Snapshot(at_epoch=1)
+    straight = train(loader(), 4, snap, valid_every=5)
+    assert_same(straight, train(loader(), 4, resume_from=snap.state, seed=99, valid_every=5))
+
+
+def test_a_stream_with_a_schedule_resumes_when_valid_every_is_not_the_datas_length():
+    # The schedule is laid out over loop epochs of valid_every batches, not over the data's 7.
+    from loopkit import LearningRate, Scheduler, onecycle
+
+    def run(resume_from=None, snapshot=None):
+        model, opt = model_and_optimizer(0 if resume_from is None else 9)
+        if resume_from is not None:
+            torch.manual_seed(4242)
+        losses = Losses()
+        callbacks = [Scheduler({LearningRate: onecycle(4, 0.05)}), losses, *([snapshot] if snapshot else [])]
+        loader = torch.utils.data.DataLoader(Counted(n=56), batch_size=8, shuffle=True)
+        learner = Learner(model, loader, opt, torch.nn.functional.mse_loss, callbacks=callbacks)
+        learner.fit(4, valid_every=5, resume_from=resume_from)
+        return model, losses
+
+    snap = Snapshot(at_step=12)
+    assert_same(run(snapshot=snap), run(resume_from=snap.state))
+
+
+def test_a_stream_checkpoint_past_the_end_of_smaller_data_is_refused_before_loading():
+    snap = Snapshot(at_step=6)
+    train(torch.utils.data.DataLoader(Counted(), batch_size=8), 2, snap, valid_every=10)
+    model, opt = model_and_optimizer(0)
+    smaller = torch.utils.data.DataLoader(Counted(n=32), batch_size=8)  # 4 batches a pass
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CheckpointError, match=r"taken 6 batches into a pass over the train data, which now has 4"):
+        Learner(model, smaller, opt, torch.nn.functional.mse_loss).fit(2, valid_every=10, resume_from=snap.state)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
 def test_a_checkpoint_resumes_only_with_the_same_valid_every():
     snap = Snapshot(at_step=3)
     loader = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True)
@@ -299,3 +343,11 @@ def test_a_checkpoint_resumes_only_with_the_same_valid_every():
         train(loader, 2, resume_from=snap.state)
     with pytest.raises(CheckpointError, match=r"valid_every=4 and this fit has valid_every=5"):
         train(loader, 2, resume_from=snap.state, valid_every=5)
+
+
+def test_a_resume_with_persistent_workers_warns_that_their_random_state_is_not_restored():
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, num_workers=1, persistent_workers=True)
+    snap = Snapshot(at_epoch=0)
+    train(loader, 2, snap)
+    with pytest.warns(UserWarning, match=r"persistent_workers=True.*persistent_workers=False makes the resume exact"):
+        train(loader, 2, resume_from=snap.state)

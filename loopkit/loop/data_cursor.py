@@ -28,6 +28,7 @@ Every path leaves the process's RNG as it found it: the Learner restores the che
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -35,7 +36,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..distributed.samplers import set_epoch
+from .checks import length
 from .rng import capture_rng_state, restore_rng_state
+
+_END = object()
 
 
 def is_stateful(data: object) -> bool:
@@ -71,6 +75,15 @@ class DataCursor:
         entry (see :meth:`position`)."""
         self._passes = entry["passes"]
         self._pending = (rng_at_start, entry)
+        data = self._learner.train_data
+        if getattr(data, "persistent_workers", False) and getattr(data, "num_workers", 0) > 0:
+            warnings.warn(
+                "train_data keeps its worker processes across epochs (persistent_workers=True): their random "
+                "state carries from epoch to epoch and no checkpoint holds it, so the resumed run draws other "
+                "random numbers in the workers (augmentations) than an uninterrupted one would; it is exact only "
+                "if the dataset draws none. persistent_workers=False makes the resume exact",
+                stacklevel=4,
+            )
 
     def is_open(self, loop_batch: int) -> bool:
         """Whether a pass is open at a checkpoint taken ``loop_batch`` batches into a loop epoch (an epoch's pass
@@ -121,9 +134,10 @@ class DataCursor:
     def _open(self) -> None:
         data = self._learner.train_data
         pending, self._pending = self._pending, None
-        if self.per_epoch is not None:
-            set_epoch(data, self._passes)
-            self._passes += 1
+        if self.per_epoch is not None:  # a stream: each pass its own sampler epoch (the open one's again on resume)
+            reopening = pending is not None and pending[0] is not None
+            set_epoch(data, self._passes - 1 if reopening else self._passes)
+            self._passes += 0 if reopening else 1
         if pending is None:
             self._begin(data)
             return
@@ -182,8 +196,12 @@ def _skipped(data: Any, n: int) -> Iterator:
     """
     if not can_seek(data):
         iterator = iter(data)
-        for _ in range(n):
-            next(iterator)
+        for done in range(n):
+            if next(iterator, _END) is _END:
+                raise ValueError(
+                    f"the checkpoint was taken {n} batches into a pass over the train data, but this train data "
+                    f"ends after {done} (train_data={data!r}); resume with the checkpointed run's data"
+                )
         return iterator
     by_batch = data.batch_sampler is not None  # automatic batching off: the sampler yields one index a "batch"
     skip = _SkipFirst(data.batch_sampler if by_batch else data.sampler, n)
@@ -231,7 +249,7 @@ def data_entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict
     return {"valid_every": valid_every, "world_size": len(positions), "ranks": positions}
 
 
-def data_problems(entry: Any, data: object, valid_every: int | None, rank: int) -> list[str]:
+def data_problems(entry: Any, data: Any, valid_every: int | None, rank: int) -> list[str]:
     """Why a checkpoint's ``data`` entry cannot be resumed with train data ``data`` in a fit with
     ``valid_every`` on ``rank``."""
     if entry is None:
@@ -250,6 +268,12 @@ def data_problems(entry: Any, data: object, valid_every: int | None, rank: int) 
     generators = mine.get("generators")
     if generators is not None and not (isinstance(generators, Mapping) and isinstance(generators.get("now"), list)):
         return [f"its data entry for rank {rank} has generators={generators!r}, not {{'now': [...], 'at_start': ...}}"]
+    n = length(data)
+    if n is not None and isinstance(mine["batches"], int) and mine["batches"] > n:
+        return [
+            f"it was taken {mine['batches']} batches into a pass over the train data, which now has {n} batches; "
+            "resume with the checkpointed run's train data"
+        ]
     if generators is not None:
         saved, own = len(generators["now"]), len(data_generators(data))
         if saved != own:

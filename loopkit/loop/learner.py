@@ -163,6 +163,7 @@ class Learner:
         self.error: BaseException | None = None
         self._position: tuple[int, int] | None = (0, 0)
         self._data = DataCursor(self, None)  # where the loop stands in train_data (set per fit)
+        self._outside: list[torch.nn.Parameter] = []  # model parameters in no param group (set per fit)
         self._resume: dict[str, Any] | None = None
         # The run record this training belongs to, written into checkpoints (set by loopkit.runs).
         self.run: dict[str, Any] | None = None
@@ -253,7 +254,9 @@ class Learner:
         h = self._handlers
         error: BaseException | None = None
         try:
-            self.optimizer.zero_grad(set_to_none=True)  # gradients are zeroed after each step; start clean
+            held = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+            self._outside = [p for p in self.model.parameters() if id(p) not in held]
+            self._zero_grad()  # gradients are zeroed after each step; start clean
             fire(h["before_fit"])
             if self._resume is not None and self._resume["position"]["batch"] == 0:
                 self._finish_resume()  # saved between epochs: restore before the next before_epoch
@@ -398,7 +401,7 @@ class Learner:
         if h["before_step"]:
             fire(h["before_step"])
         self._optimizer_step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         self.global_step += 1
         self.micro_batch = self._skips_in_a_row = 0
         try:
@@ -409,9 +412,16 @@ class Learner:
                 "it in before_step (or earlier) to skip a step"
             ) from cancel
 
+    def _zero_grad(self) -> None:
+        """Clear the gradients of the optimizer's parameters and of the model's parameters outside it, which
+        ``optimizer.zero_grad`` would leave to pile up step after step (a backbone added to the optimizer later)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in self._outside:
+            p.grad = None
+
     def _discard_window(self, cancel: CancelBatch | None) -> None:
         """A cancelled train batch: drop its accumulation window's gradients so none reaches a later step."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         self.micro_batch = 0
         if isinstance(cancel, CancelStep):
             self.skipped_steps += 1
@@ -428,7 +438,7 @@ class Learner:
         step = self.step_logic
 
         def closure() -> torch.Tensor:
-            self.optimizer.zero_grad(set_to_none=True)
+            self._zero_grad()
             self.pred = step.forward(self)
             loss = step.loss(self)
             loss.backward()
@@ -513,7 +523,8 @@ class Learner:
         rank, world_size = rank_and_world_size()
         before = self.n_epochs, self.n_batches, self.max_steps
         # What callbacks check the checkpoint against: this fit's length.
-        self.n_epochs, self.n_batches, self.max_steps = n_epochs, length(self.train_data), max_steps
+        n_batches = length(self.train_data) if self._data.per_epoch is None else self._data.per_epoch
+        self.n_epochs, self.n_batches, self.max_steps = n_epochs, n_batches, max_steps
         try:
             check_fits(
                 state,

@@ -28,6 +28,9 @@ The state (``loopkit-checkpoint-2``) is a dict of plain data:
 ``param_layout``              for each param group, its parameters' names in the model
                               (:mod:`loopkit.loop.param_layout`): groups added during the run are
                               re-added by name on resume; optional (older format-2 states lack it)
+``frozen``                    the names of the model's parameters with ``requires_grad=False``: a resume
+                              freezes exactly these (a backbone unfrozen during the run trains on);
+                              optional (older format-2 states lack it)
 ============================  =====================================================================
 
 :func:`check_fits` validates a state against a learner and a fit in full, without changing anything, and
@@ -115,6 +118,7 @@ def check_fits(
     problems = (
         _model_problems(state["model"], unwrap_model(learner.model))
         + _optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
+        + _frozen_problems(state.get("frozen"), unwrap_model(learner.model))
         + _position_problems(state["position"], n_epochs, max_steps, learner.n_batches)
         + _rng_problems(state["rng"], _pass_open(state), rank, world_size)
         + data_problems(state.get("data"), learner.train_data, valid_every, rank)
@@ -146,6 +150,16 @@ def _model_problems(saved: Any, model: torch.nn.Module) -> list[str]:
                 f"model entry {key!r} has shape {tuple(value.shape)} in the checkpoint, {tuple(tensor.shape)} in the model"
             )
     return problems
+
+
+def _frozen_problems(frozen: Any, model: torch.nn.Module) -> list[str]:
+    if frozen is None:
+        return []
+    if not isinstance(frozen, list) or not all(isinstance(name, str) for name in frozen):
+        return ["its frozen entry is not a list of parameter names"]
+    names = {name for name, _ in model.named_parameters()}
+    unknown = [name for name in frozen if name not in names]
+    return [f"it freezes parameters the model does not have: {_few(unknown)}"] if unknown else []
 
 
 def _optimizer_problems(state: Mapping, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[str]:
@@ -308,6 +322,7 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "data": data_entry([r["data"] for r in ranks], cursor.per_epoch),
         "run": learner.run,
         "param_layout": param_layout(learner.optimizer, unwrap_model(learner.model)),
+        "frozen": [name for name, p in unwrap_model(learner.model).named_parameters() if not p.requires_grad],
     }
 
 
@@ -316,6 +331,10 @@ def load_model_and_optimizer(state: Mapping[str, Any], learner: Any) -> None:
     added during its fit (see :mod:`loopkit.loop.param_layout`)."""
     model = unwrap_model(learner.model)
     model.load_state_dict(state["model"])
+    frozen = state.get("frozen")
+    if frozen is not None:
+        for name, p in model.named_parameters():
+            p.requires_grad_(name not in frozen)
     layout = state.get("param_layout")
     if layout is not None:
         readd_groups(layout, state["optimizer"]["param_groups"], learner.optimizer, model)
