@@ -161,6 +161,35 @@ def test_train_data_holding_other_generators_than_the_checkpoints_is_refused():
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("num_workers", [0, 2], ids=["seek", "replay-with-workers"])
+@pytest.mark.parametrize("at_step", [6, 9, None], ids=["mid-ramp", "after-ramp", "epoch-0-end"])
+def test_a_batch_size_schedule_resumes_mid_epoch_with_the_sizes_its_pass_was_drawn_with(num_workers, at_step):
+    # Batch sizes ramp per step from 2 to 8: the finished batches of the pass were drawn at other sizes than the
+    # one in force at the resume, and with workers the prefetched ones too. The pass is drawn again with them.
+    from loopkit import Schedule, Scheduler
+    from loopkit.data import BatchSize, ScheduledBatchSampler
+
+    def run(resume_from=None, snapshot=None):
+        model, opt = model_and_optimizer(0 if resume_from is None else 9)
+        if resume_from is not None:
+            torch.manual_seed(4242)
+        sampler = ScheduledBatchSampler(60, batch_size=2, shuffle=True)
+        loader = torch.utils.data.DataLoader(Counted(noise=0), batch_sampler=sampler, num_workers=num_workers)
+        ramp = Scheduler({BatchSize: Schedule([0, 8], [2, 8], unit="step")})
+        losses = Losses()
+        callbacks = [ramp, losses, *([snapshot] if snapshot else [])]
+        Learner(model, loader, opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(2, resume_from=resume_from)
+        return model, losses
+
+    # At an epoch's end no pass is open, but the next batch is drawn before the next before_batch: with the size
+    # in force at the checkpoint, which the Scheduler sets again when it loads its state.
+    snap = Snapshot(at_step=at_step) if at_step else Snapshot(at_epoch=0)
+    straight = run(snapshot=snap)
+    if at_step:
+        assert len(snap.state["data"]["ranks"][0]["samplers"][0]["drawn"]) > 2  # the pass holds several sizes
+    assert_same(straight, run(resume_from=snap.state))
+
+
 # ------------------------------------------------------------------------------------------------- stateful data
 def test_stateful_data_is_restored_from_its_own_state_without_a_replay():
     torchdata = pytest.importorskip("torchdata.stateful_dataloader")

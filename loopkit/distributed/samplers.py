@@ -107,13 +107,7 @@ class ShardedBatchSampler(ScheduledBatchSampler):
             order = torch.randperm(self.n, generator=generator).tolist()
         else:
             order = list(range(self.n))
-        start = 0
-        while start < self.n:
-            size = self._batch_size  # read per batch: a change applies to the next batch drawn
-            if self.drop_last and start + size > self.n:
-                return
-            batch = order[start : start + size]
-            start += size
+        for batch in self._batches(order):  # each global batch at the size in force when it is drawn
             if len(batch) >= self.world_size:  # a tail shorter than the world would leave a rank empty
                 yield batch[self.rank :: self.world_size]
 

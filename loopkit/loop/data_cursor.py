@@ -18,6 +18,8 @@ point in the cheapest exact way the data allows:
    ``StatefulDataLoader`` has): its state is saved with the checkpoint and loaded back; nothing is replayed.
 2. **A torch ``DataLoader`` over a map-style dataset, without worker processes**: the pass's sampler is drawn
    again from the recorded RNG and its first batches of indices are skipped; no sample is loaded or collated.
+   A sampler with ``state_dict``/``load_state_dict`` (``ScheduledBatchSampler``: the batch sizes a schedule gave
+   the pass) has its state saved with the checkpoint and loaded before the pass is drawn again, on every path.
 3. **Anything else** (worker processes, whose random state depends on every sample they loaded; an
    ``IterableDataset``; a plain iterable): the pass is replayed from the recorded RNG and its first batches are
    drawn and dropped, so each costs what loading it costs.
@@ -104,6 +106,7 @@ class DataCursor:
                 "now": [g.get_state() for g in data_generators(data)],
                 "at_start": self._generators_at_start if open_pass else None,
             },
+            "samplers": [s.state_dict() for s in stateful_samplers(data)] if open_pass else None,
         }
 
     # --------------------------------------------------------------------------------------------- iterating
@@ -157,6 +160,8 @@ class DataCursor:
         else:
             restore_rng_state(rng_at_start)
             _set_generators(data, generators and generators["at_start"])
+            for sampler, sampler_state in zip(stateful_samplers(data), entry.get("samplers") or ()):
+                sampler.load_state_dict(sampler_state)  # e.g. the batch sizes a schedule gave the pass
             self._it = _skipped(data, entry["batches"])
             _set_generators(data, generators and generators["now"])
         self.rng_at_start, self.taken = rng_at_start, entry["batches"]
@@ -179,6 +184,18 @@ def data_generators(data: object) -> list[torch.Generator]:
         generator = getattr(holder, "generator", None)
         if isinstance(generator, torch.Generator):
             found.setdefault(id(generator), generator)
+    return list(found.values())
+
+
+def stateful_samplers(data: object) -> list[Any]:
+    """The samplers of ``data`` that save their own place in a pass (``state_dict``/``load_state_dict``, as
+    :class:`~loopkit.scheduling.batch_size.ScheduledBatchSampler`), unless ``data`` saves its place itself."""
+    if is_stateful(data):
+        return []
+    found: dict[int, Any] = {}
+    for sampler in (getattr(data, "batch_sampler", None), getattr(data, "sampler", None)):
+        if sampler is not None and is_stateful(sampler):
+            found.setdefault(id(sampler), sampler)
     return list(found.values())
 
 
@@ -273,6 +290,13 @@ def data_problems(entry: Any, data: Any, valid_every: int | None, rank: int) -> 
         return [
             f"it was taken {mine['batches']} batches into a pass over the train data, which now has {n} batches; "
             "resume with the checkpointed run's train data"
+        ]
+    samplers = mine.get("samplers")
+    if isinstance(samplers, list) and len(samplers) != len(stateful_samplers(data)):
+        return [
+            f"its train data had {len(samplers)} sampler(s) that save their place in a pass (a "
+            f"ScheduledBatchSampler) and this learner's has {len(stateful_samplers(data))}: build the train data "
+            "as the checkpointed run did"
         ]
     if generators is not None:
         saved, own = len(generators["now"]), len(data_generators(data))

@@ -43,6 +43,10 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         drop_last: drop a last batch smaller than the batch size at that point.
         generator: an optional ``torch.Generator`` for the permutation.
 
+    A checkpoint taken inside a pass holds the sizes of the batches drawn in it (:meth:`state_dict`, run-length
+    coded): a resume draws the pass again with those sizes, so the batches a schedule had made smaller or larger
+    come out as they did, and the ones after them too.
+
     Raises:
         ValueError: an ``n`` or ``batch_size`` that is not a whole number >= 1 (also when the batch size is set
             later).
@@ -65,6 +69,8 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
             raise TypeError(f"ScheduledBatchSampler(generator={generator!r}): pass a torch.Generator or None")
         self.n, self.shuffle, self.drop_last, self.generator = n, shuffle, drop_last, generator
         self.batch_size = batch_size
+        self._drawn: list[list[int]] = []  # [size, count] runs of the batches drawn in the current pass
+        self._replay: list[list[int]] = []  # runs to draw the next pass with first (set by load_state_dict)
 
     @property
     def batch_size(self) -> int:
@@ -77,13 +83,47 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
 
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
+        return self._batches(order)
+
+    def _batches(self, order: list[int]) -> Iterator[list[int]]:
+        """Cut ``order`` into batches of the size in force when each is drawn (after any sizes to replay)."""
+        replay, self._replay = [list(run) for run in self._replay], []
+        drawn: list[list[int]] = []
+        self._drawn = drawn
         start = 0
         while start < self.n:
-            size = self._batch_size  # read per batch: a change applies to the next batch drawn
+            if replay:
+                size = replay[0][0]
+                replay[0][1] -= 1
+                if not replay[0][1]:
+                    del replay[0]
+            else:
+                size = self._batch_size  # read per batch: a change applies to the next batch drawn
             if self.drop_last and start + size > self.n:
                 return
+            if drawn and drawn[-1][0] == size:
+                drawn[-1][1] += 1
+            else:
+                drawn.append([size, 1])
             yield order[start : start + size]
             start += size
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sizes of the batches drawn in the current pass, as ``[size, count]`` runs."""
+        return {"drawn": [list(run) for run in self._drawn]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Draw the next pass's first batches with the sizes in ``state`` (a checkpoint's pass, drawn again).
+
+        Raises:
+            ValueError: ``state`` is not ``{"drawn": [[size, count], ...]}`` with whole numbers >= 1.
+        """
+        runs = state.get("drawn") if isinstance(state, dict) else None
+        if not isinstance(runs, list) or not all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) and v >= 1 for v in r) for r in runs
+        ):
+            raise ValueError(f"ScheduledBatchSampler state {state!r}: expected {{'drawn': [[size, count], ...]}}")
+        self._replay = [list(run) for run in runs]
 
     def __len__(self) -> int:
         """Batches in an epoch at the current batch size."""

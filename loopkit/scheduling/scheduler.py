@@ -364,6 +364,12 @@ class Scheduler(Callback):
         if learner.position is not None:
             self._check_ranges(None)
         self._build_plan(learner)
+        # The values in force at the checkpoint, where no other state holds them (a batch size the loader draws
+        # its next batch with before the next before_batch, a dropout rate, a loss margin); the optimizer's own
+        # come back with its state, and writing them again changes nothing.
+        for track in self._tracks:
+            if track.history:
+                track.set(learner, track.history[-1])
 
     def _stretched(self, bound: Any, old_map: tuple, saved: tuple, now: tuple, learner: Any) -> tuple[float, float]:
         old_end, new_end = self._fit_end(bound, *saved), self._fit_end(bound, *now)
