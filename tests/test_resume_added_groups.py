@@ -14,6 +14,8 @@ import torch
 from loopkit import Callback, Learner, LearningRate, Schedule, Scheduler
 from loopkit.loop.checkpoint import CheckpointError
 
+from .test_resume import Snapshot
+
 
 def holds(optimizer, params):
     """Whether any param group already holds one of ``params`` (an unfreeze that may run again on resume)."""
@@ -36,23 +38,6 @@ class Unfreeze(Callback):
             self.body.requires_grad_(True)  # a no-op unless the body was frozen until now
             group = list(self.body.named_parameters(prefix="0")) if self.named else params
             learner.optimizer.add_param_group({"params": group, "lr": self.x})
-
-
-class Snapshot(Callback):
-    """Takes ``learner.state_dict()`` after the train batch that makes global step ``at``, or after epoch ``epoch``."""
-
-    reads = ("global_step", "epoch")
-
-    def __init__(self, at=None, epoch=None):
-        self.at, self.epoch, self.state = at, epoch, None
-
-    def after_batch(self, learner):
-        if learner.phase == "train" and learner.global_step == self.at:
-            self.state = copy.deepcopy(learner.state_dict())
-
-    def after_epoch(self, learner):
-        if learner.epoch == self.epoch:
-            self.state = copy.deepcopy(learner.state_dict())
 
 
 class Lrs(Callback):
@@ -87,7 +72,7 @@ def make(named=False, optimizer=torch.optim.AdamW, extra=(), frozen=False):
 
 @pytest.mark.parametrize(
     "snapshot",
-    [{"at": 5}, {"epoch": 2}, {"at": 10}, {"at": 12}],
+    [{"at_step": 5}, {"at_epoch": 2}, {"at_step": 10}, {"at_step": 12}],
     ids=["before-the-add", "after-epoch-2", "mid-epoch-2", "epoch-3-start"],
 )
 @pytest.mark.parametrize(
@@ -101,7 +86,7 @@ def test_a_run_that_added_a_group_resumes_bit_identical_in_an_optimizer_built_as
     straight, straight_lrs = make(named, extra=[snap], frozen=frozen)
     torch.manual_seed(7)
     straight.fit(4)
-    assert len(snap.state["optimizer"]["param_groups"]) == (1 if snapshot == {"at": 5} else 2)
+    assert len(snap.state["optimizer"]["param_groups"]) == (1 if snapshot == {"at_step": 5} else 2)
 
     resumed, resumed_lrs = make(named, frozen=frozen)
     assert len(resumed.optimizer.param_groups) == 1
@@ -150,7 +135,7 @@ def test_groups_holding_other_parameters_are_refused_before_anything_is_loaded()
 
 
 def test_an_added_group_whose_parameters_the_optimizer_already_holds_is_refused():
-    snap = Snapshot(epoch=2)
+    snap = Snapshot(at_epoch=2)
     straight, _ = make(extra=[snap])
     straight.fit(4)
     torch.manual_seed(0)
@@ -166,7 +151,7 @@ def test_an_added_group_whose_parameters_the_optimizer_already_holds_is_refused(
 
 
 def test_a_state_without_a_layout_still_needs_the_same_number_of_groups():
-    snap = Snapshot(epoch=2)
+    snap = Snapshot(at_epoch=2)
     straight, _ = make(extra=[snap])
     straight.fit(4)
     del snap.state["param_layout"]  # a format-2 state written before the layout was recorded
@@ -189,7 +174,7 @@ def test_a_group_of_parameters_outside_the_model_cannot_be_re_added():
             if learner.epoch == 1 and not holds(learner.optimizer, [extra]):
                 learner.optimizer.add_param_group({"params": [extra], "lr": 0.1})
 
-    snap = Snapshot(epoch=1)
+    snap = Snapshot(at_epoch=1)
     straight, _ = make(extra=[AddExtra(), snap])
     straight.fit(4)
     assert snap.state["param_layout"][-1] == [None]

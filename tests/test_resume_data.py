@@ -15,6 +15,8 @@ import torch
 from loopkit import Callback, Learner
 from loopkit.loop.checkpoint import CheckpointError
 
+from .test_resume import LossLog as Losses, Snapshot
+
 # torchdata 0.11 calls a torch function that torch 2.13 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
 
@@ -46,37 +48,6 @@ class Stream(torch.utils.data.IterableDataset):
             yield x, (2 * x[:1]).sin()
 
 
-class Snapshot(Callback):
-    reads = ("global_step", "epoch")
-
-    def __init__(self, at_step=None, at_epoch=None):
-        self.at_step, self.at_epoch, self.state = at_step, at_epoch, None
-
-    def after_batch(self, learner):
-        if learner.phase == "train" and learner.global_step == self.at_step:
-            self.state = copy.deepcopy(learner.state_dict())
-
-    def after_epoch(self, learner):
-        if learner.epoch == self.at_epoch:
-            self.state = copy.deepcopy(learner.state_dict())
-
-
-class Losses(Callback):
-    reads = ("loss", "phase")
-
-    def __init__(self):
-        self.seen = []
-
-    def after_loss(self, learner):
-        self.seen.append((learner.phase, learner.loss.detach().clone()))
-
-    def state_dict(self):
-        return {"seen": list(self.seen)}
-
-    def load_state_dict(self, state):
-        self.seen = list(state["seen"])
-
-
 def model_and_optimizer(seed, lr=0.05):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1))
@@ -98,9 +69,9 @@ def assert_same(a, b):
     (model_a, losses_a), (model_b, losses_b) = a, b
     for p, q in zip(model_a.state_dict().values(), model_b.state_dict().values()):
         assert torch.equal(p, q)
-    n = len(losses_b.seen)
-    assert n == len(losses_a.seen)
-    assert all(pa == pb and torch.equal(la, lb) for (pa, la), (pb, lb) in zip(losses_a.seen, losses_b.seen))
+    n = len(losses_b.losses)
+    assert n == len(losses_a.losses)
+    assert all(pa == pb and torch.equal(la, lb) for (pa, la), (pb, lb) in zip(losses_a.losses, losses_b.losses))
 
 
 # ------------------------------------------------------------------------------------------------- seeking
