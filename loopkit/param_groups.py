@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,42 +38,10 @@ import torch
 
 from ._validate import whole_number
 from .loop.callback import Callback
+from .loop.frozen import hold_norms_in_eval, norms_held_in_eval  # noqa: F401 - public here since before loop.frozen
 
 _NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.LocalResponseNorm)
-# Norm layers whose behaviour depends on the mode: batch and instance norms (running statistics).
-_MODAL_NORMS = (torch.nn.modules.batchnorm._NormBase,)
 CONVENTIONS = ("timm", "zoobot")
-
-# The norm layers held in eval, with the handle of the hook that holds them (weak: a deleted model frees them).
-_HELD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _hold_eval(module: torch.nn.Module, args: Any) -> None:
-    # Runs before every forward of a held norm layer, after whatever model.train() did: the layer normalises
-    # with its running statistics and does not update them.
-    module.training = False
-
-
-def hold_norms_in_eval(modules: Sequence[torch.nn.Module], hold: bool = True) -> None:
-    """Hold (``True``) or release (``False``) every batch/instance-norm layer inside ``modules`` in eval mode.
-
-    A held layer stays in eval whatever ``model.train()`` does, so its running statistics do not change.
-    Releasing it puts it back in the mode of its parent's next ``train()``/``eval()`` call.
-    """
-    for module in modules:
-        for layer in module.modules():
-            if not isinstance(layer, _MODAL_NORMS):
-                continue
-            if hold and layer not in _HELD:
-                _HELD[layer] = layer.register_forward_pre_hook(_hold_eval)
-                layer.training = False
-            elif not hold and layer in _HELD:
-                _HELD.pop(layer).remove()
-
-
-def norms_held_in_eval(module: torch.nn.Module) -> list[str]:
-    """The names of the norm layers inside ``module`` that a freezing helper holds in eval mode."""
-    return [name for name, layer in module.named_modules() if layer in _HELD]
 
 
 def _no_decay_names(block: torch.nn.Module) -> set[str]:

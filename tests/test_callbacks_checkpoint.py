@@ -45,7 +45,7 @@ def test_keep_last_and_resume_from_the_newest(tmp_path):
     assert files == sorted(os.path.basename(p) for p in ckpt.saved) and len(files) == 2
     assert ckpt.last == os.path.join(tmp_path, "epoch-0003.pt") == Checkpoint.latest(tmp_path)
     state = load_checkpoint(ckpt.last)
-    assert state["position"] == {"epoch": 3, "batch": 0, "global_step": 12, "n_epochs": 3}
+    assert state["position"] == {"epoch": 3, "batch": 0, "global_step": 12, "n_epochs": 3, "n_batches": 4}
     # It knows its own files after a resume: by name, within its own directory.
     assert state["callbacks"]["Checkpoint"]["saved"] == [os.path.basename(p) for p in ckpt.saved]
     assert state["callbacks"]["Checkpoint"]["dirpath"] == os.path.realpath(tmp_path)

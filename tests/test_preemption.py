@@ -66,7 +66,7 @@ def test_sigterm_saves_at_the_next_step_boundary_tears_down_and_exits_75(tmp_pat
     assert preempted.checkpoint == os.path.join(tmp_path, "step-000000004.pt")
     assert "preempted by SIGTERM" in str(preempted)
     state = load_checkpoint(preempted.checkpoint)
-    assert state["position"] == {"epoch": 0, "batch": 4, "global_step": 4, "n_epochs": 3}
+    assert state["position"] == {"epoch": 0, "batch": 4, "global_step": 4, "n_epochs": 3, "n_batches": 6}
     assert teardown.seen is preempted  # every after_fit ran, seeing why the fit ended
     assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
 

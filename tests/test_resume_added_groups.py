@@ -216,3 +216,73 @@ def test_gradients_of_parameters_outside_the_optimizer_are_cleared_after_each_st
     assert model[0].weight.grad is None
     assert len(seen) == 3 and all(torch.equal(a, b) for a, b in zip(seen, cleared))
     assert torch.allclose(summed[2], seen[0] + seen[1] + seen[2], rtol=1e-6)  # what torch's zero_grad leaves
+
+
+def test_a_resume_restores_the_norm_layers_a_freezing_helper_held_or_released():
+    # set_trainable(..., False) holds the backbone's BatchNorm in eval; the run unfreezes it with
+    # set_trainable(..., True), which releases it. The script that builds the resumed learner freezes it again:
+    # the checkpoint's "frozen" entry must release it again, or its running statistics stop moving.
+    from loopkit.param_groups import norms_held_in_eval, set_trainable
+
+    class Release(Callback):
+        reads = ("epoch",)
+        writes = ("optimizer.param_groups",)
+
+        def __init__(self, backbone):
+            self.backbone = backbone
+
+        def before_epoch(self, learner):
+            if learner.epoch == 1 and not holds(learner.optimizer, list(self.backbone.parameters())):
+                set_trainable([self.backbone], True)
+                learner.optimizer.add_param_group({"params": list(self.backbone.parameters()), "lr": 0.01})
+
+    def run(resume_from=None, snapshot=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8)), torch.nn.Tanh(), torch.nn.Linear(8, 1)
+        )
+        set_trainable([model[0]], False)
+        g = torch.Generator().manual_seed(1)
+        data = [(torch.randn(6, 4, generator=g), torch.randn(6, 1, generator=g)) for _ in range(4)]
+        opt = torch.optim.SGD(model[2].parameters(), lr=0.05)
+        callbacks = [Release(model[0]), *([snapshot] if snapshot else [])]
+        Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(3, resume_from=resume_from)
+        return model
+
+    snap = Snapshot(at_step=6)  # epoch 1, after the release
+    straight = run(snapshot=snap)
+    assert snap.state["frozen"] == {"parameters": [], "norms": []}
+    resumed = run(resume_from=snap.state)
+    assert norms_held_in_eval(resumed) == []
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # running_mean and running_var included
+
+
+def test_a_per_epoch_rate_schedule_resumes_a_group_added_mid_epoch_exactly():
+    # The Scheduler sets the values in force at the checkpoint again on load, but not an optimizer's: those
+    # come back with its state, and value * ratio written again could differ in the last bit (float64 here).
+    def run(resume_from=None, snapshot=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+        g = torch.Generator().manual_seed(1)
+        data = [(torch.randn(6, 4, generator=g).double(), torch.randn(6, 1, generator=g).double()) for _ in range(4)]
+
+        class AddMidEpoch(Callback):
+            reads = ("global_step",)
+            writes = ("optimizer.param_groups",)
+
+            def before_batch(self, learner):
+                params = list(learner.model[0].parameters())
+                if learner.phase == "train" and learner.global_step >= 2 and not holds(learner.optimizer, params):
+                    learner.optimizer.add_param_group({"params": params, "lr": 0.0123})
+
+        opt = torch.optim.SGD(model[2].parameters(), lr=0.1)
+        scheduler = Scheduler({LearningRate: Schedule([0, 3], [0.1, 0.01], anneal="cos")}, per="epoch")
+        callbacks = [scheduler, AddMidEpoch(), *([snapshot] if snapshot else [])]
+        Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(3, resume_from=resume_from)
+        return model, opt
+
+    snap = Snapshot(at_step=3)  # epoch 0, after the group joined at step 2
+    (straight, opt_a), (resumed, opt_b) = run(snapshot=snap), run(resume_from=snap.state)
+    assert [g["lr"] for g in opt_a.param_groups] == [g["lr"] for g in opt_b.param_groups]
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

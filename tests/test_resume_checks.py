@@ -211,7 +211,9 @@ def test_a_mid_epoch_checkpoint_beyond_the_data_is_refused():
     short = [(torch.randn(16, 5), torch.randn(16, 1))] * 4  # 4 batches per epoch now
     learner = Learner(m, short, opt, MSE)
     before = snapshot_of(learner)
-    with pytest.raises(CheckpointError, match="after 5 of its train batches, but train_data now has 4 batches"):
+    with pytest.raises(
+        CheckpointError, match="taken 5 batches into a pass over the train data, which now has 4 batches"
+    ):
         learner.fit(2, resume_from=state)
     assert_untouched(before, learner)
 

@@ -84,7 +84,13 @@ def test_a_mid_epoch_resume_seeks_past_finished_batches_without_loading_them(bat
     snap = Snapshot(at_step=per_epoch + 3)
     lr = 0.05 if batch_size else 0.002  # one sample a step: a smaller rate keeps the run finite
     straight = train(loader, 3, snap, lr=lr)
-    assert snap.state["position"] == {"epoch": 1, "batch": 3, "global_step": per_epoch + 3, "n_epochs": 3}
+    assert snap.state["position"] == {
+        "epoch": 1,
+        "batch": 3,
+        "global_step": per_epoch + 3,
+        "n_epochs": 3,
+        "n_batches": per_epoch,
+    }
     assert torch.isfinite(straight[0][0].weight).all()
 
     data.loaded = 0
@@ -351,3 +357,117 @@ def test_a_resume_with_persistent_workers_warns_that_their_random_state_is_not_r
     train(loader, 2, snap)
     with pytest.warns(UserWarning, match=r"persistent_workers=True.*persistent_workers=False makes the resume exact"):
         train(loader, 2, resume_from=snap.state)
+
+
+@pytest.mark.parametrize("fit", [{"max_steps": 3}, {"valid_every": 5}], ids=["max-steps-cut", "stream"])
+def test_no_worker_process_outlives_the_fit(fit):
+    # A pass cut short (a step budget) or left open (a stream) holds a DataLoader iterator, and with it the
+    # worker processes; the fit lets go of it when it ends.
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())  # another test's persistent workers may still be alive
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, num_workers=2)
+    train(loader, 2, **fit)
+    assert set(multiprocessing.active_children()) <= before
+
+
+# ------------------------------------------------------------------------------------------------- review round 2
+def test_a_stateful_loaders_own_shuffle_with_a_generator_resumes_mid_epoch():
+    # torchdata's own shuffle restores its generator itself; loopkit sets the loader's generator as at the
+    # checkpoint once the loader is back, so the epochs after the resumed one shuffle as they would have.
+    torchdata = pytest.importorskip("torchdata.stateful_dataloader")
+
+    def loader():
+        g = torch.Generator().manual_seed(3)
+        return torchdata.StatefulDataLoader(Counted(), batch_size=8, shuffle=True, generator=g)
+
+    snap = Snapshot(at_step=2)
+    straight = train(loader(), 3, snap)
+    assert_same(straight, train(loader(), 3, resume_from=snap.state, seed=99))
+
+
+def test_a_stateful_loader_over_a_sampler_of_its_own_warns_that_its_order_is_drawn_again():
+    # torchdata fast-forwards a sampler that does not save its own place by drawing it again when the first
+    # batch is fetched: loopkit cannot give it the random state the pass began with then. It says so.
+    torchdata = pytest.importorskip("torchdata.stateful_dataloader")
+    from loopkit.data import ScheduledBatchSampler
+
+    def loader():
+        return torchdata.StatefulDataLoader(Counted(), batch_sampler=ScheduledBatchSampler(60, 8, shuffle=True))
+
+    snap = Snapshot(at_step=2)
+    train(loader(), 2, snap)
+    with pytest.warns(UserWarning, match=r"its sampler ScheduledBatchSampler does not: .*shuffle=True"):
+        train(loader(), 2, resume_from=snap.state, seed=99)
+
+
+def test_a_per_step_batch_size_schedule_resumes_with_the_epochs_length_as_it_began():
+    # Epoch-unit knots: the schedule is laid over each epoch's length, counted when the epoch begins from the
+    # batch size then in force; the resumed epoch must keep that length, not count it at the sampler's first size.
+    from loopkit import Schedule, Scheduler
+    from loopkit.data import BatchSize, ScheduledBatchSampler
+
+    def run(resume_from=None, snapshot=None):
+        model, opt = model_and_optimizer(0 if resume_from is None else 9)
+        if resume_from is not None:
+            torch.manual_seed(4242)
+        loader = torch.utils.data.DataLoader(
+            Counted(noise=0), batch_sampler=ScheduledBatchSampler(60, batch_size=4, shuffle=True)
+        )
+        ramp = Scheduler({BatchSize: Schedule([0, 2], [4, 12])})  # epochs: 4 -> 12 over the fit
+        losses = Losses()
+        learner = Learner(
+            model,
+            loader,
+            opt,
+            torch.nn.functional.mse_loss,
+            callbacks=[ramp, losses, *([snapshot] if snapshot else [])],
+        )
+        learner.fit(2, resume_from=resume_from)
+        return model, losses
+
+    snap = Snapshot(at_step=13)  # into epoch 1, whose length was counted at a larger batch size than 4
+    straight = run(snapshot=snap)
+    assert snap.state["position"]["epoch"] == 1 and snap.state["position"]["n_batches"] < 15
+    assert_same(straight, run(resume_from=snap.state))
+
+
+def test_a_scheduled_sampler_pass_longer_than_smaller_data_is_refused_before_loading():
+    from loopkit.data import ScheduledBatchSampler
+
+    snap = Snapshot(at_step=6)
+    train(torch.utils.data.DataLoader(Counted(n=80), batch_sampler=ScheduledBatchSampler(80, 8)), 1, snap)
+    model, opt = model_and_optimizer(0)
+    smaller = torch.utils.data.DataLoader(Counted(n=40), batch_sampler=ScheduledBatchSampler(40, 8))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CheckpointError, match=r"drew 6 batches of 48 samples in all, more than this sampler's n=40"):
+        Learner(model, smaller, opt, torch.nn.functional.mse_loss).fit(1, resume_from=snap.state)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_train_data_a_callback_replaces_in_before_fit_is_checked_when_the_pass_opens():
+    # Distributed swaps in each rank's shard in before_fit, after the checkpoint was checked: the data checks
+    # then run against the data the fit really uses (here the swap drops the user's generator, as a shard does).
+    def loader(generator):
+        return torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True, generator=generator)
+
+    class Swap(Callback):
+        writes = ("train_data",)
+
+        def before_fit(self, learner):
+            torch.manual_seed(11)
+            learner.train_data = loader(None)
+
+    def run(resume_from=None, snapshot=None):
+        model, opt = model_and_optimizer(0 if resume_from is None else 9)
+        losses = Losses()
+        callbacks = [Swap(), losses, *([snapshot] if snapshot else [])]
+        Learner(model, loader(torch.Generator()), opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(
+            2, resume_from=resume_from
+        )
+        return model, losses
+
+    snap = Snapshot(at_step=3)
+    straight = run(snapshot=snap)
+    assert snap.state["data"]["ranks"][0]["generators"]["now"] == []  # the swapped-in loader's: none
+    assert_same(straight, run(resume_from=snap.state))

@@ -18,8 +18,8 @@ point in the cheapest exact way the data allows:
    ``StatefulDataLoader`` has): its state is saved with the checkpoint and loaded back; nothing is replayed.
 2. **A torch ``DataLoader`` over a map-style dataset, without worker processes**: the pass's sampler is drawn
    again from the recorded RNG and its first batches of indices are skipped; no sample is loaded or collated.
-   A sampler with ``state_dict``/``load_state_dict`` (``ScheduledBatchSampler``: the batch sizes a schedule gave
-   the pass) has its state saved with the checkpoint and loaded before the pass is drawn again, on every path.
+   A sampler with ``pass_state``/``load_pass_state`` (``ScheduledBatchSampler``: the batch sizes a schedule gave
+   the pass) has that state saved with the checkpoint and loaded before the pass is drawn again, on every path.
 3. **Anything else** (worker processes, whose random state depends on every sample they loaded; an
    ``IterableDataset``; a plain iterable): the pass is replayed from the recorded RNG and its first batches are
    drawn and dropped, so each costs what loading it costs.
@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ..distributed.samplers import set_epoch
+from .checkpoint import CheckpointError
 from .checks import length
 from .rng import capture_rng_state, restore_rng_state
 
@@ -70,14 +71,32 @@ class DataCursor:
         self._passes = 0  # passes begun (a stream sets its sampler's epoch to this)
         self._generators_at_start: list[torch.Tensor] | None = None  # the data's own generators then
         self._pending: tuple[Any, Mapping[str, Any]] | None = None  # a resume's (rng at start, data entry)
+        self._epoch_length: int | None = None  # the resumed epoch's length when it first began
+        self._check_at_open = False
 
     # --------------------------------------------------------------------------------------------- resuming
-    def resume(self, rng_at_start: Any, entry: Mapping[str, Any]) -> None:
+    def resume(self, rng_at_start: Any, entry: Mapping[str, Any], epoch_length: int | None, *, check: bool) -> None:
         """Continue, at the next pass opened, from a checkpoint's RNG at the pass's start and this rank's data
-        entry (see :meth:`position`)."""
+        entry (see :meth:`position`); ``epoch_length``: the resumed epoch's batches, as counted when it began
+        (None: count them again). ``check``: check the entry against the train data when the pass opens (a
+        callback replaces the train data in ``before_fit``, after the checkpoint was checked)."""
         self._passes = entry["passes"]
         self._pending = (rng_at_start, entry)
+        self._epoch_length, self._check_at_open = epoch_length, check
         data = self._learner.train_data
+        foreign = [
+            s
+            for s in (getattr(data, "batch_sampler", None), getattr(data, "sampler", None))
+            if s is not None and not type(s).__module__.startswith("torchdata") and not is_stateful(s)
+        ]
+        if is_stateful(data) and foreign and entry["batches"]:
+            warnings.warn(
+                f"train_data saves its own place, but its sampler {type(foreign[0]).__name__} does not: the data "
+                "gets back into the pass by drawing that sampler again when the first batch is fetched, from the "
+                "random state of that moment, so a shuffling sampler's order will differ from the uninterrupted "
+                "run's; use the loader's own shuffle (shuffle=True), or a plain DataLoader, for an exact resume",
+                stacklevel=4,
+            )
         if getattr(data, "persistent_workers", False) and getattr(data, "num_workers", 0) > 0:
             warnings.warn(
                 "train_data keeps its worker processes across epochs (persistent_workers=True): their random "
@@ -86,6 +105,22 @@ class DataCursor:
                 "if the dataset draws none. persistent_workers=False makes the resume exact",
                 stacklevel=4,
             )
+
+    def close(self, *, stream_too: bool) -> None:
+        """Let go of the open pass (a DataLoader's iterator shuts its worker processes down when dropped): an
+        epoch's at the end of its train phase, however it ended; a stream's (``stream_too``) when the fit ends."""
+        if self.per_epoch is None or stream_too:
+            self._it = None
+
+    def epoch_length(self) -> int | None:
+        """The batches of the loop epoch about to begin: ``valid_every`` in a stream, else the data's length
+        (``None`` without one), or for an epoch resumed mid-way its length as counted when it first began (a
+        batch-size schedule may have changed the data's length since)."""
+        if self.per_epoch is not None:
+            return self.per_epoch
+        if self._epoch_length is not None:
+            return self._epoch_length
+        return length(self._learner.train_data)
 
     def is_open(self, loop_batch: int) -> bool:
         """Whether a pass is open at a checkpoint taken ``loop_batch`` batches into a loop epoch (an epoch's pass
@@ -106,7 +141,7 @@ class DataCursor:
                 "now": [g.get_state() for g in data_generators(data)],
                 "at_start": self._generators_at_start if open_pass else None,
             },
-            "samplers": [s.state_dict() for s in stateful_samplers(data)] if open_pass else None,
+            "samplers": [s.pass_state() for s in stateful_samplers(data)] if open_pass else None,
         }
 
     # --------------------------------------------------------------------------------------------- iterating
@@ -145,6 +180,14 @@ class DataCursor:
             self._begin(data)
             return
         rng_at_start, entry = pending
+        self._epoch_length = None
+        if self._check_at_open:
+            problems = fit_problems(entry, data)
+            if problems:
+                raise CheckpointError(
+                    "the checkpoint does not fit the train data this fit uses (set up in before_fit): "
+                    + "; ".join(problems)
+                )
         state, generators = entry["state"], entry.get("generators")
         if rng_at_start is None:  # saved with no pass open (an epoch's end): the data as it was then, a new pass
             _set_generators(data, generators and generators["now"])
@@ -152,18 +195,19 @@ class DataCursor:
                 data.load_state_dict(state)
             self._begin(data)
             return
-        now = capture_rng_state()  # the pass was open: get back into it without touching the RNG
+        # The pass was open: begin it again from the random state it began from (its shuffle is drawn as it
+        # was), get back to where it stood, then put every random state back as at the checkpoint.
+        now = capture_rng_state()
+        restore_rng_state(rng_at_start)
+        _set_generators(data, generators and generators["at_start"])
         if state is not None and is_stateful(data):
-            _set_generators(data, generators and generators["now"])
-            data.load_state_dict(state)
+            data.load_state_dict(state)  # the data skips the finished batches itself
             self._it = iter(data)
         else:
-            restore_rng_state(rng_at_start)
-            _set_generators(data, generators and generators["at_start"])
             for sampler, sampler_state in zip(stateful_samplers(data), entry.get("samplers") or ()):
-                sampler.load_state_dict(sampler_state)  # e.g. the batch sizes a schedule gave the pass
+                sampler.load_pass_state(sampler_state)  # e.g. the batch sizes a schedule gave the pass
             self._it = _skipped(data, entry["batches"])
-            _set_generators(data, generators and generators["now"])
+        _set_generators(data, generators and generators["now"])
         self.rng_at_start, self.taken = rng_at_start, entry["batches"]
         self._generators_at_start = generators and generators["at_start"]
         restore_rng_state(now)
@@ -188,13 +232,16 @@ def data_generators(data: object) -> list[torch.Generator]:
 
 
 def stateful_samplers(data: object) -> list[Any]:
-    """The samplers of ``data`` that save their own place in a pass (``state_dict``/``load_state_dict``, as
+    """The samplers of ``data`` that keep what a pass needs to be drawn again (``pass_state()``,
+    ``check_pass_state(state)`` and ``load_pass_state(state)``, as
     :class:`~loopkit.scheduling.batch_size.ScheduledBatchSampler`), unless ``data`` saves its place itself."""
     if is_stateful(data):
         return []
     found: dict[int, Any] = {}
     for sampler in (getattr(data, "batch_sampler", None), getattr(data, "sampler", None)):
-        if sampler is not None and is_stateful(sampler):
+        if sampler is not None and all(
+            callable(getattr(sampler, name, None)) for name in ("pass_state", "check_pass_state", "load_pass_state")
+        ):
             found.setdefault(id(sampler), sampler)
     return list(found.values())
 
@@ -217,7 +264,7 @@ def _skipped(data: Any, n: int) -> Iterator:
             if next(iterator, _END) is _END:
                 raise ValueError(
                     f"the checkpoint was taken {n} batches into a pass over the train data, but this train data "
-                    f"ends after {done} (train_data={data!r}); resume with the checkpointed run's data"
+                    f"({type(data).__name__}) ends after {done}; resume with the checkpointed run's data"
                 )
         return iterator
     by_batch = data.batch_sampler is not None  # automatic batching off: the sampler yields one index a "batch"
@@ -254,8 +301,12 @@ class _SkipFirst:
         """Draw and drop the first ``n`` items of the iterator ``iter()`` made (only indices: nothing loads)."""
         if self._it is None:
             raise RuntimeError("_SkipFirst.skip() before iter()")
-        for _ in range(self.n):
-            next(self._it)
+        for done in range(self.n):
+            if next(self._it, _END) is _END:
+                raise ValueError(
+                    f"the checkpoint was taken {self.n} batches into a pass over the train data, but a pass over "
+                    f"this train data ends after {done}; resume with the checkpointed run's data"
+                )
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.n, 0)
@@ -266,9 +317,9 @@ def data_entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict
     return {"valid_every": valid_every, "world_size": len(positions), "ranks": positions}
 
 
-def data_problems(entry: Any, data: Any, valid_every: int | None, rank: int) -> list[str]:
-    """Why a checkpoint's ``data`` entry cannot be resumed with train data ``data`` in a fit with
-    ``valid_every`` on ``rank``."""
+def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
+    """Why a checkpoint's ``data`` entry cannot be resumed in a fit with ``valid_every`` on ``rank`` (its form;
+    :func:`fit_problems` checks it against the train data)."""
     if entry is None:
         return []
     if not isinstance(entry, Mapping) or not isinstance(entry.get("ranks"), list) or not entry["ranks"]:
@@ -285,18 +336,30 @@ def data_problems(entry: Any, data: Any, valid_every: int | None, rank: int) -> 
     generators = mine.get("generators")
     if generators is not None and not (isinstance(generators, Mapping) and isinstance(generators.get("now"), list)):
         return [f"its data entry for rank {rank} has generators={generators!r}, not {{'now': [...], 'at_start': ...}}"]
+    return []
+
+
+def fit_problems(mine: Mapping[str, Any], data: Any) -> list[str]:
+    """Why this rank's data position ``mine`` (checked by :func:`data_problems`) cannot be restored into ``data``:
+    a pass longer than the data, or other samplers or generators than the checkpointed run's."""
+    samplers, generators = stateful_samplers(data), mine.get("generators")
+    saved_samplers = mine.get("samplers")
+    if isinstance(saved_samplers, list):
+        if len(saved_samplers) != len(samplers):
+            return [
+                f"its train data had {len(saved_samplers)} sampler(s) that keep their pass (a ScheduledBatchSampler) "
+                f"and this learner's has {len(samplers)}: build the train data as the checkpointed run did"
+            ]
+        for sampler, state in zip(samplers, saved_samplers):
+            try:
+                sampler.check_pass_state(state)
+            except ValueError as error:
+                return [str(error)]
     n = length(data)
-    if n is not None and isinstance(mine["batches"], int) and mine["batches"] > n:
+    if not samplers and n is not None and isinstance(mine["batches"], int) and mine["batches"] > n:
         return [
             f"it was taken {mine['batches']} batches into a pass over the train data, which now has {n} batches; "
             "resume with the checkpointed run's train data"
-        ]
-    samplers = mine.get("samplers")
-    if isinstance(samplers, list) and len(samplers) != len(stateful_samplers(data)):
-        return [
-            f"its train data had {len(samplers)} sampler(s) that save their place in a pass (a "
-            f"ScheduledBatchSampler) and this learner's has {len(stateful_samplers(data))}: build the train data "
-            "as the checkpointed run did"
         ]
     if generators is not None:
         saved, own = len(generators["now"]), len(data_generators(data))

@@ -48,6 +48,7 @@ from .resume import (
     data_of_this_rank,
     load_model_and_optimizer,
     rank_and_world_size,
+    resumed_epoch_length,
     rng_of_this_rank,
 )
 from .rng import restore_rng_state
@@ -278,6 +279,7 @@ class Learner:
     def _teardown(self, error: BaseException | None) -> None:
         """Run every ``after_fit`` handler; the run's error (if any) propagates, teardown errors attached to it."""
         self._resume = None
+        self._data.close(stream_too=True)
         self.error = error
         try:
             raised = [(handler, exc) for handler, exc in run_all(self._handlers["after_fit"]) if not is_cancel(exc)]
@@ -331,13 +333,14 @@ class Learner:
         h = self._handlers
         # Read after before_epoch, where a per-epoch schedule may have changed the batch size, and before
         # before_train, where per-step schedules lay out the phase.
-        self.n_batches = length(self.train_data) if self._data.per_epoch is None else self._data.per_epoch
+        self.n_batches = self._data.epoch_length()
         try:
             # Modes are set before before_train/before_valid, so a callback there owns them (frozen norm layers
             # put in eval in before_train stay in eval).
             self.phase = "train"
             self.model.train()
             self._level(h["before_train"], self._train_phase, h["after_train"], CancelPhase)
+            self._data.close(stream_too=False)  # an epoch's pass ends with its train phase: its workers go
             if self.valid_data is not None:
                 self.phase = "valid"
                 self.model.eval()
@@ -523,8 +526,7 @@ class Learner:
         rank, world_size = rank_and_world_size()
         before = self.n_epochs, self.n_batches, self.max_steps
         # What callbacks check the checkpoint against: this fit's length.
-        n_batches = length(self.train_data) if self._data.per_epoch is None else self._data.per_epoch
-        self.n_epochs, self.n_batches, self.max_steps = n_epochs, n_batches, max_steps
+        self.n_epochs, self.n_batches, self.max_steps = n_epochs, self._data.epoch_length(), max_steps
         try:
             check_fits(
                 state,
@@ -543,7 +545,11 @@ class Learner:
         self.global_step = position["global_step"]
         self._position = (position["epoch"], position["batch"])
         self._resume = state
-        self._data.resume(rng_of_this_rank(state)["phase_start"], data_of_this_rank(state))
+        deferred = any("train_data" in getattr(cb, "writes", ()) for cb in self.callbacks)
+        saved_length = resumed_epoch_length(state) if self._data.per_epoch is None else None
+        self._data.resume(
+            rng_of_this_rank(state)["phase_start"], data_of_this_rank(state), saved_length, check=deferred
+        )
         return position["epoch"]
 
     def _finish_resume(self) -> None:

@@ -28,9 +28,10 @@ The state (``loopkit-checkpoint-2``) is a dict of plain data:
 ``param_layout``              for each param group, its parameters' names in the model
                               (:mod:`loopkit.loop.param_layout`): groups added during the run are
                               re-added by name on resume; optional (older format-2 states lack it)
-``frozen``                    the names of the model's parameters with ``requires_grad=False``: a resume
-                              freezes exactly these (a backbone unfrozen during the run trains on);
-                              optional (older format-2 states lack it)
+``frozen``                    ``{"parameters": [...], "norms": [...]}``: the model's parameters with
+                              ``requires_grad=False`` and norm layers held in eval
+                              (:mod:`loopkit.loop.frozen`); a resume freezes exactly these (a backbone
+                              unfrozen during the run trains on); optional (older format-2 states lack it)
 ============================  =====================================================================
 
 :func:`check_fits` validates a state against a learner and a fit in full, without changing anything, and
@@ -48,7 +49,8 @@ from ..distributed.collectives import all_gather
 from ..distributed.ranks import rank, world_size
 from .callback import Callback, callback_name
 from .checkpoint import FORMAT, CheckpointError
-from .data_cursor import data_entry, data_problems
+from .data_cursor import data_entry, data_problems, fit_problems
+from .frozen import frozen_problems, frozen_state, restore_frozen
 from .param_layout import layout_problems, param_layout, readd_groups
 from .rng import capture_rng_state, check_rng_state, rng_entry
 
@@ -118,11 +120,14 @@ def check_fits(
     problems = (
         _model_problems(state["model"], unwrap_model(learner.model))
         + _optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
-        + _frozen_problems(state.get("frozen"), unwrap_model(learner.model))
-        + _position_problems(state["position"], n_epochs, max_steps, learner.n_batches)
+        + frozen_problems(state.get("frozen"), unwrap_model(learner.model))
+        + _position_problems(state["position"], n_epochs, max_steps, resumed_epoch_length(state) or learner.n_batches)
         + _rng_problems(state["rng"], _pass_open(state), rank, world_size)
-        + data_problems(state.get("data"), learner.train_data, valid_every, rank)
+        + data_problems(state.get("data"), valid_every, rank)
     )
+    replaced = any("train_data" in getattr(cb, "writes", ()) for cb in learner.callbacks)
+    if not problems and state.get("data") is not None and not replaced:  # else checked when the pass opens
+        problems += fit_problems(data_of_this_rank(state, rank), learner.train_data)
     if not problems:  # callbacks check their state against a learner whose model and position fit
         problems += _callback_problems(state["callbacks"], learner)
     if problems:
@@ -150,16 +155,6 @@ def _model_problems(saved: Any, model: torch.nn.Module) -> list[str]:
                 f"model entry {key!r} has shape {tuple(value.shape)} in the checkpoint, {tuple(tensor.shape)} in the model"
             )
     return problems
-
-
-def _frozen_problems(frozen: Any, model: torch.nn.Module) -> list[str]:
-    if frozen is None:
-        return []
-    if not isinstance(frozen, list) or not all(isinstance(name, str) for name in frozen):
-        return ["its frozen entry is not a list of parameter names"]
-    names = {name for name, _ in model.named_parameters()}
-    unknown = [name for name in frozen if name not in names]
-    return [f"it freezes parameters the model does not have: {_few(unknown)}"] if unknown else []
 
 
 def _optimizer_problems(state: Mapping, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[str]:
@@ -237,7 +232,10 @@ def _position_problems(position: Any, n_epochs: int | None, max_steps: int | Non
             "pass a larger n_epochs to train further"
         ]
     if batch and n_batches is not None and batch > n_batches:
-        return [f"it was taken {where}, but train_data now has {n_batches} batches per epoch"]
+        return [
+            f"it was taken {where}, but train_data now has {n_batches} batches per epoch; resume with the "
+            "checkpointed run's train data"
+        ]
     return []
 
 
@@ -317,12 +315,18 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "optimizer": learner.optimizer.state_dict(),
         "optimizer_type": optimizer_type(learner.optimizer),
         "callbacks": {callback_name(cb): cb.state_dict() for cb in learner.callbacks if hasattr(cb, "state_dict")},
-        "position": {"epoch": epoch, "batch": batch, "global_step": learner.global_step, "n_epochs": learner.n_epochs},
+        "position": {
+            "epoch": epoch,
+            "batch": batch,
+            "global_step": learner.global_step,
+            "n_epochs": learner.n_epochs,
+            "n_batches": learner.n_batches,
+        },
         "rng": rng_entry([r["rng"] for r in ranks]),
         "data": data_entry([r["data"] for r in ranks], cursor.per_epoch),
         "run": learner.run,
         "param_layout": param_layout(learner.optimizer, unwrap_model(learner.model)),
-        "frozen": [name for name, p in unwrap_model(learner.model).named_parameters() if not p.requires_grad],
+        "frozen": frozen_state(unwrap_model(learner.model)),
     }
 
 
@@ -331,10 +335,7 @@ def load_model_and_optimizer(state: Mapping[str, Any], learner: Any) -> None:
     added during its fit (see :mod:`loopkit.loop.param_layout`)."""
     model = unwrap_model(learner.model)
     model.load_state_dict(state["model"])
-    frozen = state.get("frozen")
-    if frozen is not None:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name not in frozen)
+    restore_frozen(state.get("frozen"), model)
     layout = state.get("param_layout")
     if layout is not None:
         readd_groups(layout, state["optimizer"]["param_groups"], learner.optimizer, model)
@@ -347,13 +348,24 @@ def rank_and_world_size() -> tuple[int, int]:
     return rank(), world_size()
 
 
-def data_of_this_rank(state: Mapping[str, Any]) -> Mapping[str, Any]:
-    """This rank's ``{"batches", "passes", "state"}`` data position from a checkpoint state (for a state
-    without a ``data`` entry, the epoch's batches done)."""
+def resumed_epoch_length(state: Any) -> int | None:
+    """The batches of the epoch a mid-epoch checkpoint was taken in, as counted when that epoch began (a
+    batch-size schedule may have changed the data's length since); None at an epoch's end or when not recorded."""
+    position = state.get("position") if isinstance(state, Mapping) else None
+    if not isinstance(position, Mapping) or not position.get("batch"):
+        return None
+    n = position.get("n_batches")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def data_of_this_rank(state: Mapping[str, Any], rank: int | None = None) -> Mapping[str, Any]:
+    """Rank ``rank``'s (default: this process's) ``{"batches", "passes", "state", ...}`` data position from a
+    checkpoint state (for a state without a ``data`` entry, the epoch's batches done)."""
     data = state.get("data")
     if data is None:
         return {"batches": state["position"]["batch"], "passes": 0, "state": None, "generators": None}
-    rank, _ = rank_and_world_size()
+    if rank is None:
+        rank, _ = rank_and_world_size()
     ranks = data["ranks"]
     return ranks[rank] if rank < len(ranks) else ranks[0]
 

@@ -43,9 +43,10 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         drop_last: drop a last batch smaller than the batch size at that point.
         generator: an optional ``torch.Generator`` for the permutation.
 
-    A checkpoint taken inside a pass holds the sizes of the batches drawn in it (:meth:`state_dict`, run-length
+    A checkpoint taken inside a pass holds the sizes of the batches drawn in it (:meth:`pass_state`, run-length
     coded): a resume draws the pass again with those sizes, so the batches a schedule had made smaller or larger
-    come out as they did, and the ones after them too.
+    come out as they did, and the ones after them too. (Not ``state_dict``: torchdata's ``StatefulDataLoader``
+    would take a sampler with one for a sampler that restores its own place, and stop skipping.)
 
     Raises:
         ValueError: an ``n`` or ``batch_size`` that is not a whole number >= 1 (also when the batch size is set
@@ -82,8 +83,10 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         self._batch_size = value
 
     def __iter__(self) -> Iterator[list[int]]:
+        # A generator: the permutation is drawn when the first batch is, as torch's RandomSampler does, so an
+        # iterator made and dropped (torchdata makes one to load a state into) draws nothing.
         order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
-        return self._batches(order)
+        yield from self._batches(order)
 
     def _batches(self, order: list[int]) -> Iterator[list[int]]:
         """Cut ``order`` into batches of the size in force when each is drawn (after any sizes to replay)."""
@@ -108,22 +111,37 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
             yield order[start : start + size]
             start += size
 
-    def state_dict(self) -> dict[str, Any]:
+    def pass_state(self) -> dict[str, Any]:
         """The sizes of the batches drawn in the current pass, as ``[size, count]`` runs."""
         return {"drawn": [list(run) for run in self._drawn]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Draw the next pass's first batches with the sizes in ``state`` (a checkpoint's pass, drawn again).
+    def check_pass_state(self, state: Any) -> None:
+        """Raise ``ValueError`` unless ``state`` (from :meth:`pass_state`) can be drawn again from this sampler.
 
         Raises:
-            ValueError: ``state`` is not ``{"drawn": [[size, count], ...]}`` with whole numbers >= 1.
+            ValueError: ``state`` is not ``{"drawn": [[size, count], ...]}`` with whole numbers >= 1, or its
+                batches need more samples than this sampler's ``n`` (the data shrank).
         """
         runs = state.get("drawn") if isinstance(state, dict) else None
         if not isinstance(runs, list) or not all(
             isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) and v >= 1 for v in r) for r in runs
         ):
             raise ValueError(f"ScheduledBatchSampler state {state!r}: expected {{'drawn': [[size, count], ...]}}")
-        self._replay = [list(run) for run in runs]
+        sizes = [size for size, count in runs for _ in range(count)]
+        if sizes and sum(sizes[:-1]) >= self.n:  # every batch but the last full, the last at least one sample
+            raise ValueError(
+                f"the checkpointed pass drew {len(sizes)} batches of {sum(sizes)} samples in all, more than this "
+                f"sampler's n={self.n} holds; resume with the checkpointed run's data"
+            )
+
+    def load_pass_state(self, state: dict[str, Any]) -> None:
+        """Draw the next pass's first batches with the sizes in ``state`` (a checkpoint's pass, drawn again).
+
+        Raises:
+            ValueError: as :meth:`check_pass_state`.
+        """
+        self.check_pass_state(state)
+        self._replay = [list(run) for run in state["drawn"]]
 
     def __len__(self) -> int:
         """Batches in an epoch at the current batch size."""

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..loop.callback import Callback, UndeclaredWriteError
-from .hyperparams import HyperParameter
+from .hyperparams import HyperParameter, OptimizerHyperParameter
 from .schedules.anneal import ANNEALS
 from .schedules.schedule import BoundSchedule
 
@@ -365,10 +365,10 @@ class Scheduler(Callback):
             self._check_ranges(None)
         self._build_plan(learner)
         # The values in force at the checkpoint, where no other state holds them (a batch size the loader draws
-        # its next batch with before the next before_batch, a dropout rate, a loss margin); the optimizer's own
-        # come back with its state, and writing them again changes nothing.
+        # its next batch with before the next before_batch, a dropout rate, a loss margin). The optimizer's come
+        # back exactly with its state: written again they could change in the last bit (value * ratio).
         for track in self._tracks:
-            if track.history:
+            if track.history and not isinstance(track.hp, OptimizerHyperParameter):
                 track.set(learner, track.history[-1])
 
     def _stretched(self, bound: Any, old_map: tuple, saved: tuple, now: tuple, learner: Any) -> tuple[float, float]:
