@@ -259,30 +259,34 @@ def test_a_resume_restores_the_norm_layers_a_freezing_helper_held_or_released():
 
 
 def test_a_per_epoch_rate_schedule_resumes_a_group_added_mid_epoch_exactly():
-    # The Scheduler sets the values in force at the checkpoint again on load, but not an optimizer's: those
-    # come back with its state, and value * ratio written again could differ in the last bit (float64 here).
+    # Resumed mid-epoch, the epoch's before_epoch runs again, and a per-epoch Scheduler (bound to the optimizer
+    # with the re-added group) writes the group at value * (x / value), which is not x in the last bit (float64
+    # here). The optimizer's options come back from the checkpoint after the callbacks' states.
     def run(resume_from=None, snapshot=None):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
         g = torch.Generator().manual_seed(1)
-        data = [(torch.randn(6, 4, generator=g).double(), torch.randn(6, 1, generator=g).double()) for _ in range(4)]
+        data = [(torch.randn(6, 4, generator=g).double(), torch.randn(6, 1, generator=g).double()) for _ in range(8)]
 
         class AddMidEpoch(Callback):
             reads = ("global_step",)
             writes = ("optimizer.param_groups",)
 
-            def before_batch(self, learner):
+            def after_batch(self, learner):
                 params = list(learner.model[0].parameters())
-                if learner.phase == "train" and learner.global_step >= 2 and not holds(learner.optimizer, params):
-                    learner.optimizer.add_param_group({"params": params, "lr": 0.0123})
+                if learner.phase == "train" and learner.global_step == 3 and not holds(learner.optimizer, params):
+                    learner.optimizer.add_param_group({"params": params, "lr": 0.007})
 
-        opt = torch.optim.SGD(model[2].parameters(), lr=0.1)
-        scheduler = Scheduler({LearningRate: Schedule([0, 3], [0.1, 0.01], anneal="cos")}, per="epoch")
-        callbacks = [scheduler, AddMidEpoch(), *([snapshot] if snapshot else [])]
+        opt = torch.optim.SGD(model[2].parameters(), lr=0.05)
+        scheduler = Scheduler({LearningRate: Schedule([0, 3], [0.05, 0.05])}, per="epoch")
+        lrs = Lrs()
+        callbacks = [scheduler, AddMidEpoch(), lrs, *([snapshot] if snapshot else [])]
         Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=callbacks).fit(3, resume_from=resume_from)
-        return model, opt
+        return model, lrs.seen
 
-    snap = Snapshot(at_step=3)  # epoch 0, after the group joined at step 2
-    (straight, opt_a), (resumed, opt_b) = run(snapshot=snap), run(resume_from=snap.state)
-    assert [g["lr"] for g in opt_a.param_groups] == [g["lr"] for g in opt_b.param_groups]
+    assert 0.05 * (0.007 / 0.05) != 0.007  # the write that a resume must not leave in place
+    snap = Snapshot(at_step=5)  # epoch 0 (8 batches), after the group joined at step 3
+    (straight, lrs_a), (resumed, lrs_b) = run(snapshot=snap), run(resume_from=snap.state)
+    assert lrs_b == lrs_a[5:]  # the lr of every step after the checkpoint, to the bit
+    assert lrs_b[0] == [0.05, 0.007]
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))

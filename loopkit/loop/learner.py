@@ -48,6 +48,7 @@ from .resume import (
     data_of_this_rank,
     load_model_and_optimizer,
     rank_and_world_size,
+    restore_group_options,
     resumed_epoch_length,
     rng_of_this_rank,
 )
@@ -553,7 +554,8 @@ class Learner:
         return position["epoch"]
 
     def _finish_resume(self) -> None:
-        """Restore callback states and the RNG at the point in the loop where they were saved."""
+        """Restore callback states, the optimizer's options and the RNG at the point in the loop where they were
+        saved (after the resumed epoch's ``before_epoch``/``before_train``, whose writes they replace)."""
         resume, self._resume = self._resume, None
         if resume is None:  # not resuming: nothing to restore
             return
@@ -562,6 +564,7 @@ class Learner:
             name = callback_name(cb)
             if name in states and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(states[name])
+        restore_group_options(resume["optimizer"], self.optimizer)  # a per-epoch schedule wrote them again
         restore_rng_state(rng_of_this_rank(resume)["now"])
 
     # ----------------------------------------------------------------------------------------- inspecting

@@ -348,6 +348,20 @@ def rank_and_world_size() -> tuple[int, int]:
     return rank(), world_size()
 
 
+def restore_group_options(saved: Mapping[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """Set every param group's options (lr, momentum, ...) to the checkpoint's, as ``load_state_dict`` did: the
+    resumed epoch's ``before_epoch`` handlers (a per-epoch Scheduler) may have written them again since. A
+    tensor-valued option is filled in place."""
+    for group, saved_group in zip(optimizer.param_groups, saved["param_groups"]):
+        for key, value in saved_group.items():
+            if key in ("params", "param_names") or key not in group:
+                continue
+            if isinstance(group[key], torch.Tensor):  # keep the tensor a captured graph or compiled step reads
+                group[key].copy_(torch.as_tensor(value))
+            else:
+                group[key] = value
+
+
 def resumed_epoch_length(state: Any) -> int | None:
     """The batches of the epoch a mid-epoch checkpoint was taken in, as counted when that epoch began (a
     batch-size schedule may have changed the data's length since); None at an epoch's end or when not recorded."""
