@@ -405,7 +405,9 @@ class Learner:
         if h["before_step"]:
             fire(h["before_step"])
         self._optimizer_step()
-        self._zero_grad()
+        self.optimizer.zero_grad(set_to_none=True)  # _zero_grad, inlined: one call fewer a step
+        for p in self._outside:
+            p.grad = None
         self.global_step += 1
         self.micro_batch = self._skips_in_a_row = 0
         try:
