@@ -191,7 +191,7 @@ class DataCursor:
         state, generators = entry["state"], entry.get("generators")
         if rng_at_start is None:  # saved with no pass open (an epoch's end): the data as it was then, a new pass
             _set_generators(data, generators and generators["now"])
-            if state is not None and is_stateful(data):
+            if state is not None and is_stateful(data) and not _only_finished_pass(state):
                 data.load_state_dict(state)
             self._begin(data)
             return
@@ -217,6 +217,18 @@ class DataCursor:
         self.rng_at_start, self.taken = capture_rng_state(), 0
         self._generators_at_start = [g.get_state() for g in data_generators(data)]
         self._it = iter(data)
+
+
+def _only_finished_pass(state: Any) -> bool:
+    """Whether a stateful loader's state (torchdata's) says only that its pass ran out, with no dataset or
+    fetcher state: its samplers' generators (saved by loopkit) then say all there is, and a fresh pass begins as
+    the uninterrupted run's did (loading it would begin the pass with other global random draws)."""
+    return (
+        isinstance(state, Mapping)
+        and state.get("_iterator_finished") is True
+        and state.get("dataset_state") is None
+        and state.get("fetcher_state") is None
+    )
 
 
 def data_generators(data: object) -> list[torch.Generator]:
