@@ -221,3 +221,28 @@ def test_early_stopping_restores_the_best_weights_into_the_model_it_was_given(gr
     with torch.no_grad():
         loss = torch.nn.functional.mse_loss(model(ds.tensors[0]), ds.tensors[1]).item()
     assert loss == pytest.approx(stop.best, rel=1e-12)
+
+
+def test_a_stream_keeps_valid_every_as_the_epoch_length_the_schedule_is_laid_over(group):
+    # Distributed sets the epoch's length to the shard's in before_fit; in a stream an epoch of the loop is
+    # valid_every batches, and the Scheduler (after it) lays a step schedule over n_epochs * valid_every steps:
+    # one that ends past the fit is refused, as in one process.
+    from loopkit import Schedule, Scheduler
+    from loopkit.hyperparams import LearningRate
+
+    seen = []
+
+    class Length:
+        reads = ("n_batches",)
+        run_after = ("Distributed",)
+
+        def before_fit(self, learner):
+            seen.append(learner.n_batches)
+
+    learner, _, _, _ = learner_with(Distributed(), extra=[Length()])  # 16 samples in batches of 4: 4 a pass
+    learner.fit(5, valid_every=3)
+    assert seen == [3]
+    too_long = Scheduler({LearningRate: Schedule([0, 16], [0.1, 0.01], unit="step")})
+    learner, _, _, _ = learner_with(Distributed(), extra=[too_long])
+    with pytest.raises(ValueError, match="ends at 16 steps but the fit ends at 15"):
+        learner.fit(5, valid_every=3)

@@ -73,7 +73,7 @@ class Distributed(Callback):
 
     agrees_across_ranks = True  # sets up the step alike on every rank
 
-    reads = ("epoch", "optimizer", "phase", "accumulate", "callbacks")
+    reads = ("epoch", "optimizer", "phase", "accumulate", "callbacks", "valid_every")
     writes = ("model", "train_data", "valid_data", "device", "n_batches")
     # First, so that every callback meets the wrapped model and the split data from before_fit on; a callback
     # that names Distributed in its own run_before (GradientAccumulation, which decides `accumulate` in
@@ -131,7 +131,8 @@ class Distributed(Callback):
             )
             if learner.valid_data is not None:
                 learner.valid_data = shard_valid_loader(learner.valid_data, rank=rank, world_size=world_size)
-            learner.n_batches = len(learner.train_data)
+            # An epoch of the loop: the shard's length, or valid_every batches of a stream.
+            learner.n_batches = learner.valid_every or len(learner.train_data)
 
     def _init_process_group(self) -> None:
         global _created_by_loopkit

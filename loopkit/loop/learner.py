@@ -147,6 +147,8 @@ class Learner:
         self.phase: str | None = None
         self.batch_idx = 0
         self.n_batches: int | None = length(train_data)
+        #: The running fit's ``valid_every`` (batches in an epoch of the loop over a stream), or None.
+        self.valid_every: int | None = None
         self.global_step = 0
         self.batch: Any = None
         self.xb: Any = None
@@ -240,6 +242,7 @@ class Learner:
         check_budgets(n_epochs, max_steps, max_time)
         if valid_every is not None:
             check_count("valid_every", valid_every)
+        self.valid_every = valid_every
         self._data = DataCursor(self, valid_every)
         start_epoch = 0
         if resume_from is not None:
