@@ -11,8 +11,8 @@ Two layouts of the loop over the data:
 A checkpoint taken while a pass is open records, for each rank, the RNG when the pass began (the ``rng``
 entry's ``phase_start``) and the batches taken from it (``data``'s ``batches``). The random generators the data
 holds itself (``DataLoader(generator=...)``, a sampler's ``generator``), which the process's RNG snapshots do
-not cover, are recorded too, when the pass began and at the checkpoint (``data``'s ``generators``). A resume gets back to that
-point in the cheapest exact way the data allows:
+not cover, are recorded too, when the pass began and at the checkpoint (``data``'s ``generators``). A resume
+gets back to that point in the cheapest exact way the data allows:
 
 1. **Stateful data** (``state_dict()``/``load_state_dict()`` on ``train_data``, as torchdata's
    ``StatefulDataLoader`` has): its state is saved with the checkpoint and loaded back; nothing is replayed.
@@ -272,12 +272,7 @@ def _skipped(data: Any, n: int) -> Iterator:
     """
     if not can_seek(data):
         iterator = iter(data)
-        for done in range(n):
-            if next(iterator, _END) is _END:
-                raise ValueError(
-                    f"the checkpoint was taken {n} batches into a pass over the train data, but this train data "
-                    f"({type(data).__name__}) ends after {done}; resume with the checkpointed run's data"
-                )
+        _drop_first(iterator, n, f"this train data ({type(data).__name__})")
         return iterator
     by_batch = data.batch_sampler is not None  # automatic batching off: the sampler yields one index a "batch"
     skip = _SkipFirst(data.batch_sampler if by_batch else data.sampler, n)
@@ -298,6 +293,16 @@ def _skipped(data: Any, n: int) -> Iterator:
     return iterator
 
 
+def _drop_first(iterator: Iterator, n: int, what: str) -> None:
+    """Take and drop ``n`` items of ``iterator``; ``ValueError`` naming ``what`` if it ends before."""
+    for done in range(n):
+        if next(iterator, _END) is _END:
+            raise ValueError(
+                f"the checkpoint was taken {n} batches into a pass over the train data, but {what} ends after "
+                f"{done}; resume with the checkpointed run's data"
+            )
+
+
 class _SkipFirst:
     """A sampler over ``inner`` whose iterator drops the first ``n`` items when :meth:`skip` is called."""
 
@@ -313,12 +318,7 @@ class _SkipFirst:
         """Draw and drop the first ``n`` items of the iterator ``iter()`` made (only indices: nothing loads)."""
         if self._it is None:
             raise RuntimeError("_SkipFirst.skip() before iter()")
-        for done in range(self.n):
-            if next(self._it, _END) is _END:
-                raise ValueError(
-                    f"the checkpoint was taken {self.n} batches into a pass over the train data, but a pass over "
-                    f"this train data ends after {done}; resume with the checkpointed run's data"
-                )
+        _drop_first(self._it, self.n, "a pass over this train data")
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.n, 0)

@@ -48,6 +48,7 @@ from .resume import (
     data_of_this_rank,
     load_model_and_optimizer,
     rank_and_world_size,
+    replaces_train_data,
     restore_group_options,
     resumed_epoch_length,
     rng_of_this_rank,
@@ -551,10 +552,12 @@ class Learner:
         self.global_step = position["global_step"]
         self._position = (position["epoch"], position["batch"])
         self._resume = state
-        deferred = any("train_data" in getattr(cb, "writes", ()) for cb in self.callbacks)
         saved_length = resumed_epoch_length(state) if self._data.per_epoch is None else None
         self._data.resume(
-            rng_of_this_rank(state)["phase_start"], data_of_this_rank(state), saved_length, check=deferred
+            rng_of_this_rank(state)["phase_start"],
+            data_of_this_rank(state),
+            saved_length,
+            check=replaces_train_data(self),  # the data checks wait for the data the fit uses
         )
         return position["epoch"]
 

@@ -125,8 +125,7 @@ def check_fits(
         + _rng_problems(state["rng"], _pass_open(state), rank, world_size)
         + data_problems(state.get("data"), valid_every, rank)
     )
-    replaced = any("train_data" in getattr(cb, "writes", ()) for cb in learner.callbacks)
-    if not problems and state.get("data") is not None and not replaced:  # else checked when the pass opens
+    if not problems and state.get("data") is not None and not replaces_train_data(learner):  # else when it opens
         problems += fit_problems(data_of_this_rank(state, rank), learner.train_data)
     if not problems:  # callbacks check their state against a learner whose model and position fit
         problems += _callback_problems(state["callbacks"], learner)
@@ -360,6 +359,12 @@ def restore_group_options(saved: Mapping[str, Any], optimizer: torch.optim.Optim
                 group[key].copy_(torch.as_tensor(value))
             else:
                 group[key] = value
+
+
+def replaces_train_data(learner: Any) -> bool:
+    """Whether a callback declares it writes ``train_data`` (``Distributed`` shards it in ``before_fit``): the
+    data a checkpoint is checked against before the fit is then not the data the fit iterates."""
+    return any("train_data" in getattr(cb, "writes", ()) for cb in learner.callbacks)
 
 
 def resumed_epoch_length(state: Any) -> int | None:

@@ -71,7 +71,7 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
         self.n, self.shuffle, self.drop_last, self.generator = n, shuffle, drop_last, generator
         self.batch_size = batch_size
         self._drawn: list[list[int]] = []  # [size, count] runs of the batches drawn in the current pass
-        self._replay: list[list[int]] = []  # runs to draw the next pass with first (set by load_state_dict)
+        self._replay: list[list[int]] = []  # runs to draw the next pass with first (set by load_pass_state)
 
     @property
     def batch_size(self) -> int:
@@ -127,10 +127,10 @@ class ScheduledBatchSampler(torch.utils.data.Sampler):
             isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) and v >= 1 for v in r) for r in runs
         ):
             raise ValueError(f"ScheduledBatchSampler state {state!r}: expected {{'drawn': [[size, count], ...]}}")
-        sizes = [size for size, count in runs for _ in range(count)]
-        if sizes and sum(sizes[:-1]) >= self.n:  # every batch but the last full, the last at least one sample
+        batches, samples = sum(count for _, count in runs), sum(size * count for size, count in runs)
+        if runs and samples - runs[-1][0] >= self.n:  # every batch but the last full, the last at least one sample
             raise ValueError(
-                f"the checkpointed pass drew {len(sizes)} batches of {sum(sizes)} samples in all, more than this "
+                f"the checkpointed pass drew {batches} batches of {samples} samples in all, more than this "
                 f"sampler's n={self.n} holds; resume with the checkpointed run's data"
             )
 
