@@ -348,7 +348,7 @@ def test_killed_at_random_points_and_resumed_equals_an_uninterrupted_run(tmp_pat
         # Anywhere inside the next step, possibly in the middle of writing a checkpoint.
         time.sleep(rng.uniform(0, 0.03))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
         assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
         finished(run_worker(run_dir, "--resume"))
         assert_same_run(reference, run_dir, kill_at)
@@ -372,7 +372,7 @@ def test_killed_while_pruning_resumes_exactly_and_leaves_no_extra_files(tmp_path
 def test_resumed_into_another_directory_equals_an_uninterrupted_run_and_leaves_the_first_alone(tmp_path, reference):
     proc = run_until(tmp_path, 20)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     first = {name: (tmp_path / "ckpt" / name).read_bytes() for name in checkpoint_files(tmp_path / "ckpt")}
     finished(run_worker(tmp_path, "--resume", "--resume-from", str(tmp_path / "ckpt"), "--ckpt-dir", "elsewhere"))

@@ -262,7 +262,7 @@ def test_a_real_file_size_limit_fails_clearly(tmp_path):
 # ------------------------------------------------------------------------------------------ temp files
 def dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
+    proc.wait(timeout=60)
     return proc.pid
 
 

@@ -53,7 +53,9 @@ def fit(loader, schedulers, epochs):
 def test_per_epoch_ramp_is_exact_and_every_epoch_is_one_pass(num_workers, drop_last):
     n = 50
     sampler = ScheduledBatchSampler(n, batch_size=4, shuffle=True, drop_last=drop_last)
-    loader = torch.utils.data.DataLoader(Indexed(n), batch_sampler=sampler, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        Indexed(n), batch_sampler=sampler, num_workers=num_workers, timeout=60 if num_workers else 0
+    )
     ramp = Scheduler({BatchSize: Schedule([0, 3], [4, 32], anneal="exp")}, per="epoch", name="BatchSizeScheduler")
     lr = Scheduler({LearningRate: Schedule([0, 4], [0.01, 0.0])})
     seen = fit(loader, [ramp, lr], 4)
@@ -75,7 +77,9 @@ def test_per_epoch_ramp_is_exact_and_every_epoch_is_one_pass(num_workers, drop_l
 def test_per_step_changes_show_after_the_documented_prefetch_lag(num_workers, lag):
     n = 80
     sampler = ScheduledBatchSampler(n, batch_size=4)
-    loader = torch.utils.data.DataLoader(Indexed(n), batch_sampler=sampler, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        Indexed(n), batch_sampler=sampler, num_workers=num_workers, timeout=60 if num_workers else 0
+    )
     change_at = 3  # set at before_batch of batch 3
     sizes = Scheduler({BatchSize: Schedule([0, change_at], [4, 2], anneal="step", unit="step")})
     seen = fit(loader, [sizes], 1)

@@ -21,7 +21,9 @@ def make_run(seed=0, num_workers=0):
     x = torch.randn(90, 5, generator=g)
     y = (x[:, :1] * 2 - x[:, 1:2]).sin()
     dataset = torch.utils.data.TensorDataset(x, y)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True, num_workers=num_workers)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=16, shuffle=True, num_workers=num_workers, timeout=60 if num_workers else 0
+    )  # a stuck worker fails the test after 60 s instead of hanging
     valid = torch.utils.data.DataLoader(dataset, batch_size=45)
     model = torch.nn.Sequential(torch.nn.Linear(5, 32), torch.nn.ReLU(), torch.nn.Dropout(0.3), torch.nn.Linear(32, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

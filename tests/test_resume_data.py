@@ -17,6 +17,9 @@ from loopkit.loop.checkpoint import CheckpointError
 
 from .test_resume import LossLog as Losses, Snapshot
 
+# Worker processes that stop answering fail the test after this many seconds (a fetch timeout) instead of hanging.
+WORKER_TIMEOUT = 60
+
 # torchdata 0.11 calls a torch function that torch 2.13 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
 
@@ -103,7 +106,7 @@ def test_a_mid_epoch_resume_seeks_past_finished_batches_without_loading_them(bat
 def test_with_worker_processes_the_finished_batches_are_replayed_exactly():
     # Workers' random state depends on every sample they loaded: only a replay keeps their draws, at the cost of
     # loading the finished batches again.
-    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True, num_workers=2)
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, shuffle=True, num_workers=2, timeout=WORKER_TIMEOUT)
     snap = Snapshot(at_step=11)
     straight = train(loader, 2, snap)
     resumed = train(loader, 2, resume_from=snap.state, seed=99)
@@ -151,7 +154,12 @@ def test_a_batch_size_schedule_resumes_mid_epoch_with_the_sizes_its_pass_was_dra
         if resume_from is not None:
             torch.manual_seed(4242)
         sampler = ScheduledBatchSampler(60, batch_size=2, shuffle=True)
-        loader = torch.utils.data.DataLoader(Counted(noise=0), batch_sampler=sampler, num_workers=num_workers)
+        loader = torch.utils.data.DataLoader(
+            Counted(noise=0),
+            batch_sampler=sampler,
+            num_workers=num_workers,
+            timeout=WORKER_TIMEOUT if num_workers else 0,
+        )
         ramp = Scheduler({BatchSize: Schedule([0, 8], [2, 8], unit="step")})
         losses = Losses()
         callbacks = [ramp, losses, *([snapshot] if snapshot else [])]
@@ -190,7 +198,9 @@ def test_stateful_data_with_worker_processes_resumes_mid_epoch_without_a_replay(
     torchdata = pytest.importorskip("torchdata.stateful_dataloader")
 
     def loader():
-        return torchdata.StatefulDataLoader(Counted(noise=0), batch_size=8, shuffle=True, num_workers=2)
+        return torchdata.StatefulDataLoader(
+            Counted(noise=0), batch_size=8, shuffle=True, num_workers=2, timeout=WORKER_TIMEOUT
+        )
 
     snap = Snapshot(at_step=11)
     straight = train(loader(), 2, snap)
@@ -334,7 +344,9 @@ def test_a_checkpoint_resumes_only_with_the_same_valid_every():
 
 
 def test_a_resume_with_persistent_workers_warns_that_their_random_state_is_not_restored():
-    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, num_workers=1, persistent_workers=True)
+    loader = torch.utils.data.DataLoader(
+        Counted(), batch_size=8, num_workers=1, persistent_workers=True, timeout=WORKER_TIMEOUT
+    )
     snap = Snapshot(at_epoch=0)
     train(loader, 2, snap)
     with pytest.warns(UserWarning, match=r"persistent_workers=True.*persistent_workers=False makes the resume exact"):
@@ -348,7 +360,7 @@ def test_no_worker_process_outlives_the_fit(fit):
     import multiprocessing
 
     before = set(multiprocessing.active_children())  # another test's persistent workers may still be alive
-    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, num_workers=2)
+    loader = torch.utils.data.DataLoader(Counted(), batch_size=8, num_workers=2, timeout=WORKER_TIMEOUT)
     train(loader, 2, **fit)
     assert set(multiprocessing.active_children()) <= before
 
