@@ -480,7 +480,9 @@ class Attribute(HyperParameter):
             or not isinstance(value, (int, float, torch.Tensor))
             or (isinstance(value, torch.Tensor) and value.numel() != 1)
         ):
-            raise TypeError(f"{self!r} points at {value!r}; only a number or a one-element tensor can be scheduled")
+            raise TypeError(
+                f"{self!r} points at {_describe(value)}; only a number or a one-element tensor can be scheduled"
+            )
 
     def bind(self, learner: Any) -> None:
         self._parent, self._leaf = self._resolve(learner)
@@ -524,6 +526,15 @@ class DropoutRate(HyperParameter):
 
     def get(self, learner: Any) -> float:
         return float(self._modules[0].p)
+
+
+def _describe(value: Any) -> str:
+    """A value for an error message: a tensor by its shape and dtype (never its elements), anything else by a
+    repr of at most 80 characters."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _dropouts(model: torch.nn.Module) -> Sequence[torch.nn.modules.dropout._DropoutNd]:

@@ -373,9 +373,10 @@ def cosine_restarts(
     ``warmup`` from ``warmup_start`` to ``peak`` comes first, and the cycles start after it (timm's
     ``warmup_prefix=True``). After the last cycle the floor holds.
 
-    The fit may end inside the last cycle: the Scheduler then cuts it there, as torch's scheduler (which
-    never ends) is cut by the end of training; cycles of 10, 20 and 40 steps suit a 50-step fit with no
-    policy flag. A fit ending before the last cycle starts is still a mismatch (fewer cycles than asked).
+    The fit may end inside the last of two or more cycles: the Scheduler then cuts it there, as torch's
+    scheduler (which never ends) is cut by the end of training; cycles of 10, 20 and 40 steps suit a 50-step
+    fit with no policy flag. A fit ending before the last cycle starts is still a mismatch (fewer cycles than
+    asked), and so is a fit ending inside a single cycle (``cycles=1``), which would never reach its floor.
 
     Args:
         period: the first cycle's length in ``unit``, a finite number > 0.
@@ -410,4 +411,7 @@ def cosine_restarts(
         values = [warmup_start, *values]
         anneals = [linear, *anneals]
         last_start += warmup
-    return Schedule._with_jumps(knots, values, anneals, unit, owner=call, open_from=last_start)
+    # Only a last cycle after others may be cut by the fit: a single cycle cut short never reaches its floor,
+    # which is the mistake the horizon check exists to catch (issue 25).
+    open_from = last_start if cycles > 1 else None
+    return Schedule._with_jumps(knots, values, anneals, unit, owner=call, open_from=open_from)
