@@ -86,7 +86,7 @@ class _Shaped:
         self.exponent, self.k = float(exponent), float(k)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and (other.exponent, other.k) == (self.exponent, self.k)  # type: ignore[attr-defined]
+        return type(other) is type(self) and (other.exponent, other.k) == (self.exponent, self.k)
 
     def __hash__(self) -> int:
         return hash((self.name, self.exponent, self.k))

@@ -107,6 +107,8 @@ def join(schedules: Sequence[Any], boundaries: Sequence[float]) -> Any:
         if local[0][0] > start:  # before its first knot a schedule holds its first value
             local.insert(0, (start, local[0][1]))
             seg_fns.insert(0, _hold)
+        elif local[0][0] < start:  # a schedule shifted to begin before its window: cut what comes before
+            local, seg_fns = _clip_start(local, seg_fns, start)
         if end is not None:
             local, seg_fns = _clip_end(schedule, local, seg_fns, end, start)
         if knots:  # a jump into this schedule: the previous segment ends where this one starts
@@ -126,6 +128,21 @@ def _boundaries(boundaries: Any, n_schedules: int) -> list[float]:
     if any(b1 <= b0 for b0, b1 in itertools.pairwise(out)) or any(b <= 0 for b in out[:1]):
         raise ValueError(f"join boundaries must be positive and strictly increasing, got {list(boundaries)!r}")
     return out
+
+
+def _clip_start(
+    local: list[tuple[float, float]], seg_fns: list[Callable[..., Any]], start: float
+) -> tuple[list[tuple[float, float]], list[Callable[..., Any]]]:
+    """Cut a schedule's (time, value) knots at ``start``, evaluating it there if a segment straddles ``start``."""
+    after = next((i for i, (k, _) in enumerate(local) if k > start), len(local))
+    if after == len(local):  # every knot is before the window: the last value holds
+        return [(start, local[-1][1])], []
+    if local[after - 1][0] == start:  # a knot (the last of a jump) at the window's start
+        return local[after - 1 :], seg_fns[after - 1 :]
+    (k0, v0), (k1, v1) = local[after - 1], local[after]
+    fn = seg_fns[after - 1]
+    q = (start - k0) / (k1 - k0)
+    return [(start, float(fn(v0, v1, q))), *local[after:]], [_Partial(fn, v0, v1, 1.0, q), *seg_fns[after:]]
 
 
 def _clip_end(
@@ -155,16 +172,17 @@ def _clip_end(
 
 
 class _Partial:
-    """The first fraction ``q`` of an annealing from ``a`` to ``b``, re-expressed on [0, 1]."""
+    """The part from ``q0`` to ``q0 + q`` of an annealing from ``a`` to ``b``, re-expressed on [0, 1]."""
 
-    def __init__(self, fn: Callable[..., Any], a: float, b: float, q: float) -> None:
-        self.fn, self.a, self.b, self.q = fn, a, b, q
+    def __init__(self, fn: Callable[..., Any], a: float, b: float, q: float, q0: float = 0.0) -> None:
+        self.fn, self.a, self.b, self.q, self.q0 = fn, a, b, q - q0 if q0 else q, q0
 
     def __call__(self, a: float, b: float, p: Any) -> Any:
-        return self.fn(self.a, self.b, p * self.q)
+        return self.fn(self.a, self.b, self.q0 + p * self.q if self.q0 else p * self.q)
 
     def __repr__(self) -> str:
-        return f"partial({self.fn!r}, {self.q:g})"
+        where = f"{self.q:g}" if not self.q0 else f"{self.q0:g} to {self.q0 + self.q:g}"
+        return f"partial({self.fn!r}, {where})"
 
 
 def repeat(
