@@ -9,6 +9,7 @@ written out here in our words) at 1e-9 relative. timm counts time ``t`` from 0 l
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 
 import pytest
@@ -38,7 +39,7 @@ def timm_warmup(t, warmup_t, warmup_lr_init, base):
 
 
 def timm_cosine(t, *, t_initial, lr_min=0.0, cycle_limit=1, k_decay=1.0, warmup_t=0, warmup_lr_init=0.0,
-                warmup_prefix=False, base=BASE):  # fmt: skip
+                warmup_prefix=False, base=BASE):
     if t < warmup_t:
         return timm_warmup(t, warmup_t, warmup_lr_init, base)
     if warmup_prefix:
@@ -51,7 +52,7 @@ def timm_cosine(t, *, t_initial, lr_min=0.0, cycle_limit=1, k_decay=1.0, warmup_
 
 
 def timm_poly(t, *, t_initial, power=0.5, lr_min=0.0, k_decay=1.0, warmup_t=0, warmup_lr_init=0.0,
-              warmup_prefix=False, base=BASE):  # fmt: skip
+              warmup_prefix=False, base=BASE):
     if t < warmup_t:
         return timm_warmup(t, warmup_t, warmup_lr_init, base)
     if warmup_prefix:
@@ -62,7 +63,7 @@ def timm_poly(t, *, t_initial, power=0.5, lr_min=0.0, k_decay=1.0, warmup_t=0, w
 
 
 def timm_tanh(t, *, t_initial, lr_min=0.0, lb=-7.0, ub=3.0, warmup_t=0, warmup_lr_init=0.0, warmup_prefix=False,
-              base=BASE):  # fmt: skip
+              base=BASE):
     if t < warmup_t:
         return timm_warmup(t, warmup_t, warmup_lr_init, base)
     if warmup_prefix:
@@ -154,7 +155,7 @@ MAIN = {
 def test_warmup_lr_increases(name):  # TestWarmup.test_warmup_lr_increases: warmup_t=5 from 0.001, prefix False
     main, formula = MAIN[name]
     ours = with_warmup(main, prefix=False).values(120).tolist()
-    assert ours[0] == WARM_INIT and all(b > a for a, b in zip(ours[:WARM], ours[1:WARM]))
+    assert ours[0] == WARM_INIT and all(b > a for a, b in itertools.pairwise(ours[:WARM]))
     close(ours, [formula(t, warmup_t=WARM, warmup_lr_init=WARM_INIT) for t in range(120)])
 
 
@@ -189,7 +190,7 @@ def test_cycle_length_with_warmup_prefix():  # TestCosineScheduler.test_get_cycl
 @pytest.mark.parametrize("k_decay", [1.0, 2.0, 0.5])
 def test_cosine_restarts_with_warmup_and_k_decay_is_timms_cosine(prefix, k_decay):
     s = cosine_restarts(30, BASE, cycles=3, floor=1e-3, warmup=WARM, warmup_start=WARM_INIT, warmup_prefix=prefix,
-                        k_decay=k_decay)  # fmt: skip
+                        k_decay=k_decay)
     expected = [
         timm_cosine(
             t,
