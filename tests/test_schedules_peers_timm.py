@@ -38,8 +38,18 @@ def timm_warmup(t, warmup_t, warmup_lr_init, base):
     return warmup_lr_init + t * (base - warmup_lr_init) / warmup_t
 
 
-def timm_cosine(t, *, t_initial, lr_min=0.0, cycle_limit=1, k_decay=1.0, warmup_t=0, warmup_lr_init=0.0,
-                warmup_prefix=False, base=BASE):
+def timm_cosine(
+    t,
+    *,
+    t_initial,
+    lr_min=0.0,
+    cycle_limit=1,
+    k_decay=1.0,
+    warmup_t=0,
+    warmup_lr_init=0.0,
+    warmup_prefix=False,
+    base=BASE,
+):
     if t < warmup_t:
         return timm_warmup(t, warmup_t, warmup_lr_init, base)
     if warmup_prefix:
@@ -51,8 +61,9 @@ def timm_cosine(t, *, t_initial, lr_min=0.0, cycle_limit=1, k_decay=1.0, warmup_
     return lr_min + 0.5 * (base - lr_min) * (1 + math.cos(math.pi * t_curr**k_decay / t_initial**k_decay))
 
 
-def timm_poly(t, *, t_initial, power=0.5, lr_min=0.0, k_decay=1.0, warmup_t=0, warmup_lr_init=0.0,
-              warmup_prefix=False, base=BASE):
+def timm_poly(
+    t, *, t_initial, power=0.5, lr_min=0.0, k_decay=1.0, warmup_t=0, warmup_lr_init=0.0, warmup_prefix=False, base=BASE
+):
     if t < warmup_t:
         return timm_warmup(t, warmup_t, warmup_lr_init, base)
     if warmup_prefix:
@@ -62,8 +73,9 @@ def timm_poly(t, *, t_initial, power=0.5, lr_min=0.0, k_decay=1.0, warmup_t=0, w
     return lr_min + (base - lr_min) * (1 - t**k_decay / t_initial**k_decay) ** power
 
 
-def timm_tanh(t, *, t_initial, lr_min=0.0, lb=-7.0, ub=3.0, warmup_t=0, warmup_lr_init=0.0, warmup_prefix=False,
-              base=BASE):
+def timm_tanh(
+    t, *, t_initial, lr_min=0.0, lb=-7.0, ub=3.0, warmup_t=0, warmup_lr_init=0.0, warmup_prefix=False, base=BASE
+):
     if t < warmup_t:
         return timm_warmup(t, warmup_t, warmup_lr_init, base)
     if warmup_prefix:
@@ -189,8 +201,9 @@ def test_cycle_length_with_warmup_prefix():  # TestCosineScheduler.test_get_cycl
 @pytest.mark.parametrize("prefix", [True, False])
 @pytest.mark.parametrize("k_decay", [1.0, 2.0, 0.5])
 def test_cosine_restarts_with_warmup_and_k_decay_is_timms_cosine(prefix, k_decay):
-    s = cosine_restarts(30, BASE, cycles=3, floor=1e-3, warmup=WARM, warmup_start=WARM_INIT, warmup_prefix=prefix,
-                        k_decay=k_decay)
+    s = cosine_restarts(
+        30, BASE, cycles=3, floor=1e-3, warmup=WARM, warmup_start=WARM_INIT, warmup_prefix=prefix, k_decay=k_decay
+    )
     expected = [
         timm_cosine(
             t,
@@ -201,7 +214,7 @@ def test_cosine_restarts_with_warmup_and_k_decay_is_timms_cosine(prefix, k_decay
             warmup_t=WARM,
             warmup_lr_init=WARM_INIT,
             warmup_prefix=prefix,
-        )  # fmt: skip
+        )
         for t in range(110)
     ]
     close(s.values(110).tolist(), expected)
