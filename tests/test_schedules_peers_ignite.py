@@ -107,11 +107,9 @@ def test_concat_scheduler_two_linear():  # [LinearCyclical(0, 0.1, 2), LinearCyc
 
 
 def test_concat_scheduler_3_schedulers():  # (1 -> 0.5, 20), (0.5 -> 0.45, 10), (0.5 -> 0, 20), durations [10, 5]
-    s = join(
-        [linear_cyclical(1.0, 0.5, 20), linear_cyclical(0.5, 0.45, 10), linear_cyclical(0.5, 0.0, 20)], [10, 15]
-    )
+    s = join([linear_cyclical(1.0, 0.5, 20), linear_cyclical(0.5, 0.45, 10), linear_cyclical(0.5, 0.0, 20)], [10, 15])
     expected = [1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.49, 0.48, 0.47, 0.46]
-    close(s.values(20).tolist(), expected + [0.5, 0.45, 0.4, 0.35, 0.3])
+    close(s.values(20).tolist(), [*expected, 0.5, 0.45, 0.4, 0.35, 0.3])
 
 
 @pytest.mark.parametrize("as_np_int", [False, True])
