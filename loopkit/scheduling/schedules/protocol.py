@@ -14,7 +14,8 @@ ignores them. The **bound** schedule has:
 ``horizon``    the time its last change happens, a float; ``math.inf`` for a schedule with no end
 ``bound(t)``   its value at time ``t``, a Python float; ``t`` is any finite float, negative included
 ``table(ts)``  its values at a float64 array of times, an array of the same shape (``bound(t)`` elementwise)
-``open_from``  optional: the fit may end it anywhere from this time on (default ``horizon``: play it out)
+``open_from``  optional: the fit may end it anywhere from this time on (default ``horizon``: play it out);
+               a schedule with no end sets it (``0.0``: any fit may cut it), or every finite fit refuses it
 ``max_abs``    optional: a bound on ``abs(value)`` at every time, for :func:`product`'s overflow check
 =============  ======================================================================================
 
