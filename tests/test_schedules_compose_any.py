@@ -17,8 +17,6 @@ import torch
 from torch.optim import lr_scheduler as L
 
 from loopkit import Learner
-from loopkit.hyperparams import LearningRate
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import (
     Schedule,
     constant_lr,
@@ -34,6 +32,8 @@ from loopkit.schedules import (
     step_lr,
     stretch,
 )
+from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.scheduler import Scheduler
 
 BASE = 0.05
 REL = 1e-12

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from loopkit.scheduling.schedules import Schedule, exponential_lr, join, repeat, step_lr
+from loopkit.schedules import Schedule, exponential_lr, join, repeat, step_lr
 
 REL = 1e-9
 

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from loopkit.scheduling.schedules import (
+from loopkit.schedules import (
     Schedule,
     cosine,
     exponential_lr,

@@ -15,9 +15,7 @@ import pytest
 import torch
 
 from loopkit import Learner
-from loopkit.hyperparams import LearningRate
-from loopkit.scheduler import Scheduler
-from loopkit.scheduling.schedules import (
+from loopkit.schedules import (
     Schedule,
     exponential_lr,
     join,
@@ -25,6 +23,8 @@ from loopkit.scheduling.schedules import (
     polynomial_lr,
     repeat,
 )
+from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.scheduler import Scheduler
 
 REL = 1e-9
 DRAWS = [np.random.default_rng(seed) for seed in range(5)]
@@ -39,7 +39,7 @@ def close(ours, expected):
 # ------------------------------------------------------------------------------------------ a user's schedule
 class Function:
     """A user's own schedule: any function of Julia's iteration ``t`` (loopkit's step + 1), following the
-    protocol in loopkit.scheduling.schedules.protocol: ``bind`` returns an object with ``axis``, ``horizon``,
+    protocol in loopkit.schedules.protocol: ``bind`` returns an object with ``axis``, ``horizon``,
     ``__call__`` and ``table``. It never ends (horizon inf)."""
 
     def __init__(self, fn):

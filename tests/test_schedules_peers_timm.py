@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from loopkit.scheduling.schedules import (
+from loopkit.schedules import (
     Schedule,
     cosine_restarts,
     join,
@@ -133,7 +133,7 @@ def with_warmup(main, prefix):
 
 
 def main_shifted(main):
-    from loopkit.scheduling.schedules import shift
+    from loopkit.schedules import shift
 
     return shift(main, -WARM)
 

@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-from loopkit.scheduling.schedules import (
+from loopkit.schedules import (
     Schedule,
     cosine_restarts,
     inverse_sqrt,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from loopkit import Learner
-from loopkit.hyperparams import Attribute, LearningRate
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import cosine_restarts
+from loopkit.scheduling.hyperparams import Attribute, LearningRate
+from loopkit.scheduling.scheduler import Scheduler
 
 
 def fit(schedule, n_steps):

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -82,4 +83,25 @@ def check_rng_state(state: Any, where: str) -> list[str]:
     p = state["python"]
     if not isinstance(p, (tuple, list)) or len(p) != 3 or not isinstance(p[1], (tuple, list)) or len(p[1]) != 625:
         problems.append(f"{where}['python'] is not a state of Python's random module")
+    return problems
+
+
+def rng_problems(rng: Any, pass_open: bool, rank: int, world_size: int) -> list[str]:
+    if not isinstance(rng, Mapping) or not isinstance(rng.get("ranks"), list) or "world_size" not in rng:
+        return ["its rng entry is not {'world_size': W, 'ranks': [...]}"]
+    saved_world = rng["world_size"]
+    if saved_world != len(rng["ranks"]):
+        return [f"its rng entry says world_size={saved_world} but holds {len(rng['ranks'])} ranks"]
+    if saved_world != world_size and pass_open:
+        return [
+            f"it was written by {saved_world} processes and this run has {world_size}: a checkpoint taken inside "
+            "a pass over the data (mid-epoch, or mid-stream with valid_every) resumes exactly only at the same "
+            "world size; resume from an end-of-epoch checkpoint"
+        ]
+    entry = rng["ranks"][rank] if rank < saved_world else rng["ranks"][0]
+    if not isinstance(entry, Mapping) or "now" not in entry or "phase_start" not in entry:
+        return [f"its rng entry for rank {rank} lacks 'now' or 'phase_start'"]
+    problems = check_rng_state(entry["now"], f"rng of rank {rank}")
+    if pass_open:
+        problems += check_rng_state(entry["phase_start"], f"rng at the phase start of rank {rank}")
     return problems

@@ -29,7 +29,7 @@ plain :class:`~.schedule.Schedule` when every part is one, and otherwise one of 
 evaluate their parts at shifted, stretched or scaled times.
 
 Example:
-    >>> from loopkit.scheduling.schedules import join, linear_lr, step_lr
+    >>> from loopkit.schedules import join, linear_lr, step_lr
     >>> warm_then_step = join([linear_lr(1.0, 0.1, total_iters=5), step_lr(1.0, step_size=3, gamma=0.5)], [5])
     >>> [round(v, 6) for v in warm_then_step.values(12).tolist()]
     [0.1, 0.28, 0.46, 0.64, 0.82, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]

@@ -7,7 +7,7 @@
 - :func:`shift`, :func:`stretch` and :func:`scale` move a schedule in time or scale its values.
 
 All parts must share one unit (mixed-unit knots are for single schedules). Any schedule object composes
-(:mod:`~loopkit.scheduling.schedules.protocol`): torch's endless decays (:func:`~.torch_lr.step_lr`,
+(:mod:`~loopkit.schedules.protocol`): torch's endless decays (:func:`~.torch_lr.step_lr`,
 :func:`~.torch_lr.exponential_lr`), products and a user's own; when every part is a plain :class:`Schedule` the
 result is one too (knots you can read), otherwise a small object that evaluates its parts at moved times.
 
@@ -65,7 +65,7 @@ def join(schedules: Sequence[Any], boundaries: Sequence[float]) -> Any:
 
     Args:
         schedules: n schedules in one unit: plain :class:`Schedule` objects (the result is one too) or any
-            schedule objects (:mod:`~loopkit.scheduling.schedules.protocol`), such as ``step_lr``, where the
+            schedule objects (:mod:`~loopkit.schedules.protocol`), such as ``step_lr``, where the
             result evaluates them at ``t - boundaries[i-1]``.
         boundaries: n - 1 strictly increasing times at which the next schedule takes over, in the parts' unit.
 
@@ -77,7 +77,7 @@ def join(schedules: Sequence[Any], boundaries: Sequence[float]) -> Any:
             endless one.
 
     Example:
-        >>> from loopkit.scheduling.schedules import exponential_lr, linear_lr
+        >>> from loopkit.schedules import exponential_lr, linear_lr
         >>> s = join([linear_lr(0.1, 0.5, total_iters=4), exponential_lr(0.1, gamma=0.5)], [4])
         >>> [round(v, 6) for v in s.values(7).tolist()]
         [0.05, 0.0625, 0.075, 0.0875, 0.1, 0.05, 0.025]
@@ -197,7 +197,7 @@ def repeat(
         schedule: a piecewise :class:`Schedule` starting at time 0, all knots in its unit (a cycle is the whole
             schedule, up to its last knot), or any schedule object with ``period`` given (a cycle is its first
             ``period``, seen ``period_mult**i`` times slower in cycle ``i``), such as ``step_lr``.
-        cycles: a whole number >= 1; at most :data:`~loopkit.scheduling.schedules._args.MAX_KNOTS` knots in all.
+        cycles: a whole number >= 1; at most :data:`~loopkit.schedules._args.MAX_KNOTS` knots in all.
         period_mult: a finite number > 0.
         decay: a finite number > 0.
         period: the length of one cycle, a finite number > 0, in the schedule's unit; needed for a schedule
@@ -211,7 +211,7 @@ def repeat(
             cycles whose times or values leave the float range, or ``period`` missing where it is needed.
 
     Example:
-        >>> from loopkit.scheduling.schedules import step_lr
+        >>> from loopkit.schedules import step_lr
         >>> s = repeat(step_lr(1.0, step_size=2, gamma=0.5), 2, period=4, decay=0.1)
         >>> [round(v, 6) for v in s.values(9).tolist()]
         [1.0, 1.0, 0.5, 0.5, 0.1, 0.1, 0.05, 0.05, 0.025]

@@ -23,7 +23,7 @@ Layout = list[list[str | None]]
 def param_layout(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Layout:
     """For each param group of ``optimizer``, the names of its parameters in ``model`` (None: not in the model).
 
-    ``model`` is the unwrapped module (:func:`loopkit.loop.resume.unwrap_model`); a parameter shared under two
+    ``model`` is the unwrapped module (:func:`loopkit.loop.learner_state.unwrap_model`); a parameter shared under two
     names (tied weights) has the first name ``named_parameters`` gives.
     """
     names = _names(model)
