@@ -45,3 +45,31 @@ def test_an_attribute_error_describes_a_tensor_by_shape_and_dtype_not_by_its_val
     message = str(info.value)
     assert "a tensor of shape (30, 30) and dtype torch.float32" in message
     assert "tensor(" not in message and len(message) < 200
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t: Attribute(t),
+        lambda t: Attribute("loss_fn.margin", domain=t),
+        lambda t: LearningRate(group=t),
+        lambda t: LearningRate(scale_groups=t),
+    ],
+)
+def test_no_hyperparameter_argument_error_prints_a_tensors_values(make):
+    big = torch.arange(1000.0)
+    with pytest.raises((TypeError, ValueError)) as info:
+        make(big)
+    assert "a tensor of shape (1000,) and dtype torch.float32" in str(info.value)
+    assert "999." not in str(info.value)
+
+
+def test_exponential_limits_at_zero_and_a_growth_from_zero():
+    from loopkit.schedules import exponential_lr, step_lr
+
+    assert exponential_lr(1.0, 0.5, end_value=0.0).values(3).tolist() == [1.0, 0.5, 0.25]  # a floor at 0: none
+    assert step_lr(0.0, 2, 0.5, end_value=0.0).values(3).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"exponential_lr\(base_lr=0.0, gamma=2.0\): a growth from 0 stays at 0"):
+        exponential_lr(0.0, 2.0, end_value=1.0)
+    grow = exponential_lr(1e-3, 10.0, end_value=1.0).bind()
+    assert grow(1e6) == 1.0 and grow.table([0.0, 1.0, 3.0, 1e300]).tolist() == [1e-3, 1e-3 * 10.0, 1.0, 1.0]

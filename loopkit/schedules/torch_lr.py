@@ -146,6 +146,13 @@ def _gamma_and_limit(call: str, base: float, gamma: Any, end_value: Any) -> tupl
             "holds such an end_value from step 0, which is never meant: move end_value past base_lr in the "
             "direction gamma moves, or leave it out"
         )
+    if limit == 0.0:  # a floor at 0 (gamma <= 1 here) never binds: no limit
+        return gamma, None
+    if base == 0.0 and gamma > 1:
+        raise ValueError(
+            f"{call}(base_lr=0.0, gamma={gamma!r}): a growth from 0 stays at 0 and never reaches "
+            f"end_value={limit!r}; start from a base_lr > 0"
+        )
     return gamma, limit
 
 
