@@ -9,6 +9,7 @@ relative.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler as L
 
-from loopkit import Learner
+from loopkit import Callback, Learner
 from loopkit.schedules import (
     Schedule,
     constant_lr,
@@ -188,3 +189,42 @@ def test_scalar_and_table_evaluation_agree_on_composites():
     b = s.bind()
     ts = np.linspace(-2.0, 40.0, 337)
     assert b.table(ts).tolist() == [b(float(t)) for t in ts]
+
+
+class _Snap(Callback):
+    reads = ("global_step",)
+
+    def __init__(self, at):
+        self.at, self.state = at, None
+
+    def after_batch(self, learner):
+        if learner.phase == "train" and learner.global_step == self.at:
+            self.state = copy.deepcopy(learner.state_dict())
+
+
+def _run(schedule, snap_at=None, resume=None):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(4, 3, generator=g), torch.randn(4, 1, generator=g)) for _ in range(5)]
+    sched, snap = Scheduler({LearningRate: schedule}), _Snap(snap_at)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    Learner(model, data, opt, torch.nn.functional.mse_loss, callbacks=[sched, snap]).fit(4, resume_from=resume)
+    return model, sched, snap.state
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        join([linear_lr(BASE, 0.1, total_iters=5), step_lr(BASE, 3, 0.5)], [5]),
+        repeat(exponential_lr(BASE, 0.8), 2, period=5, period_mult=1.5),
+        shift(product(linear_lr(BASE, 0.5, total_iters=2), step_lr(1.0, 3, 0.5)), 2),
+    ],
+    ids=["join", "repeat", "shift of a product"],
+)
+def test_a_composite_resumes_exactly(schedule):
+    # run -> save at step 7 -> restore -> re-run: the same rates and the same weights as the uninterrupted run
+    model, sched, state = _run(schedule, snap_at=7)
+    model2, sched2, _ = _run(schedule, resume=state)
+    assert sched2.history == sched.history
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), model2.parameters()))
