@@ -45,18 +45,16 @@ from typing import Any
 
 from ..distributed.collectives import all_gather
 from ..distributed.ranks import rank, world_size
-from ..resume.data import data_entry, data_problems, fit_problems
+from ..resume import data, frozen, param_layout, position, rng
+from ..resume.data import fit_problems
 from ..resume.file import FORMAT, CheckpointError
-from ..resume.frozen import frozen_problems, frozen_state
 from ..resume.model import (
     model_problems,
     optimizer_problems,
     optimizer_type,
     unwrap_model,
 )
-from ..resume.param_layout import param_layout
-from ..resume.position import position_problems
-from ..resume.rng import capture_rng_state, rng_entry, rng_problems
+from ..resume.rng import capture_rng_state
 from .callback import Callback, callback_name
 from .checks import length
 
@@ -96,10 +94,10 @@ def check_fits(
     problems = (
         model_problems(state["model"], unwrap_model(learner.model))
         + optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
-        + frozen_problems(state.get("frozen"), unwrap_model(learner.model))
-        + position_problems(state["position"], n_epochs, max_steps, resumed_epoch_length(state) or learner.n_batches)
-        + rng_problems(state["rng"], _pass_open(state), rank, world_size)
-        + data_problems(state.get("data"), valid_every, rank)
+        + frozen.problems(state.get("frozen"), unwrap_model(learner.model))
+        + position.problems(state["position"], n_epochs, max_steps, resumed_epoch_length(state) or learner.n_batches)
+        + rng.problems(state["rng"], _pass_open(state), rank, world_size)
+        + data.problems(state.get("data"), valid_every, rank)
     )
     if not problems and state.get("data") is not None and not replaces_train_data(learner):  # else when it opens
         problems += fit_problems(data_of_this_rank(state, rank), learner.train_data, length(learner.train_data))
@@ -112,11 +110,11 @@ def check_fits(
 
 def _pass_open(state: Mapping) -> bool:
     """Whether the checkpoint was taken with a pass over the train data open (mid-epoch, or mid-stream)."""
-    position, data = state["position"], state.get("data")
-    if isinstance(data, Mapping) and data.get("valid_every") is not None:
-        ranks = data.get("ranks")
+    where, entry = state["position"], state.get("data")
+    if isinstance(entry, Mapping) and entry.get("valid_every") is not None:
+        ranks = entry.get("ranks")
         return isinstance(ranks, list) and any(isinstance(r, Mapping) and r.get("batches") for r in ranks)
-    return bool(isinstance(position, Mapping) and position.get("batch"))
+    return bool(isinstance(where, Mapping) and where.get("batch"))
 
 
 def _callback_problems(saved: Any, learner: Any) -> list[str]:
@@ -151,8 +149,8 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
     a checkpoint.
     """
     cursor = learner._data
-    rng = {"now": capture_rng_state(), "phase_start": cursor.rng_at_start if cursor.is_open(batch) else None}
-    ranks = all_gather({"rng": rng, "data": cursor.position(batch)})  # every rank's (a collective)
+    generators = {"now": capture_rng_state(), "phase_start": cursor.rng_at_start if cursor.is_open(batch) else None}
+    ranks = all_gather({"rng": generators, "data": cursor.position(batch)})  # every rank's (a collective)
     return {
         "format": FORMAT,
         "model": unwrap_model(learner.model).state_dict(),
@@ -166,11 +164,11 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
             "n_epochs": learner.n_epochs,
             "n_batches": learner.n_batches,
         },
-        "rng": rng_entry([r["rng"] for r in ranks]),
-        "data": data_entry([r["data"] for r in ranks], cursor.per_epoch),
+        "rng": rng.entry([r["rng"] for r in ranks]),
+        "data": data.entry([r["data"] for r in ranks], cursor.per_epoch),
         "run": learner.run,
-        "param_layout": param_layout(learner.optimizer, unwrap_model(learner.model)),
-        "frozen": frozen_state(unwrap_model(learner.model)),
+        "param_layout": param_layout.entry(learner.optimizer, unwrap_model(learner.model)),
+        "frozen": frozen.entry(unwrap_model(learner.model)),
     }
 
 
@@ -189,22 +187,22 @@ def replaces_train_data(learner: Any) -> bool:
 def resumed_epoch_length(state: Any) -> int | None:
     """The batches of the epoch a mid-epoch checkpoint was taken in, as counted when that epoch began (a
     batch-size schedule may have changed the data's length since); None at an epoch's end or when not recorded."""
-    position = state.get("position") if isinstance(state, Mapping) else None
-    if not isinstance(position, Mapping) or not position.get("batch"):
+    where = state.get("position") if isinstance(state, Mapping) else None
+    if not isinstance(where, Mapping) or not where.get("batch"):
         return None
-    n = position.get("n_batches")
+    n = where.get("n_batches")
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def data_of_this_rank(state: Mapping[str, Any], rank: int | None = None) -> Mapping[str, Any]:
     """Rank ``rank``'s (default: this process's) ``{"batches", "passes", "state", ...}`` data position from a
     checkpoint state (for a state without a ``data`` entry, the epoch's batches done)."""
-    data = state.get("data")
-    if data is None:
+    entry = state.get("data")
+    if entry is None:
         return {"batches": state["position"]["batch"], "passes": 0, "state": None, "generators": None}
     if rank is None:
         rank, _ = rank_and_world_size()
-    ranks = data["ranks"]
+    ranks = entry["ranks"]
     return ranks[rank] if rank < len(ranks) else ranks[0]
 
 

@@ -9,8 +9,10 @@
 - :mod:`~loopkit.resume.param_layout`: the ``param_layout`` section (param groups by parameter name).
 - :mod:`~loopkit.resume.frozen`: the ``frozen`` section (frozen parameters, norm layers held in eval).
 
-Each section module follows one protocol: a function that builds the section's entry from live objects, one
-that lists the problems keeping an entry from fitting (``*_problems``, empty when it fits; nothing is changed),
-and one that restores it. The Learner composes the sections into a checkpoint state in
+The sections follow one protocol, named the same in every module: ``entry(...)`` builds the section's entry from
+live objects, ``problems(entry, ...)`` lists what keeps an entry from fitting them (empty when it fits; nothing is
+changed, so every section is checked before anything is loaded), and ``restore(entry, ...)`` puts it back (the
+position and data sections are restored by the loop's data cursor, the rng section by
+:func:`~loopkit.resume.rng.restore_rng_state` at the point of the loop where it was taken). The Learner composes the sections into a checkpoint state in
 :mod:`loopkit.loop.learner_state`, the floor above.
 """

@@ -45,12 +45,12 @@ def stateful_samplers(data: object) -> list[Any]:
     return list(found.values())
 
 
-def data_entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict[str, Any]:
+def entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict[str, Any]:
     """The checkpoint's ``data`` entry from every rank's :meth:`DataCursor.position`."""
     return {"valid_every": valid_every, "world_size": len(positions), "ranks": positions}
 
 
-def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
+def problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
     """Why a checkpoint's ``data`` entry cannot be resumed in a fit with ``valid_every`` on ``rank`` (its form;
     :func:`fit_problems` checks it against the train data)."""
     if entry is None:
@@ -73,7 +73,7 @@ def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
 
 
 def fit_problems(mine: Mapping[str, Any], data: Any, n: int | None) -> list[str]:
-    """Why this rank's data position ``mine`` (checked by :func:`data_problems`) cannot be restored into ``data``
+    """Why this rank's data position ``mine`` (checked by :func:`problems`) cannot be restored into ``data``
     of ``n`` batches a pass (None: unknown): a pass longer than the data, or other samplers or generators than the
     checkpointed run's."""
     samplers, generators = stateful_samplers(data), mine.get("generators")

@@ -8,8 +8,7 @@ from typing import Any
 
 import torch
 
-from .frozen import restore_frozen
-from .param_layout import layout_problems, readd_groups
+from . import frozen, param_layout
 
 # Optimizers whose state_dicts are interchangeable: loopkit's fused ones keep torch's state layout.
 _SAME_STATE_AS = {
@@ -78,7 +77,7 @@ def optimizer_problems(state: Mapping, optimizer: torch.optim.Optimizer, model: 
     groups, own_groups = saved["param_groups"], list(optimizer.param_groups)
     layout = state.get("param_layout")
     if layout is not None:
-        problems = layout_problems(layout, optimizer, model)
+        problems = param_layout.problems(layout, optimizer, model)
         if problems:
             return problems
         if len(layout) != len(groups):
@@ -124,10 +123,10 @@ def load_model_and_optimizer(state: Mapping[str, Any], learner: Any) -> None:
     added during its fit (see :mod:`loopkit.resume.param_layout`)."""
     model = unwrap_model(learner.model)
     model.load_state_dict(state["model"])
-    restore_frozen(state.get("frozen"), model)
+    frozen.restore(state.get("frozen"), model)
     layout = state.get("param_layout")
     if layout is not None:
-        readd_groups(layout, state["optimizer"]["param_groups"], learner.optimizer, model)
+        param_layout.restore(layout, state["optimizer"]["param_groups"], learner.optimizer, model)
     learner.optimizer.load_state_dict(state["optimizer"])
 
 

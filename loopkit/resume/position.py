@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def position_problems(position: Any, n_epochs: int | None, max_steps: int | None, n_batches: int | None) -> list[str]:
+def problems(position: Any, n_epochs: int | None, max_steps: int | None, n_batches: int | None) -> list[str]:
     if not isinstance(position, Mapping) or not {"epoch", "batch", "global_step"} <= set(position):
         return ["its position entry lacks 'epoch', 'batch' or 'global_step'"]
     epoch, batch, step = position["epoch"], position["batch"], position["global_step"]

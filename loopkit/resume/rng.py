@@ -7,7 +7,7 @@ A snapshot is plain data (tensors, ints, floats, tuples, dicts), so a checkpoint
 ``torch.load(weights_only=True)``: numpy's state array is kept as an int64 tensor, not a numpy array.
 
 In a checkpoint, the snapshots form one entry per rank: ``{"world_size": W, "ranks": [rank 0's, ...]}``
-(:func:`rng_entry`); a single process writes ``W = 1``. Under ``torch.distributed`` the distributed layer
+(:func:`entry`); a single process writes ``W = 1``. Under ``torch.distributed`` the distributed layer
 gathers every rank's snapshot into that list.
 
 Example:
@@ -61,7 +61,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def rng_entry(snapshots: list[dict[str, Any] | None]) -> dict[str, Any]:
+def entry(snapshots: list[dict[str, Any] | None]) -> dict[str, Any]:
     """The checkpoint's RNG entry: one snapshot per rank (``None`` where there is none), and the world size."""
     return {"world_size": len(snapshots), "ranks": list(snapshots)}
 
@@ -86,7 +86,7 @@ def check_rng_state(state: Any, where: str) -> list[str]:
     return problems
 
 
-def rng_problems(rng: Any, pass_open: bool, rank: int, world_size: int) -> list[str]:
+def problems(rng: Any, pass_open: bool, rank: int, world_size: int) -> list[str]:
     if not isinstance(rng, Mapping) or not isinstance(rng.get("ranks"), list) or "world_size" not in rng:
         return ["its rng entry is not {'world_size': W, 'ranks': [...]}"]
     saved_world = rng["world_size"]
