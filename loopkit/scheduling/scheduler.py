@@ -48,7 +48,7 @@ import numpy as np
 
 from ..loop.callback import Callback, UndeclaredWriteError
 from ..schedules.anneal import ANNEALS
-from ..schedules.schedule import BoundSchedule
+from ..schedules.bound import BoundSchedule
 from .hyperparams import HyperParameter, OptimizerHyperParameter
 
 _POLICIES = ("error", "stretch", "hold")
