@@ -18,7 +18,7 @@ from typing import Any
 
 from .._validate import whole_number
 from ..loop.callback import Callback
-from ..scheduling.hyperparams import _put
+from ..scheduling.optimizer_hyperparams import write_option
 from ._monitor import monitored_metrics
 
 
@@ -149,7 +149,7 @@ class ReduceLROnPlateau(Callback):
             old = float(group["lr"])
             new = max(old * self.factor, floor)
             if old - new > self.eps:
-                _put(group, "lr", new)
+                write_option(group, "lr", new)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "num_bad_epochs": self.num_bad_epochs, "cooldown_counter": self.cooldown_counter}
