@@ -38,7 +38,6 @@ from ..distributed import is_main_process
 from ..loop.callback import Callback
 from ..scheduling.optimizer_hyperparams import OptimizerHyperParameter
 from ..scheduling.scheduler import Scheduler
-from .metrics import Metrics
 
 #: The param-group options logged when a callback declares it writes them (``"optimizer.momentum"``); ``lr``
 #: always. The tag's name, and how to read the value from a group.
@@ -68,7 +67,7 @@ class TensorBoard(Callback):
 
     agrees_across_ranks = True  # only writes (on rank 0); it cancels nothing
 
-    reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
+    reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer", "metrics")
     run_after = ("Metrics",)
 
     def __init__(
@@ -101,7 +100,6 @@ class TensorBoard(Callback):
         from torch.utils.tensorboard import SummaryWriter  # lazily: tensorboard is heavy
 
         self._schedulers = [cb for cb in learner.callbacks if isinstance(cb, Scheduler)]
-        self._metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         self.writer = SummaryWriter(self.logdir, purge_step=learner.global_step or None)
         self._losses, self._loss_steps, self._hp_logged, self._options = [], [], {}, []
         written = {
@@ -129,10 +127,9 @@ class TensorBoard(Callback):
         if self.writer is None:
             return
         self._flush()
-        if self._metrics is not None and self._metrics.history:
-            for key, value in self._metrics.history[-1].items():
-                if key != "epoch":
-                    self.writer.add_scalar(f"epoch/{key}", value, learner.global_step)
+        for key, value in learner.metrics.items():  # the epoch's means, when Metrics is there
+            if key != "epoch":
+                self.writer.add_scalar(f"epoch/{key}", value, learner.global_step)
         self.writer.flush()
 
     def after_fit(self, learner: Any) -> None:
@@ -187,9 +184,7 @@ class TensorBoard(Callback):
         for scheduler in self._schedulers:
             for hp, schedule in scheduler.entries:
                 hparams[f"schedule/{hp.name}"] = repr(schedule)
-        final: dict[str, float] = {}
-        if self._metrics is not None and self._metrics.history:
-            final = {f"final/{k}": v for k, v in self._metrics.history[-1].items() if k != "epoch"}
+        final = {f"final/{k}": v for k, v in learner.metrics.items() if k != "epoch"}
         table = "\n".join(f"| {k} | {v} |" for k, v in hparams.items())
         self.writer.add_text("run/hyperparameters", "| name | value |\n|---|---|\n" + table, learner.global_step)
         self.writer.add_hparams(hparams, final, run_name=".")
