@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loopkit import Callback, Learner, Momentum, Schedule, Scheduler, onecycle, onecycle_momentum
+from loopkit import (
+    Attribute,
+    Callback,
+    Learner,
+    LearningRate,
+    Momentum,
+    Schedule,
+    Scheduler,
+    onecycle,
+    onecycle_momentum,
+)
 from loopkit.callbacks import GradientAccumulation
-from loopkit.hyperparams import Attribute, LearningRate
 
 
 class Used(Callback):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from loopkit.hyperparams import LearningRate
+from loopkit import LearningRate
 from loopkit.schedules import Schedule, epoch_position, onecycle
 from loopkit.scheduling import clock
 from loopkit.scheduling.domain import Domain, Target, check_written, range_points

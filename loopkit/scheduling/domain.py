@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .schedules.anneal import ANNEALS
-from .schedules.schedule import BoundSchedule
+from ..schedules.anneal import ANNEALS
+from ..schedules.schedule import BoundSchedule
 
 _KNOWN_ANNEALS = tuple(ANNEALS.values())
 

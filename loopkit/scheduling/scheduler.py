@@ -22,7 +22,7 @@ would apply without a model. Loggers log what the optimizer holds, not this hist
 Example:
     >>> import torch
     >>> from loopkit import Learner
-    >>> from loopkit.hyperparams import LearningRate
+    >>> from loopkit.scheduling.optimizer_hyperparams import LearningRate
     >>> from loopkit.schedules import Schedule
     >>> model = torch.nn.Linear(2, 1)
     >>> data = [(torch.randn(4, 2), torch.randn(4, 1))] * 4
@@ -51,7 +51,7 @@ class Scheduler(Callback):
     """Move hyperparameters along schedules.
 
     Args:
-        schedules: a mapping from a :class:`~loopkit.hyperparams.HyperParameter` (a class, instantiated with
+        schedules: a mapping from a :class:`~loopkit.scheduling.hyperparams.HyperParameter` (a class, instantiated with
             no arguments, or an instance such as ``LearningRate(group=1)``) to a schedule
             (:class:`loopkit.schedules.Schedule` or anything with the same ``bind`` method).
         per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once per epoch, at
@@ -115,7 +115,7 @@ class Scheduler(Callback):
             if not isinstance(hp, HyperParameter):
                 raise TypeError(
                     f"Scheduler key {key!r} is not a HyperParameter; use LearningRate, Momentum, WeightDecay, "
-                    "Attribute('path.to.value') or a subclass of loopkit.hyperparams.HyperParameter"
+                    "Attribute('path.to.value') or a subclass of loopkit.scheduling.hyperparams.HyperParameter"
                 )
             kind = type(hp).__name__
             if type(hp).set is HyperParameter.set:
@@ -200,7 +200,7 @@ class Scheduler(Callback):
         The same clock and the same evaluation as a fit, so the result equals :attr:`history` after that fit
         (one value per optimizer step for ``per="step"``, per epoch for ``per="epoch"``) when no step is
         skipped. Nothing is written and the Scheduler's own state is not touched. Domain checks need the
-        optimizer's groups and run when the fit starts, not here; an integer :class:`~loopkit.hyperparams.Attribute`
+        optimizer's groups and run when the fit starts, not here; an integer :class:`~loopkit.scheduling.hyperparams.Attribute`
         is rounded only once a fit has bound it.
 
         Args:
