@@ -131,14 +131,18 @@ class Attribute(HyperParameter):
 
     def __init__(self, path: str, *, domain: Domain = ANY) -> None:
         if not isinstance(domain, Domain):
-            raise TypeError(f"Attribute(domain={domain!r}): pass a loopkit.scheduling.domain.Domain, e.g. Domain(0.0)")
+            raise TypeError(
+                f"Attribute(domain={describe_value(domain)}): pass a loopkit.scheduling.domain.Domain, e.g. Domain(0.0)"
+            )
         self.domain = domain
         if (
             not isinstance(path, str)
             or not path
             or any(not part.isidentifier() and not part.isdigit() for part in path.split("."))
         ):
-            raise ValueError(f"Attribute(path={path!r}): give a dotted path from the learner such as 'loss_fn.margin'")
+            raise ValueError(
+                f"Attribute(path={describe_value(path)}): give a dotted path from the learner such as 'loss_fn.margin'"
+            )
         if "." not in path:
             raise ValueError(
                 f"Attribute(path={path!r}) would rebind a learner attribute; point at a value inside one, "
@@ -179,7 +183,9 @@ class Attribute(HyperParameter):
             or not isinstance(value, (int, float, torch.Tensor))
             or (isinstance(value, torch.Tensor) and value.numel() != 1)
         ):
-            raise TypeError(f"{self!r} points at {value!r}; only a number or a one-element tensor can be scheduled")
+            raise TypeError(
+                f"{self!r} points at {describe_value(value)}; only a number or a one-element tensor can be scheduled"
+            )
 
     def bind(self, learner: Any) -> None:
         self._parent, self._leaf = self._resolve(learner)
@@ -223,6 +229,15 @@ class DropoutRate(HyperParameter):
 
     def get(self, learner: Any) -> float:
         return float(self._modules[0].p)
+
+
+def describe_value(value: Any) -> str:
+    """A value for an error message: a tensor by its shape and dtype (never its elements), anything else by a
+    repr of at most 80 characters."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _dropouts(model: torch.nn.Module) -> Sequence[torch.nn.modules.dropout._DropoutNd]:

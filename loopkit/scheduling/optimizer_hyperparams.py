@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .domain import NON_NEGATIVE, Domain, Target
-from .hyperparams import HyperParameter
+from .hyperparams import HyperParameter, describe_value
 
 
 class OptimizerHyperParameter(HyperParameter):
@@ -56,9 +56,11 @@ class OptimizerHyperParameter(HyperParameter):
 
     def __init__(self, group: int | None = None, *, scale_groups: bool = True) -> None:
         if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 0):
-            raise ValueError(f"{type(self).__name__}(group={group!r}): group must be a param group index >= 0 or None")
+            raise ValueError(
+                f"{type(self).__name__}(group={describe_value(group)}): group must be a param group index >= 0 or None"
+            )
         if not isinstance(scale_groups, bool):
-            raise TypeError(f"{type(self).__name__}(scale_groups={scale_groups!r}): pass True or False")
+            raise TypeError(f"{type(self).__name__}(scale_groups={describe_value(scale_groups)}): pass True or False")
         self.group = group
         self.scale_groups = scale_groups
         self._ratios: list[float] = []
