@@ -19,7 +19,8 @@ from .loop.callback import Callback, CallbackError, UndeclaredWriteError
 from .loop.ordering import OrderingError
 
 # Hyperparameters, schedules, and the Scheduler that applies them
-from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
+from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter
+from .scheduling.optimizer_hyperparams import LearningRate, Momentum, WeightDecay
 from .schedules import Schedule, onecycle, onecycle_momentum, steps
 from .scheduling.scheduler import Scheduler
 

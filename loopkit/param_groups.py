@@ -9,7 +9,7 @@ by one of two conventions for where the decay starts:
   ``lr * decay``, and so on; ``decay=0`` trains the highest block and the head.
 
 ``decay=1`` gives every block the same rate. Biases and normalisation parameters (and, on request, the whole
-head) go to groups without weight decay. The Scheduler's :class:`~loopkit.scheduling.hyperparams.LearningRate` scales every
+head) go to groups without weight decay. The Scheduler's :class:`~loopkit.scheduling.optimizer_hyperparams.LearningRate` scales every
 group by its ratio to the largest, so a schedule keeps these ratios all the way through.
 
 Freezing: :func:`set_trainable`, :class:`FreezeUntil` (the head alone for the first epochs, then everything) and

@@ -289,7 +289,7 @@ def test_a_killed_2_rank_run_resumes_bit_identically_mid_epoch(tmp_path):
 def single_process_learner(train_loader):
     """The `train` scenario's learner in this process (no torchrun: Distributed does nothing)."""
     from loopkit import Distributed, Learner, Metrics, Schedule, Scheduler, accuracy
-    from loopkit.scheduling.hyperparams import LearningRate, Momentum
+    from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 
     net = worker.model()
     momentum = Schedule([0, worker.EPOCHS], [0.9, 0.8], anneal="linear")

@@ -8,7 +8,7 @@ import torch
 from loopkit import Callback, Learner, Scheduler, onecycle
 from loopkit.param_groups import FreezeUntil, layerwise_groups, set_trainable
 from loopkit.resume.frozen import norms_held_in_eval
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 
 def network():

@@ -10,7 +10,7 @@ import torch
 from loopkit import Learner, Scheduler
 from loopkit.runs.registry import SCHEDULES, make_loss, make_schedule, scheduler_per
 from loopkit.schedules import onecycle
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 EPOCHS, BATCHES = 2, 10
 N = EPOCHS * BATCHES

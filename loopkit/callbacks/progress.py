@@ -20,7 +20,6 @@ from typing import IO, Any
 from .._validate import whole_number
 from ..distributed import is_main_process
 from ..loop.callback import Callback
-from .metrics import Metrics
 
 
 class ProgressBar(Callback):
@@ -40,7 +39,7 @@ class ProgressBar(Callback):
 
     agrees_across_ranks = True  # only draws; it cancels nothing
 
-    reads = ("loss", "phase", "epoch", "n_epochs", "max_steps", "n_batches", "optimizer", "global_step", "callbacks")
+    reads = ("loss", "phase", "epoch", "n_epochs", "max_steps", "n_batches", "optimizer", "global_step", "metrics")
     run_after = ("Metrics",)
 
     def __init__(
@@ -67,7 +66,6 @@ class ProgressBar(Callback):
         return not self.quiet and not self.enabled
 
     def before_fit(self, learner: Any) -> None:
-        self._metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         self._main = is_main_process()
 
     def before_epoch(self, learner: Any) -> None:
@@ -77,8 +75,8 @@ class ProgressBar(Callback):
         if not (self.lines and self._main):
             return
         parts = [_epoch_label(learner)]
-        row = self._metrics.history[-1] if self._metrics is not None and self._metrics.history else None
-        if row is not None and row.get("epoch") == learner.epoch:
+        row = learner.metrics  # the epoch's means, when Metrics is there
+        if row.get("epoch") == learner.epoch:
             parts += [f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"]
         elif learner.loss is not None:
             parts.append(f"loss {learner.loss.item():.4g}")  # one host read per epoch

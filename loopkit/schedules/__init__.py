@@ -17,7 +17,7 @@
   :func:`product` (torch's ``ChainedScheduler``).
 
 Every function here checks every argument (finite, in range, bounded work: ``_args``), and every schedule it
-accepts evaluates to finite numbers at every finite time (tests/test_schedules_properties.py).
+accepts evaluates to finite numbers at every finite time (tests/test_schedules_validation.py, with Hypothesis).
 """
 
 from .anneal import ANNEALS, cosine, power

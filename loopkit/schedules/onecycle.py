@@ -109,7 +109,7 @@ def onecycle_momentum(
     """fastai's momentum companion to :func:`onecycle`: ``high`` down to ``low`` and back up.
 
     Momentum falls while the learning rate rises and rises while it falls (for Adam-style optimizers, applied
-    to ``beta1`` by :class:`~loopkit.scheduling.hyperparams.Momentum`).
+    to ``beta1`` by :class:`~loopkit.scheduling.optimizer_hyperparams.Momentum`).
 
     Args:
         total: the cycle's length in ``unit`` (epochs by default), > 0; the same as the ``onecycle`` it pairs with.
