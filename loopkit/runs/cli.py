@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from .parameters import params_from_namespace, parser_for
-from .record import STALE_AFTER_S, Run, check_name, list_runs
+from .record import STALE_AFTER_S, Run, check_name, list_runs, metric_mode
 from .runner import load_task, resume_run, run_task
 
 
@@ -112,12 +112,15 @@ def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
 def list_table(
     runs: Sequence[Run], metric: str | None, *, descending: bool | None = None, stale_after: float = STALE_AFTER_S
 ) -> str:
-    """Runs as a table sorted by ``metric`` (each run's best value; runs without it last)."""
+    """Runs as a table sorted by ``metric``: each run's best value in the metric's own direction
+    (:func:`~loopkit.runs.record.metric_mode`), the best run first unless ``descending`` says otherwise;
+    runs without it last."""
     if metric is not None and runs and not any(metric in r.info["final"] for r in runs):
         produced = sorted({k for r in runs for k in r.info["final"]})
         raise ValueError(f"no run produces metric {metric!r}; they produce: {', '.join(produced) or 'nothing yet'}")
     if descending is None:
-        descending = not (metric or "").endswith("loss")
+        first = runs[0].info if runs else {}
+        descending = metric is not None and metric_mode(metric, first.get("monitor"), first.get("mode")) == "max"
 
     def key(run: Run) -> tuple[int, float, str]:
         value = run.value(metric) if metric else None
