@@ -60,7 +60,7 @@ def layerwise_groups(
     lr: float,
     decay: float,
     *,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     no_decay_bias_and_norm: bool = True,
     no_decay_head: bool = False,
     convention: str = "timm",
@@ -72,7 +72,9 @@ def layerwise_groups(
         blocks: modules from the bottom of the network to the head, each parameter in exactly one.
         lr: the head's learning rate.
         decay: factor per block going down, in [0, 1].
-        weight_decay: weight decay of the decayed groups.
+        weight_decay: weight decay of the decayed groups; None (the default) leaves it out of them, so the
+            optimizer's own ``weight_decay`` option (``make_optimizer("adamw", groups, {"weight_decay": 0.01})``)
+            applies to them. The no-decay groups set 0.0 on purpose.
         no_decay_bias_and_norm: put biases and norm-layer parameters in groups with weight decay 0.
         no_decay_head: no weight decay anywhere in the head.
         convention: ``"timm"``: the block ``k`` places below the head at ``lr * decay**k``; ``"zoobot"``: the
@@ -106,6 +108,8 @@ def layerwise_groups(
             f"layerwise_groups(convention={convention!r}): use 'timm' (the block below the head at lr * decay) "
             "or 'zoobot' (the highest block at lr, as the head)"
         )
+    if weight_decay is not None and (not _real(weight_decay) or weight_decay < 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0 or None, got weight_decay={weight_decay!r}")
     if not isinstance(freeze_norms, bool):
         raise TypeError(f"layerwise_groups(freeze_norms={freeze_norms!r}): pass True or False")
     seen: set[int] = set()
@@ -131,7 +135,10 @@ def layerwise_groups(
             (plain if no_decay else decayed).append(param)
         for suffix, params, wd in (("", decayed, weight_decay), ("/no_decay", plain, 0.0)):
             if params:
-                groups.append({"params": params, "lr": block_lr, "weight_decay": wd, "name": name + suffix})
+                group = {"params": params, "lr": block_lr, "name": name + suffix}
+                if wd is not None:  # a group sets only what it means to: the optimizer's options fill the rest
+                    group["weight_decay"] = wd
+                groups.append(group)
     return groups
 
 
