@@ -22,16 +22,20 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from .parameters import params_from_namespace, parser_for
+from .parameters import fields, params_from_namespace, parser_for
 from .record import STALE_AFTER_S, Run, check_name, list_runs, metric_mode
-from .runner import load_task, resume_run, run_task
+from .console import LOG_FILE
+from .runner import fit_budget, load_task, resume_run, run_task, run_threads
 
 
-def _add_run_options(parser: argparse.ArgumentParser, experiment: str) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, experiment: str, threads: bool = True) -> None:
     group = parser.add_argument_group("run record")
     group.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
     group.add_argument("--run-name", default=None, help="the run's name (default: time and a random suffix)")
     group.add_argument("--runs-root", default="runs", help="root directory of run records (default: runs)")
+    group.add_argument("--description", default=None, help="what the run is for, kept in its record")
+    if threads:  # else the task declares its own threads parameter, which run_task reads
+        group.add_argument("--threads", type=int, default=None, help="CPU threads for the fit (default: 1)")
 
 
 def run_task_main(
@@ -49,10 +53,12 @@ def run_task_main(
             raise TypeError(f"{module.__name__}.EXPERIMENT is {experiment!r}: make it the experiment's name, a string")
     doc = (module.__doc__ or "").strip().splitlines()
     parser = parser_for(module.Params, prog=prog, description=doc[0] if doc else None)
-    _add_run_options(parser, experiment)
+    _add_run_options(parser, experiment, threads="threads" not in {f.name for f in fields(module.Params)})
     args = parser.parse_args(argv)
     try:
         params = params_from_namespace(module.Params, args)
+        fit_budget(params)
+        run_threads(params, getattr(args, "threads", None))
         check_name("experiment", args.experiment)
         if args.run_name is not None:
             check_name("run", args.run_name)
@@ -63,7 +69,15 @@ def run_task_main(
                 )
     except ValueError as error:  # a ParameterError, a bad name or a taken one: a usage error, before any run
         parser.error(str(error))
-    run = run_task(module, params, experiment=args.experiment, root=args.runs_root, name=args.run_name)
+    run = run_task(
+        module,
+        params,
+        experiment=args.experiment,
+        root=args.runs_root,
+        name=args.run_name,
+        description=args.description,
+        threads=getattr(args, "threads", None),
+    )
     print_run(run)
     return run
 
@@ -88,9 +102,11 @@ def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
     status, reason = run.effective(stale_after)
     info = run.info
     print(f"run {run.experiment}/{run.name}: {status}" + (f" ({reason})" if reason else ""))
+    if info.get("description"):
+        print(f"  description: {info['description']}")
     if info["error"]:
         print(f"  error: {info['error']}")
-    print(f"  parameters: {json.dumps(run.params)}")
+    print(f"  parameters: {json.dumps(run.params)}" + (f", threads {info['threads']}" if info.get("threads") else ""))
     rows = run.metrics()
     if rows:
         keys = list(rows[0])
@@ -107,6 +123,8 @@ def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
         )
         print(f"  command: {repro.get('command')}")
     print(f"  record: {run.dir}  (tensorboard --logdir {run.dir}/tensorboard)")
+    if os.path.isfile(os.path.join(run.dir, LOG_FILE)):
+        print(f"  console output: {os.path.join(run.dir, LOG_FILE)}")
 
 
 def list_table(

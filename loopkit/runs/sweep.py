@@ -42,7 +42,7 @@ import numpy as np
 
 from .parameters import ParameterError, make_params, to_dict
 from .record import FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
-from .runner import load_task, resume_run, run_task, task_id
+from .runner import fit_budget, load_task, resume_run, run_task, task_id
 from .space import Dimension, SpaceError, apply, grid, space
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -204,8 +204,8 @@ class Sweep:
         points = self.points or [{n: d.values(np.random.default_rng(self.seed))[0] for n, d in self.dimensions.items()}]
         for point in points:
             try:
-                make_params(self.module.Params, apply(self.base, point))
-            except (ParameterError, SpaceError) as error:
+                fit_budget(make_params(self.module.Params, apply(self.base, point)))
+            except (ParameterError, SpaceError, ValueError) as error:
                 raise SweepError(f"configuration {point}: {error}") from None
 
     def _check_monitor(self) -> None:
