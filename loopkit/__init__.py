@@ -7,7 +7,7 @@ from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .loop.checkpoint import CheckpointError
+from .loop.checkpoint import CheckpointError, load_checkpoint
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -45,6 +45,7 @@ __all__ = [
     "CancelPhase",
     "Learner",
     "CheckpointError",
+    "load_checkpoint",
     "Step",
     "Callback",
     "CallbackError",

@@ -205,7 +205,7 @@ def run_task(
         _RunCheckpoint(checkpoints, every_epoch=True, keep_last=1, monitor=monitor, mode=mode),
         TensorBoard(os.path.join(run.dir, "tensorboard"), hparams=to_dict(params)),
     ]
-    resume_from = Checkpoint.latest(checkpoints) if resuming else None
+    resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
     try:
         with threads_set(n_threads), console_copied_to(os.path.join(run.dir, LOG_FILE)):
             learner = module.build(params, [*own, *callbacks])
