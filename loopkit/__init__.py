@@ -23,15 +23,25 @@ from .scheduling.scheduler import Scheduler
 # Stock callbacks
 from .callbacks import (
     Checkpoint,
+    ClipThreshold,
     Distributed,
     EarlyStopping,
+    Export,
+    ExportError,
+    GradientAccumulation,
+    GradientClip,
+    LRFinderResult,
     Metrics,
+    MixedPrecision,
     NaNGuard,
     Preempted,
     Preemption,
     ProgressBar,
+    ReduceLROnPlateau,
     TensorBoard,
     accuracy,
+    export_model,
+    lr_find,
 )
 
 __all__ = [
@@ -72,4 +82,14 @@ __all__ = [
     "Preemption",
     "Preempted",
     "Distributed",
+    "MixedPrecision",
+    "GradientAccumulation",
+    "GradientClip",
+    "ClipThreshold",
+    "lr_find",
+    "LRFinderResult",
+    "ReduceLROnPlateau",
+    "Export",
+    "ExportError",
+    "export_model",
 ]

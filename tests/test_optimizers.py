@@ -112,5 +112,7 @@ def test_an_explicit_layerwise_weight_decay_is_kept_over_the_options():
     from loopkit.param_groups import layerwise_groups
 
     blocks = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)]
-    opt = make_optimizer("adamw", layerwise_groups(blocks, lr=1e-2, decay=0.5, weight_decay=0.05), {"weight_decay": 0.01})
+    opt = make_optimizer(
+        "adamw", layerwise_groups(blocks, lr=1e-2, decay=0.5, weight_decay=0.05), {"weight_decay": 0.01}
+    )
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.05, 0.0]

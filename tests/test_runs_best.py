@@ -88,8 +88,22 @@ def _run(root, name, history, monitor="valid_accuracy", mode="max"):
 
 def test_list_sort_takes_each_metrics_own_direction_and_asc_orders_rows(tmp_path, capsys):
     # Monitored by accuracy (max), but a loss's best is its lowest value, not its value at the best accuracy.
-    _run(tmp_path, "a", [{"epoch": 0, "valid_loss": 2.258, "valid_accuracy": 0.2}, {"epoch": 1, "valid_loss": 0.0998, "valid_accuracy": 0.9}])
-    _run(tmp_path, "b", [{"epoch": 0, "valid_loss": 0.5, "valid_accuracy": 0.6}, {"epoch": 1, "valid_loss": 0.8, "valid_accuracy": 0.7}])
+    _run(
+        tmp_path,
+        "a",
+        [
+            {"epoch": 0, "valid_loss": 2.258, "valid_accuracy": 0.2},
+            {"epoch": 1, "valid_loss": 0.0998, "valid_accuracy": 0.9},
+        ],
+    )
+    _run(
+        tmp_path,
+        "b",
+        [
+            {"epoch": 0, "valid_loss": 0.5, "valid_accuracy": 0.6},
+            {"epoch": 1, "valid_loss": 0.8, "valid_accuracy": 0.7},
+        ],
+    )
     runs = {r.name: r for r in list_runs(tmp_path, "exp")}
     assert runs["a"].value("valid_loss") == 0.0998 and runs["b"].value("valid_loss") == 0.5
     assert runs["a"].value("valid_accuracy") == 0.9

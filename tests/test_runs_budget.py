@@ -76,7 +76,13 @@ def test_description_console_log_and_optimizer_are_recorded(tmp_path, capsys):
             print(f"said in epoch {learner.epoch}")
 
     run = run_task(
-        EPOCHS_TASK, {"epochs": 2, "lr": 0.03}, experiment="e", root=tmp_path, name="r", description="why", callbacks=[Talk()]
+        EPOCHS_TASK,
+        {"epochs": 2, "lr": 0.03},
+        experiment="e",
+        root=tmp_path,
+        name="r",
+        description="why",
+        callbacks=[Talk()],
     )
     log = pathlib.Path(run.dir, "output.log").read_text()
     assert log == "said in epoch 0\nsaid in epoch 1\n" and "said in epoch 1" in capsys.readouterr().out

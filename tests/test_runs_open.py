@@ -52,7 +52,7 @@ def test_open_run_by_name_or_directory_reads_the_record(trained):
 
 
 def test_best_and_last_models_are_the_weights_of_those_epochs(trained):
-    root, run, weights = trained
+    root, _, weights = trained
     opened = open_run("e", "r", root=root)
     losses = [row["valid_loss"] for row in opened.metrics()]
     best_epoch = losses.index(min(losses))
@@ -71,7 +71,7 @@ def test_best_and_last_models_are_the_weights_of_those_epochs(trained):
 
 
 def test_a_bare_checkpoint_file_loads_through_the_public_reader(trained):
-    root, run, weights = trained
+    root, _, weights = trained
     path = open_run("e", "r", root=root).checkpoint_path("last")
     state = loopkit.load_checkpoint(path)
     assert all(torch.equal(state["model"][k], weights[-1][k]) for k in weights[-1])
@@ -80,7 +80,7 @@ def test_a_bare_checkpoint_file_loads_through_the_public_reader(trained):
 
 
 def test_damaged_or_unfitting_checkpoints_leave_the_model_untouched(trained, tmp_path):
-    root, run, _ = trained
+    root, _, _ = trained
     path = pathlib.Path(open_run("e", "r", root=root).checkpoint_path("last"))
     damaged = tmp_path / "damaged.pt"
     data = bytearray(path.read_bytes())

@@ -149,7 +149,7 @@ def test_metric_learning_name_errors(call, match):
 def test_an_unknown_miner_or_option_is_refused():
     from loopkit.runs.registry import make_miner
 
-    with pytest.raises(ValueError, match="unknown miner 'hardest'; valid names: .*TripletMarginMiner"):
+    with pytest.raises(ValueError, match=r"unknown miner 'hardest'; valid names: .*TripletMarginMiner"):
         make_miner("hardest")
     with pytest.raises(ValueError, match="miner 'triplet_margin': bad option"):
         make_miner("triplet_margin", {"marign": 0.1})

@@ -3,6 +3,7 @@
 from ..distributed.callback import Distributed
 from .checkpoint import Checkpoint
 from .early_stopping import EarlyStopping
+from .export import Export, ExportError, export_model
 from .gradient_accumulation import GradientAccumulation
 from .gradient_clip import ClipThreshold, GradientClip
 from .lr_finder import LRFinderResult, lr_find
@@ -32,4 +33,7 @@ __all__ = [
     "Preemption",
     "Preempted",
     "ReduceLROnPlateau",
+    "Export",
+    "ExportError",
+    "export_model",
 ]

@@ -22,9 +22,13 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import torch
+
+from ..callbacks.export import FORMATS
+from .console import LOG_FILE
+from .open import open_run
 from .parameters import fields, params_from_namespace, parser_for
 from .record import STALE_AFTER_S, Run, check_name, list_runs, metric_mode
-from .console import LOG_FILE
 from .runner import fit_budget, load_task, resume_run, run_task, run_threads
 
 
@@ -123,6 +127,8 @@ def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
         )
         print(f"  command: {repro.get('command')}")
     print(f"  record: {run.dir}  (tensorboard --logdir {run.dir}/tensorboard)")
+    for entry in info.get("exports") or []:
+        print(f"  exported ({entry['which']} model, {entry['format']}): {entry['path']}")
     if os.path.isfile(os.path.join(run.dir, LOG_FILE)):
         print(f"  console output: {os.path.join(run.dir, LOG_FILE)}")
 
@@ -183,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sub.add_parser("sweep", help="run, join or report a sweep described by a YAML/TOML file (sweep --help)")
 
+    p = sub.add_parser("export", help="export a run's best or last model to ONNX and/or torch.export (.pt2)")
+    p.add_argument("run", help="EXPERIMENT/RUN")
+    p.add_argument("--task", required=True, help="the task that made the run (module name or .py file)")
+    p.add_argument("--input-shape", required=True, help="an example input's shape, batch first: 2,16")
+    p.add_argument("--format", action="append", choices=list(FORMATS), help="onnx and/or torch.export (both)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--root", default="runs")
+
     for command, text in (
         ("show", "one run: status, parameters, metrics"),
         ("resume", "continue a run from its checkpoint"),
@@ -210,6 +224,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     stale_after=args.stale_after,
                 )
             )
+        elif args.command == "export":
+            experiment, _, name = args.run.partition("/")
+            try:
+                shape = [int(n) for n in args.input_shape.split(",")]
+            except ValueError:
+                parser.error(f"export: --input-shape takes whole numbers, batch first (2,16), got {args.input_shape!r}")
+            if not name:
+                parser.error(f"export: give the run as EXPERIMENT/RUN, got {args.run!r}")
+            run = open_run(experiment, name, root=args.root)
+            for entry in run.export(
+                load_task(args.task), torch.zeros(shape), args.format or list(FORMATS), which=args.which
+            ):
+                print(f"{entry['format']}: {entry['path']}")
         elif args.command in ("show", "resume"):
             experiment, _, name = args.run.partition("/")
             if not name:
@@ -220,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print_run(resume_run(args.root, experiment, name, stale_after=args.stale_after))
         else:
             parser.error("run needs a task: python -m loopkit.runs run loopkit.demo --epochs=3")
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -23,16 +23,17 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
 import torch
 
 from ..callbacks.checkpoint import Checkpoint
+from ..callbacks.export import FORMATS, export_model
 from ..loop.checkpoint import CheckpointError, load_checkpoint
 from .parameters import make_params
-from .record import Run
+from .record import Run, now
 
 WHICH = ("best", "last")
 
@@ -99,8 +100,40 @@ class OpenedRun(Run):
             raise TypeError(f"the task built {type(built).__name__}, not a torch.nn.Module or a Learner")
         return load_model(model, state, device=device, source=path)
 
+    def export(
+        self,
+        task: ModuleType | Callable[[Any], Any],
+        example: Any,
+        formats: Sequence[str] = ("onnx", "torch.export"),
+        *,
+        which: str = "best",
+    ) -> list[dict[str, Any]]:
+        """Export the run's ``which`` model (see :meth:`model`) into ``<run>/export/<which>.onnx`` / ``.pt2``
+        (:func:`~loopkit.callbacks.export.export_model`) and add each file to the record's ``exports``.
 
-def open_run(experiment_or_dir: str | os.PathLike, name: str | None = None, *, root: str | os.PathLike = "runs") -> OpenedRun:
+        Args:
+            example: an input as the model takes, shape (batch, ...); the batch dimension stays dynamic.
+
+        Returns:
+            the entries added: ``{"format", "path", "which", "created"}``.
+
+        Raises:
+            ExportError: the model cannot be exported in a format, naming why (nothing is recorded for it).
+        """
+        model = self.model(task, which)
+        added = []
+        for format in [formats] if isinstance(formats, str) else formats:
+            path = os.path.join(self.dir, "export", which + FORMATS.get(format, ""))
+            export_model(model, example, path, format)
+            added.append({"format": format, "path": path, "which": which, "created": now()})
+        self.info["exports"] = [*self.info.get("exports", []), *added]
+        self.save()
+        return added
+
+
+def open_run(
+    experiment_or_dir: str | os.PathLike, name: str | None = None, *, root: str | os.PathLike = "runs"
+) -> OpenedRun:
     """The run ``<root>/<experiment>/<name>``, or the run directory ``experiment_or_dir`` when ``name`` is None.
 
     Raises:

@@ -204,7 +204,9 @@ def _build(what: str, cls: type, options: Mapping[str, Any] | None) -> Any:
         return cls(**options)
     except TypeError as error:
         accepted = [p for p in signature.parameters if p not in ("self", "kwargs")]
-        raise ValueError(f"{what}: bad option(s) {options!r} ({error}); its own options are {', '.join(accepted)}") from None
+        raise ValueError(
+            f"{what}: bad option(s) {options!r} ({error}); its own options are {', '.join(accepted)}"
+        ) from None
 
 
 def make_loss(name: str, options: Mapping[str, Any] | None = None, *, miner: Any = None) -> torch.nn.Module:

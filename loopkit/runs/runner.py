@@ -39,7 +39,7 @@ from ..callbacks.tensorboard import TensorBoard
 from ..distributed import is_main_process
 from .console import LOG_FILE, console_copied_to
 from .parameters import fields, make_params, to_dict
-from .record import FAILED, FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run, reproducibility
+from .record import FAILED, FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run, now, reproducibility
 from .recorder import RunRecorder
 
 
@@ -215,6 +215,12 @@ def run_task(
             run.start(repro)
             run.finish(FAILED, error, "interrupted" if isinstance(error, KeyboardInterrupt) else "error")
         raise
+    exported = [
+        {**e, "which": "last", "created": now()} for cb in learner.callbacks for e in getattr(cb, "exported", [])
+    ]
+    if exported and is_main_process():  # an Export callback ran at the end of the fit
+        run.info["exports"] = [*run.info.get("exports", []), *exported]
+        run.save()
     return run
 
 
