@@ -1,13 +1,16 @@
 """loopkit: a small, fast, callback-based training loop for PyTorch.
 
-The public API, by layer. Nothing is defined here.
+The public API, by floor (docs/contributing.md). Nothing is defined here: each name is defined in its floor's
+package, and this is its one documented import path; names a training script rarely needs are imported from
+their floor's package (``loopkit.callbacks``, ``loopkit.schedules``, ``loopkit.scheduling``, ``loopkit.runs``,
+``loopkit.distributed``, ``loopkit.optim``).
 """
 
 from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .loop.checkpoint import CheckpointError, load_checkpoint
+from .resume.file import CheckpointError, load_checkpoint
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -17,7 +20,7 @@ from .loop.ordering import OrderingError
 
 # Hyperparameters, schedules, and the Scheduler that applies them
 from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
-from .scheduling.schedules import Schedule, onecycle, onecycle_momentum, steps
+from .schedules import Schedule, onecycle, onecycle_momentum, steps
 from .scheduling.scheduler import Scheduler
 
 # Stock callbacks

@@ -1,7 +1,7 @@
 """Stock callbacks, one concern per module. Each declares its state access like any user's callback."""
 
-from ..distributed.callback import Distributed
 from .checkpoint import Checkpoint
+from .distributed import Distributed, destroy_process_group
 from .early_stopping import EarlyStopping
 from .export import Export, ExportError, export_model
 from .gradient_accumulation import GradientAccumulation
@@ -17,6 +17,7 @@ from .tensorboard import TensorBoard
 
 __all__ = [
     "Distributed",
+    "destroy_process_group",
     "Metrics",
     "accuracy",
     "TensorBoard",

@@ -33,7 +33,7 @@ import torch
 
 from ..distributed import is_main_process
 from ..loop.callback import Callback
-from ..loop.checkpoint import replace_atomically
+from ..resume.file import replace_atomically
 
 FORMATS = {"onnx": ".onnx", "torch.export": ".pt2"}
 

@@ -31,7 +31,7 @@ import torch
 
 from ..callbacks.checkpoint import Checkpoint
 from ..callbacks.export import FORMATS, export_model
-from ..loop.checkpoint import CheckpointError, load_checkpoint
+from ..resume.file import CheckpointError, load_checkpoint
 from .parameters import make_params
 from .record import Run, now
 
