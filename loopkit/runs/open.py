@@ -73,13 +73,13 @@ class OpenedRun(Run):
         return path
 
     def model(
-        self, task: ModuleType | Callable[[Any], Any], which: str = "best", *, device: str | torch.device = "cpu"
+        self, task: ModuleType | type | Callable[[Any], Any], which: str = "best", *, device: str | torch.device = "cpu"
     ) -> torch.nn.Module:
         """The run's ``which`` model with its weights loaded, in eval mode, on ``device``.
 
         Args:
-            task: the task module the run was made with (its ``Params`` and ``build`` make the model, as the run
-                did), or a function taking the run's parameters (a dict) and returning the model (or a Learner).
+            task: the task the run was made with (a module or class: its ``Params`` and ``build`` make the model,
+                as the run did), or a function taking the run's parameters (a dict) and returning the model (or a Learner).
             which: ``"best"`` or ``"last"`` (see :meth:`checkpoint_path`).
 
         Raises:
@@ -89,7 +89,7 @@ class OpenedRun(Run):
         """
         path = self.checkpoint_path(which)
         state = load_checkpoint(path)  # verified before any model exists
-        if isinstance(task, ModuleType):
+        if isinstance(task, (ModuleType, type)):
             built = task.build(make_params(task.Params, dict(self.params)), [])
         elif callable(task):
             built = task(dict(self.params))
@@ -102,7 +102,7 @@ class OpenedRun(Run):
 
     def export(
         self,
-        task: ModuleType | Callable[[Any], Any],
+        task: ModuleType | type | Callable[[Any], Any],
         example: Any,
         formats: Sequence[str] = ("onnx", "torch.export"),
         *,

@@ -43,14 +43,24 @@ from .record import FAILED, FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, 
 from .recorder import RunRecorder
 
 
-def load_task(task: str | ModuleType) -> ModuleType:
-    """The task module: a module object, an importable name (``"loopkit.demo"``) or a path to a ``.py`` file.
+def load_task(task: str | ModuleType | type) -> Any:
+    """The task: a module object, a class (``Params`` and ``build`` as its attributes, for a task kept in a
+    notebook or beside other code), an importable name (``"loopkit.demo"``, ``"package.module:Job"`` for a
+    class) or a path to a ``.py`` file.
 
     Raises:
         ValueError: the module cannot be found, or lacks ``Params`` (a dataclass with ``epochs``) or ``build``.
     """
-    if isinstance(task, ModuleType):
+    if isinstance(task, (ModuleType, type)):
         module = task
+    elif isinstance(task, str) and ":" in task and not task.endswith(".py"):
+        name, _, attr = task.partition(":")
+        try:
+            module = getattr(importlib.import_module(name), attr)
+        except (ImportError, AttributeError) as error:
+            raise ValueError(
+                f"cannot load task {task!r} ({error}); give module:Class of an importable module"
+            ) from None
     elif isinstance(task, str) and task.endswith(".py"):
         if not os.path.isfile(task):
             raise ValueError(f"task file {task!r} does not exist")
@@ -135,8 +145,11 @@ def run_threads(params: Any, threads: int | None = None) -> int:
     return value
 
 
-def task_id(module: ModuleType) -> str:
-    """How a record names the task so that it can be loaded again: its module name, or its file's path."""
+def task_id(module: Any) -> str:
+    """How a record names the task so that it can be loaded again: its module name (``module:Class`` for a
+    class), or its file's path."""
+    if isinstance(module, type):
+        return f"{module.__module__}:{module.__qualname__}"
     if getattr(module, "__loopkit_task__", None):
         return str(module.__loopkit_task__)
     if module.__name__ == "__main__":
