@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -181,7 +182,7 @@ class FreezeUntil(Callback):
         ValueError: an ``epoch`` that is not a whole number >= 0.
     """
 
-    reads = ("epoch",)
+    reads = ("epoch", "n_epochs")
     writes = ("model.requires_grad",)
 
     def __init__(self, modules: Sequence[torch.nn.Module], epoch: int, *, freeze_norms: bool = True) -> None:
@@ -193,6 +194,16 @@ class FreezeUntil(Callback):
         if not self.modules or not all(isinstance(m, torch.nn.Module) for m in self.modules):
             raise TypeError(f"FreezeUntil needs a non-empty list of modules, got {modules!r}")
         self.epoch = epoch
+
+    def before_fit(self, learner: Any) -> None:
+        if learner.n_epochs is not None and self.epoch >= learner.n_epochs:
+            warnings.warn(
+                f"FreezeUntil(epoch={self.epoch}) in a fit of n_epochs={learner.n_epochs} (epochs 0 to "
+                f"{learner.n_epochs - 1}): the modules stay frozen for the whole fit; give an epoch below "
+                f"{learner.n_epochs}, or train longer",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def before_epoch(self, learner: Any) -> None:
         set_trainable(self.modules, learner.epoch >= self.epoch, freeze_norms=self.freeze_norms)
