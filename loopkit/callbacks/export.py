@@ -105,9 +105,17 @@ def export_model(model: torch.nn.Module, example: Any, path: str | os.PathLike, 
             onnx_program = torch.onnx.export(program, dynamo=True)
     except Exception as error:
         raise ExportError(f"cannot export {type(model).__name__} to ONNX ({_why(error)})") from error
-    buffer = io.BytesIO()
-    onnx_program.save(buffer)
-    replace_atomically(path, lambda f: f.write(buffer.getvalue()))
+    if onnx_program is None:  # torch returns None only when it was given no path and no program: not here
+        raise ExportError(f"cannot export {type(model).__name__} to ONNX: the exporter returned nothing")
+    temporary = f"{path}.tmp-{os.getpid()}"
+    try:
+        onnx_program.save(temporary)
+        with open(temporary, "rb") as f:
+            data = f.read()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    replace_atomically(path, lambda f: f.write(data))
     return path
 
 

@@ -48,7 +48,7 @@ def console_copied_to(path: str) -> Iterator[None]:
         return
     out, err = sys.stdout, sys.stderr
     with open(path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
-        sys.stdout, sys.stderr = _Copy(out, log), _Copy(err, log)  # type: ignore[assignment]
+        sys.stdout, sys.stderr = _Copy(out, log), _Copy(err, log)
         try:
             yield
         finally:

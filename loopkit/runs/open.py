@@ -90,7 +90,8 @@ class OpenedRun(Run):
         path = self.checkpoint_path(which)
         state = load_checkpoint(path)  # verified before any model exists
         if isinstance(task, (ModuleType, type)):
-            built = task.build(make_params(task.Params, dict(self.params)), [])
+            job: Any = task  # a task module or class: Params and build
+            built = job.build(make_params(job.Params, dict(self.params)), [])
         elif callable(task):
             built = task(dict(self.params))
         else:
