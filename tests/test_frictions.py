@@ -63,3 +63,16 @@ def test_the_advice_for_resuming_a_finished_fit_works(tmp_path):
     longer = learner()
     longer.fit(4, resume_from=Checkpoint.latest(tmp_path))  # what the advice says: it trains on
     assert longer.global_step == 8
+
+
+def test_list_without_an_experiment_lists_the_experiments(tmp_path, capsys):
+    from loopkit.runs import cli
+    from loopkit.runs.record import Run
+
+    Run.create(tmp_path, "a", {}, name="one")
+    Run.create(tmp_path, "a", {}, name="two")
+    Run.create(tmp_path, "b", {}, name="one")
+    assert cli.main(["list", "--root", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[2:]] == [["a", "2"], ["b", "1"]]
+    assert cli.main(["list", "--root", str(tmp_path / "nope")]) == 2

@@ -152,6 +152,19 @@ def list_table(
     return table(rows, ["run", "status", "epochs", f"best {metric}" if metric else "best", "started", "parameters"])
 
 
+def experiments_table(root: str) -> str:
+    """The experiments under ``root``: name, number of runs, and when the newest run was created."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no runs root {root!r}: nothing has been recorded there; give --root")
+    rows = []
+    for name in sorted(os.listdir(root)):
+        if os.path.isdir(os.path.join(root, name)) and not name.startswith("."):
+            runs = list_runs(root, name)
+            newest = max((r.info["created"] or "" for r in runs), default="")
+            rows.append([name, len(runs), newest[:19]])
+    return table(rows, ["experiment", "runs", "newest run created"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["runs"]:
@@ -162,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("run", help="train one recorded run of a task", add_help=False)
     p.add_argument("task", help="a module name (loopkit.demo) or a .py file defining Params and build")
 
-    p = sub.add_parser("list", help="an experiment's runs, sorted by a metric")
-    p.add_argument("experiment")
+    p = sub.add_parser("list", help="an experiment's runs, sorted by a metric; without one, the experiments")
+    p.add_argument("experiment", nargs="?", help="the experiment (leave out to list the experiments under --root)")
     p.add_argument("--root", default="runs")
     p.add_argument("--sort", default=None, help="metric to sort by (each run's best value)")
     order = p.add_mutually_exclusive_group()
@@ -199,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = parser.parse_args(argv)
     try:
-        if args.command == "list":
+        if args.command == "list" and args.experiment is None:
+            print(experiments_table(args.root))
+        elif args.command == "list":
             print(
                 list_table(
                     list_runs(args.root, args.experiment),
