@@ -220,7 +220,8 @@ def run_task(
     ]
     resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
     try:
-        with threads_set(n_threads), console_copied_to(os.path.join(run.dir, LOG_FILE)):
+        log = console_copied_to(os.path.join(run.dir, LOG_FILE)) if is_main_process() else contextlib.nullcontext()
+        with threads_set(n_threads), log:
             learner = module.build(params, [*own, *callbacks])
             learner.fit(**budget, resume_from=resume_from)
     except BaseException as error:
