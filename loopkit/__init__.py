@@ -10,7 +10,7 @@ from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .resume.file import CheckpointError
+from .resume.file import CheckpointError, load_checkpoint
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -27,10 +27,14 @@ from .scheduling.scheduler import Scheduler
 # Stock callbacks
 from .callbacks import (
     Checkpoint,
+    ClipThreshold,
     Distributed,
     EarlyStopping,
+    Export,
+    ExportError,
     GradientAccumulation,
     GradientClip,
+    LRFinderResult,
     Metrics,
     MixedPrecision,
     NaNGuard,
@@ -40,6 +44,7 @@ from .callbacks import (
     ReduceLROnPlateau,
     TensorBoard,
     accuracy,
+    export_model,
     lr_find,
 )
 
@@ -54,6 +59,7 @@ __all__ = [
     "CancelPhase",
     "Learner",
     "CheckpointError",
+    "load_checkpoint",
     "Step",
     "Callback",
     "CallbackError",
@@ -83,6 +89,11 @@ __all__ = [
     "MixedPrecision",
     "GradientAccumulation",
     "GradientClip",
-    "ReduceLROnPlateau",
+    "ClipThreshold",
     "lr_find",
+    "LRFinderResult",
+    "ReduceLROnPlateau",
+    "Export",
+    "ExportError",
+    "export_model",
 ]

@@ -285,8 +285,8 @@ def test_bad_scheduler_arguments(schedules, error, message):
 
 
 def test_bad_options_are_quoted():
-    with pytest.raises(ValueError, match="per='batch'"):
-        Scheduler({LearningRate: Schedule([0, 1], [0, 1])}, per="batch")
+    with pytest.raises(ValueError, match="per='batches'"):
+        Scheduler({LearningRate: Schedule([0, 1], [0, 1])}, per="batches")
     with pytest.raises(ValueError, match="on_mismatch='drift'"):
         Scheduler({LearningRate: Schedule([0, 1], [0, 1])}, on_mismatch="drift")
 

@@ -100,10 +100,18 @@ class Checkpoint(Callback):
             skip_damaged: verify candidates newest first (header and SHA-256, reading each whole) and return
                 the newest intact one; by default the newest file is returned unread, and a damaged one is
                 reported when it is loaded.
+
+        Returns:
+            the path, or None when the directory holds no periodic checkpoint yet.
+
+        Raises:
+            FileNotFoundError: ``dirpath`` is not a directory (a typo would otherwise train from scratch).
         """
         dirpath = os.fspath(dirpath)
         if not os.path.isdir(dirpath):
-            return None
+            raise FileNotFoundError(
+                f"Checkpoint.latest({dirpath!r}): no such directory; give the directory a Checkpoint saved into"
+            )
         paths = [
             os.path.join(dirpath, f)
             for f in os.listdir(dirpath)

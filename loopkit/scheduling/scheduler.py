@@ -54,7 +54,7 @@ class Scheduler(Callback):
         schedules: a mapping from a :class:`~loopkit.scheduling.hyperparams.HyperParameter` (a class, instantiated with
             no arguments, or an instance such as ``LearningRate(group=1)``) to a schedule
             (:class:`loopkit.schedules.Schedule` or anything with the same ``bind`` method).
-        per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once per epoch, at
+        per: ``"step"`` (default; ``"batch"`` is the same) sets values before every train batch; ``"epoch"`` once per epoch, at
             ``before_epoch`` (before the Learner reads the epoch's length, so a batch size takes effect in that
             epoch): the per-step curve sampled at the epoch's first batch.
         on_mismatch: ``"error"`` (default), ``"stretch"`` or ``"hold"``; see the module docstring.
@@ -100,8 +100,9 @@ class Scheduler(Callback):
                 f"Scheduler needs a non-empty mapping from HyperParameter to schedule, got {schedules!r}; "
                 "e.g. Scheduler({LearningRate: onecycle(10, 0.1)})"
             )
+        per = {"batch": "step"}.get(per, per) if isinstance(per, str) else per  # Finetuner's word for a step
         if per not in ("step", "epoch"):
-            raise ValueError(f"Scheduler(per={per!r}): use 'step' or 'epoch'")
+            raise ValueError(f"Scheduler(per={per!r}): use 'step' (or 'batch', the same) or 'epoch'")
         if on_mismatch not in clock.POLICIES:
             raise ValueError(f"Scheduler(on_mismatch={on_mismatch!r}): use one of {clock.POLICIES}")
         if name is not None and (not isinstance(name, str) or not name):
