@@ -286,9 +286,9 @@ class Checkpoint(Callback):
         if not isinstance(identity, str) or not _IDENTITY.fullmatch(identity):
             raise ValueError(f"its run identity {str(identity)[:40]!r} is not 32 hex digits")
         lists = [state.get("saved"), state.get("pruning")]
-        if not all(isinstance(x, list) and all(isinstance(n, str) for n in x) for x in lists):
+        names = [n for x in lists if isinstance(x, list) for n in x]
+        if not all(isinstance(x, list) for x in lists) or not all(isinstance(n, str) for n in names):
             raise ValueError("its file lists are not lists of file names")
-        names = [n for x in lists for n in x]
         if any(not _OWN_NAME.fullmatch(n) for n in names):
             shown = [n[:60] for n in names[:5]]
             raise ValueError(f"its file list {shown} holds names Checkpoint never writes (step-N.pt, epoch-N.pt)")

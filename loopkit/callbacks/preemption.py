@@ -35,12 +35,15 @@ class Preempted(SystemExit):
 
     Attributes:
         signal: the signal number received.
-        checkpoint: the path of the checkpoint saved (None if the weights were not finite and it was refused).
+        checkpoint: the path of the checkpoint saved (None if the weights were not finite and it was refused, or
+            the signal came before the fit).
+        run: what a caller that records runs names the stopped run by (``experiment/run``), else None.
     """
 
     def __init__(self, signum: int, checkpoint: str | None, exit_code: int) -> None:
         super().__init__(exit_code)
         self.signal, self.checkpoint = signum, checkpoint
+        self.run: str | None = None
 
     def __str__(self) -> str:
         name = signal.Signals(self.signal).name

@@ -193,11 +193,12 @@ def list_table(
             return (1, 0.0, run.name)
         return (0, -value if descending else value, run.name)
 
-    rows = []
-    for run in sorted(runs, key=key) if metric else runs:
-        if isinstance(run, DamagedRun):
-            rows.append([run.name, "DAMAGED", "", "", "", run.problem])
+    rows: list[list[Any]] = []
+    for entry in sorted(runs, key=key) if metric else runs:
+        if isinstance(entry, DamagedRun):
+            rows.append([entry.name, "DAMAGED", "", "", "", entry.problem])
             continue
+        run = entry
         status, reason = run.effective(stale_after)
         value = values[run.dir]
         damaged = isinstance(value, str)
@@ -285,8 +286,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_FAILED
     except Preempted as stop:
-        print(f"loopkit: {stop}; resume it with: python -m loopkit.runs resume EXPERIMENT/RUN", file=sys.stderr)
-        return int(stop.code) if isinstance(stop.code, int) else EXIT_PREEMPTED
+        return preempted(stop)
+
+
+def preempted(stop: Preempted) -> int:
+    """Say that a signal stopped the run and how to resume it; the exit status (75)."""
+    hint = f"python -m loopkit.runs resume {stop.run}" if stop.run else "python -m loopkit.runs resume EXPERIMENT/RUN"
+    print(f"loopkit: {stop}; resume it with: {hint}", file=sys.stderr)
+    return int(stop.code) if isinstance(stop.code, int) else EXIT_PREEMPTED
 
 
 def _main(argv: list[str]) -> int:

@@ -39,7 +39,7 @@ from types import ModuleType
 from typing import Any
 
 from ..callbacks.checkpoint import Checkpoint
-from ..callbacks.preemption import Preemption
+from ..callbacks.preemption import Preempted, Preemption
 from ..callbacks.tensorboard import TensorBoard
 from ..distributed import is_main_process
 from .parameters import ParameterError, fields, make_params, to_dict
@@ -266,6 +266,8 @@ def run_task(
     try:
         return _fit(module, params, run, resuming, callbacks, argv, heartbeat, beats)
     except BaseException as error:
+        if isinstance(error, Preempted):
+            error.run = f"{run.experiment}/{run.name}"
         if is_main_process() and run.info["status"] not in (STARTED, *FINAL_STATES):  # ended before the fit
             if isinstance(error, RunError) and not resuming:
                 run.discard()  # the task refused its parameters: nothing ran, nothing stays recorded
