@@ -490,9 +490,9 @@ def _check_record(path: str, info: Any) -> None:
         raise RecordError(f"{path}: unknown status {info['status'][:40]!r}; known: {', '.join(STATES)}")
     if info["mode"] not in ("min", "max"):
         raise RecordError(f"{path}: mode must be 'min' or 'max', got {info['mode'][:40]!r}")
-    for kind in ("name", "experiment"):
+    for key, kind in (("name", "run"), ("experiment", "experiment")):
         try:
-            check_name(kind, info[kind])
+            check_name(kind, info[key])
         except ValueError as error:
             raise RecordError(f"{path}: {error}") from None
     if info["checksum"] != _checksum(info):
