@@ -35,6 +35,7 @@ from .parameters import ParameterError, params_from_namespace, parser_for
 from .paths import PathError, check_name, inside
 from .record import STALE_AFTER_S, DamagedRun, RecordError, Run, list_runs
 from .runner import RunError, load_task, resume_run, run_task
+from .table import _fmt, table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 0, 1, 2, EX_TEMPFAIL
 #: What a command reports as a usage error (exit 2, one line): raised before anything is recorded or run.
@@ -117,21 +118,6 @@ class _signals_end_the_process:
     def __exit__(self, *exc: object) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return "" if value is None else str(value)
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """A plain-text table, columns left-aligned to their widest cell."""
-    cells = [list(map(str, header))] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:

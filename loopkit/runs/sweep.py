@@ -48,6 +48,7 @@ from .paths import PathError, check_name, inside
 from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
 from .runner import RunError, load_task, resume_run, run_task, task_id
 from .space import Dimension, SpaceError, apply, grid, space
+from .table import table
 
 SAMPLERS = ("grid", "random", "tpe")
 _HEARTBEAT_ATTR = "loopkit_heartbeat"
@@ -612,8 +613,6 @@ class Sweep:
 
     def table(self) -> str:
         """The results as a text table, best first."""
-        from .cli import table
-
         names = list(self.dimensions)
         rows = [
             [
