@@ -74,7 +74,10 @@ def run_task_main(
     if experiment is None:
         experiment = getattr(module, "EXPERIMENT", "default")
         if not isinstance(experiment, str):
-            raise TypeError(f"{module.__name__}.EXPERIMENT is {experiment!r}: make it the experiment's name, a string")
+            print(
+                f"{prog or 'loopkit'}: error: the task's EXPERIMENT is {experiment!r}: make it a name", file=sys.stderr
+            )
+            raise SystemExit(EXIT_USAGE)
     doc = (module.__doc__ or "").strip().splitlines()
     parser = parser_for(module.Params, prog=prog, description=doc[0] if doc else None)
     _add_run_options(parser, experiment)
