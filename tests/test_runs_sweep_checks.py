@@ -50,6 +50,9 @@ DIMS = {"lr": {"single": 0.05}}
         ({"stale_after": 1.0, "heartbeat": 1.0}, "at least twice heartbeat"),
         ({"parameters": {"lr": {"linear": {"start": 0, "end": 1, "count": 10**9}}}}, "count"),
         ({"parameters": {"lr": {"logspace": {"start": -1000, "end": -2, "count": 3}}}}, "Logspace"),
+        ({"parameters": {"scheduler": {"multiple": ["linaer"]}}}, "refused configuration .*unknown schedule"),
+        ({"task": str(HERE / "nope.py")}, "does not exist"),
+        ({"task": "os"}, "must define a dataclass Params"),
     ],
 )
 def test_bad_sweep_settings_are_refused_before_anything_runs(tmp_path, setting, words):

@@ -275,8 +275,14 @@ class Sweep:
         """Build the Learner once (no training) and check its Metrics produce ``monitor``."""
         from ..callbacks.metrics import Metrics
 
-        params = make_params(self.module.Params, apply(self.base, self.points[0] if self.points else {}))
-        learner = self.module.build(params, [])
+        point = self.points[0] if self.points else {}
+        params = make_params(self.module.Params, apply(self.base, point))
+        try:
+            learner = self.module.build(params, [])
+        except (ValueError, TypeError, LookupError) as error:  # a misspelt schedule name in the task's own build
+            raise SweepError(
+                f"task {self.task!r} refused configuration {point}: {type(error).__name__}: {error}"
+            ) from None
         metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         if metrics is None:
             raise SweepError(f"task {self.task!r} has no Metrics callback, so no metric {self.monitor!r} to optimise")
