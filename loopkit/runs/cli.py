@@ -30,11 +30,16 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+import torch
+
+from ..callbacks.export import FORMATS
 from ..callbacks.preemption import EX_TEMPFAIL, Preempted
-from .parameters import ParameterError, params_from_namespace, parser_for
+from .console import LOG_FILE
+from .open import open_run
+from .parameters import ParameterError, fields, params_from_namespace, parser_for
 from .paths import PathError, check_name, inside
-from .record import STALE_AFTER_S, DamagedRun, RecordError, Run, list_runs
-from .runner import RunError, load_task, resume_run, run_task
+from .record import STALE_AFTER_S, DamagedRun, RecordError, Run, list_runs, metric_mode
+from .runner import RunError, fit_budget, load_task, resume_run, run_task, run_threads
 from .table import _fmt, table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 0, 1, 2, EX_TEMPFAIL
@@ -48,12 +53,15 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def _add_run_options(parser: argparse.ArgumentParser, experiment: str) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, experiment: str, threads: bool = True) -> None:
     group = parser.add_argument_group("run record")
     group.add_argument("--experiment", default=experiment, help=f"experiment name (default: {experiment})")
     group.add_argument("--run-name", default=None, help="the run's name (default: time and a random suffix)")
     # --runs-root is the demo's former spelling, kept as a silent alias of the one name the runs commands use.
     group.add_argument("--root", "--runs-root", dest="root", default="runs", help="root of run records (default: runs)")
+    group.add_argument("--description", default=None, help="what the run is for, kept in its record")
+    if threads:  # else the task declares its own threads parameter, which run_task reads
+        group.add_argument("--threads", type=int, default=None, help="CPU threads for the fit (default: 1)")
 
 
 def run_task_main(
@@ -80,10 +88,12 @@ def run_task_main(
             raise SystemExit(EXIT_USAGE)
     doc = (module.__doc__ or "").strip().splitlines()
     parser = parser_for(module.Params, prog=prog, description=doc[0] if doc else None)
-    _add_run_options(parser, experiment)
+    _add_run_options(parser, experiment, threads="threads" not in {f.name for f in fields(module.Params)})
     args = parser.parse_args(argv)
     try:
         params = params_from_namespace(module.Params, args)
+        fit_budget(params)
+        run_threads(params, getattr(args, "threads", None))
         check_name("experiment", args.experiment)
         if args.run_name is not None:
             check_name("run", args.run_name)
@@ -96,7 +106,15 @@ def run_task_main(
         parser.error(str(error))
     with _signals_end_the_process():
         try:
-            run = run_task(module, params, experiment=args.experiment, root=args.root, name=args.run_name)
+            run = run_task(
+                module,
+                params,
+                experiment=args.experiment,
+                root=args.root,
+                name=args.run_name,
+                description=args.description,
+                threads=getattr(args, "threads", None),
+            )
         except (RunError, PathError, ParameterError, FileExistsError) as error:  # refused before the fit: nothing kept
             parser.error(str(error))
     print_run(run)
@@ -133,9 +151,11 @@ def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
     info = run.info
     rows = run.metrics()  # first: a damaged file is reported before anything is printed
     print(f"run {run.experiment}/{run.name}: {status}" + (f" ({reason})" if reason else ""))
+    if info.get("description"):
+        print(f"  description: {info['description']}")
     if info["error"]:
         print(f"  error: {info['error']}")
-    print(f"  parameters: {json.dumps(run.params)}")
+    print(f"  parameters: {json.dumps(run.params)}" + (f", threads {info['threads']}" if info.get("threads") else ""))
     if rows:
         keys = list(rows[0])
         print(table([[r.get(k) for k in keys] for r in rows], keys))
@@ -151,6 +171,10 @@ def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
         )
         print(f"  command: {repro.get('command')}")
     print(f"  record: {run.dir}  (tensorboard --logdir {run.dir}/tensorboard)")
+    for entry in info.get("exports") or []:
+        print(f"  exported ({entry['which']} model, {entry['format']}): {entry['path']}")
+    if os.path.isfile(os.path.join(run.dir, LOG_FILE)):
+        print(f"  console output: {os.path.join(run.dir, LOG_FILE)}")
 
 
 def list_table(
@@ -160,14 +184,17 @@ def list_table(
     descending: bool | None = None,
     stale_after: float = STALE_AFTER_S,
 ) -> str:
-    """Runs as a table sorted by ``metric`` (each run's best value; runs without it last). A damaged run is a row
-    with status DAMAGED and the problem (the file named) in place of its parameters."""
+    """Runs as a table sorted by ``metric``: each run's best value in the metric's own direction
+    (:func:`~loopkit.runs.record.metric_mode`), the best run first unless ``descending`` says otherwise;
+    runs without it last. A damaged run is a row with status DAMAGED and the problem (the file named) in place
+    of its parameters."""
     good = [r for r in runs if isinstance(r, Run)]
     if metric is not None and good and not any(metric in r.info["final"] for r in good):
         produced = sorted({k for r in good for k in r.info["final"]})
         raise ValueError(f"no run produces metric {metric!r}; they produce: {', '.join(produced) or 'nothing yet'}")
     if descending is None:
-        descending = not (metric or "").endswith("loss")
+        first = good[0].info if good else {}
+        descending = metric is not None and metric_mode(metric, first.get("monitor"), first.get("mode")) == "max"
 
     values: dict[str, float | str | None] = {}
     for run in good:
@@ -204,6 +231,23 @@ def list_table(
     return table(rows, ["run", "status", "epochs", f"best {metric}" if metric else "best", "started", "parameters"])
 
 
+def experiments_table(root: str) -> str:
+    """The experiments under ``root``: name, number of runs, and when the newest run was created."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no runs root {root!r}: nothing has been recorded there; give --root")
+    rows: list[list[Any]] = []
+    for name in sorted(os.listdir(root)):
+        if os.path.isdir(os.path.join(root, name)) and not name.startswith("."):
+            try:
+                runs = list_runs(root, name)
+            except PathError as error:  # a name that is not a plain component, or a link out of the root
+                rows.append([name, f"DAMAGED: {error}", ""])
+                continue
+            newest = max((r.info["created"] or "" for r in runs if isinstance(r, Run)), default="")
+            rows.append([name, len(runs), newest[:19]])
+    return table(rows, ["experiment", "runs", "newest run created"])
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loopkit.runs",
@@ -223,8 +267,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("task", help="a module name (loopkit.demo) or a .py file defining Params and build")
 
-    p = sub.add_parser("list", help="an experiment's runs, sorted by a metric", allow_abbrev=False)
-    p.add_argument("experiment")
+    p = sub.add_parser(
+        "list", help="an experiment's runs, sorted by a metric; without one, the experiments", allow_abbrev=False
+    )
+    p.add_argument("experiment", nargs="?", help="the experiment (leave out to list the experiments under --root)")
     p.add_argument("--root", default="runs")
     p.add_argument("--sort", default=None, help="metric to sort by (each run's best value)")
     order = p.add_mutually_exclusive_group()
@@ -235,6 +281,14 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("sweep", help="run, join or report a sweep described by a YAML/TOML file (sweep --help)")
+
+    p = sub.add_parser("export", help="export a run's best or last model to ONNX and/or torch.export (.pt2)")
+    p.add_argument("run", help="EXPERIMENT/RUN")
+    p.add_argument("--task", required=True, help="the task that made the run (module name or .py file)")
+    p.add_argument("--input-shape", required=True, help="an example input's shape, batch first: 2,16")
+    p.add_argument("--format", action="append", choices=list(FORMATS), help="onnx and/or torch.export (both)")
+    p.add_argument("--which", choices=("best", "last"), default="best")
+    p.add_argument("--root", default="runs")
 
     for command, text in (
         ("show", "one run: status, parameters, metrics"),
@@ -298,13 +352,36 @@ def _main(argv: list[str]) -> int:
         return EXIT_OK
     args = parser.parse_args(argv)
     try:
-        if args.command == "list":
+        if args.command == "list" and args.experiment is None:
+            print(experiments_table(args.root))
+        elif args.command == "list":
             runs = list_runs(args.root, args.experiment)
             try:
                 text = list_table(runs, args.sort, descending=args.descending, stale_after=args.stale_after)
             except ValueError as error:  # a --sort metric that no run produces
                 raise RunError(str(error)) from None
             print(text)
+        elif args.command == "export":
+            experiment, _, name = args.run.partition("/")
+            try:
+                shape = [int(n) for n in args.input_shape.split(",")]
+            except ValueError:
+                parser.error(f"export: --input-shape takes whole numbers, batch first (2,16), got {args.input_shape!r}")
+            if not name:
+                parser.error(f"export: give the run as EXPERIMENT/RUN, got {args.run!r}")
+            check_name("experiment", experiment)
+            check_name("run", name)
+            opened = open_run(experiment, name, root=args.root)
+            try:
+                entries = opened.export(
+                    load_task(args.task), torch.zeros(shape), args.format or list(FORMATS), which=args.which
+                )
+            except (ValueError, ImportError) as error:
+                if isinstance(error, RecordError):
+                    raise
+                raise RunError(str(error)) from None
+            for entry in entries:
+                print(f"{entry['format']}: {entry['path']}")
         elif args.command in ("show", "resume"):
             experiment, _, name = args.run.partition("/")
             if not name:

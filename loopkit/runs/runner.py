@@ -2,7 +2,10 @@
 
 A *task* is a module (or a ``.py`` file) that defines:
 
-- ``Params``: a dataclass of the run's parameters (:mod:`loopkit.runs.parameters`), with an ``epochs`` field;
+- ``Params``: a dataclass of the run's parameters (:mod:`loopkit.runs.parameters`) with the fit's budget:
+  an ``epochs`` field, a ``max_steps`` field (optimizer steps), or both (the fit stops at whichever comes
+  first; a value of None leaves that budget out), and optionally ``valid_every`` (for a stream: an epoch of
+  the loop is this many batches) and ``threads`` (the run's CPU thread count, see :func:`run_threads`);
 - ``build(params, callbacks) -> Learner``: the Learner for those parameters, with ``callbacks`` added to its own;
 - optionally ``MONITOR`` and ``MODE``: the metric a sweep optimises by default and ``"min"``/``"max"``;
 - optionally ``EXPERIMENT``: the experiment its runs go to from the command line when ``--experiment`` is not
@@ -11,11 +14,11 @@ A *task* is a module (or a ``.py`` file) that defines:
 :func:`run_task` creates the run record, adds a :class:`~loopkit.runs.recorder.RunRecorder`, a
 :class:`~loopkit.callbacks.Checkpoint` into ``<run>/checkpoints`` (every epoch, the last one kept) and a
 :class:`~loopkit.callbacks.TensorBoard` into ``<run>/tensorboard`` whose hparams entry holds the parameters, and
-fits ``params.epochs`` epochs. The Learner is built before anything is recorded, so a task that cannot build
-with the parameters given (a misspelt schedule name) is a :class:`RunError` and leaves no run behind. SIGTERM
-and SIGINT during the fit save a checkpoint at the next step boundary
-(:class:`~loopkit.callbacks.Preemption`), record the run PREEMPTED with the signal named, and end the process
-with status 75; such a run resumes at once.
+fits the budget the parameters give (:func:`fit_budget`) with ``threads`` CPU threads, the console output copied
+into ``<run>/output.log``. A task whose ``build`` refuses the parameters (a misspelt schedule name) is a
+:class:`RunError` and leaves no run behind. SIGTERM and SIGINT during the fit save a checkpoint at the next step
+boundary (:class:`~loopkit.callbacks.Preemption`), record the run PREEMPTED with the signal named, and end the
+process with status 75; such a run resumes at once.
 
 :func:`resume_run` continues a run that did not finish from its last checkpoint, in the same run directory,
 exactly as if it had never stopped. It runs only code the user chose: the record names the task relative to
@@ -25,6 +28,7 @@ run root, or whose source changed since is refused unless the caller names the t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -34,17 +38,20 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
+
+import torch
 
 from ..callbacks.checkpoint import Checkpoint
 from ..callbacks.preemption import Preempted, Preemption
 from ..callbacks.tensorboard import TensorBoard
 from ..distributed import is_main_process
+from .console import LOG_FILE, console_copied_to
 from .parameters import ParameterError, fields, make_params, to_dict
 from .paths import check_name, inside
-from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, STARTED, Run, reproducibility
+from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, STARTED, Run, now, reproducibility
 from .recorder import RunRecorder, outcome
 
 _MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
@@ -56,15 +63,27 @@ class RunError(ValueError):
     is taken, a run that cannot be resumed, a recorded task that is not trusted. Nothing was recorded or run."""
 
 
-def load_task(task: str | ModuleType) -> ModuleType:
-    """The task module: a module object, an importable name (``"loopkit.demo"``) or a path to a ``.py`` file.
+def load_task(task: str | ModuleType | type) -> Any:
+    """The task: a module object, a class (``Params`` and ``build`` as its attributes, for a task kept in a
+    notebook or beside other code), an importable name (``"loopkit.demo"``, ``"package.module:Job"`` for a
+    class) or a path to a ``.py`` file.
 
     Raises:
         RunError: the module cannot be found or fails to import (the cause named, with its file and line), or
-            it lacks ``Params`` (a dataclass with ``epochs``) or ``build``.
+            it lacks ``Params`` (a dataclass with ``epochs`` or ``max_steps``) or ``build``.
     """
-    if isinstance(task, ModuleType):
+    if isinstance(task, (ModuleType, type)):
         module = task
+    elif isinstance(task, str) and ":" in task and not task.endswith(".py"):
+        name, _, attr = task.partition(":")
+        if not _MODULE_NAME.fullmatch(name) or not attr.isidentifier():
+            raise RunError(f"task {task!r}: give module:Class of an importable module")
+        try:
+            module = getattr(importlib.import_module(name), attr)
+        except (ImportError, AttributeError) as error:
+            raise RunError(f"cannot load task {task!r} ({error}); give module:Class of an importable module") from None
+        except Exception as error:
+            raise RunError(f"task {task!r} failed to import: {_where(error)}") from None
     elif isinstance(task, str) and task.endswith(".py"):
         module = _load_file(task)
     elif isinstance(task, str) and _MODULE_NAME.fullmatch(task):
@@ -87,8 +106,11 @@ def load_task(task: str | ModuleType) -> ModuleType:
         names = {f.name for f in fields(params_cls)}
     except (TypeError, NameError) as error:
         raise RunError(f"task {task_id(module)!r}: its Params cannot be read: {error}") from None
-    if "epochs" not in names:
-        raise RunError(f"task {task_id(module)!r}: Params needs an 'epochs' field (the length of the fit)")
+    if not {"epochs", "max_steps"} & names:
+        raise RunError(
+            f"task {task_id(module)!r}: Params needs an 'epochs' field, a 'max_steps' field, or both (the length "
+            "of the fit)"
+        )
     return module
 
 
@@ -129,8 +151,54 @@ def _where(error: BaseException) -> str:
     return text
 
 
-def task_id(module: ModuleType) -> str:
-    """How messages name the task: its module name, or its file's path."""
+BUDGET_FIELDS = ("epochs", "max_steps", "valid_every")
+
+
+def fit_budget(params: Any) -> dict[str, Any]:
+    """The keyword arguments of ``Learner.fit`` that ``params`` give: ``n_epochs`` (``epochs``), ``max_steps`` and
+    ``valid_every``, each None where the task has no such field or its value is None.
+
+    Raises:
+        ValueError: neither ``epochs`` nor ``max_steps`` is given (both None), naming both ways out.
+    """
+    epochs, max_steps, valid_every = (getattr(params, name, None) for name in BUDGET_FIELDS)
+    if epochs is None and max_steps is None:
+        raise ValueError(
+            "the run has no length: give epochs (--epochs=N) or a step budget (--max_steps=N), or both; "
+            f"got epochs={epochs!r}, max_steps={max_steps!r}"
+        )
+    return {"n_epochs": epochs, "max_steps": max_steps, "valid_every": valid_every}
+
+
+#: The CPU threads a run uses unless told otherwise: see :func:`run_threads`.
+DEFAULT_THREADS = 1
+
+
+def run_threads(params: Any, threads: int | None = None) -> int:
+    """The run's CPU thread count (``torch.set_num_threads``): ``threads`` if given, else the task's ``threads``
+    parameter if it has one and it is not None, else :data:`DEFAULT_THREADS` (1).
+
+    Why 1: loopkit's tasks are small models on small batches, where torch's default (one thread per core)
+    spends more time waking and synchronising threads than it saves, and several processes (sweep workers,
+    ranks) on one machine multiply the threads past the cores. docs/benchmarks.md has the measurements; give
+    ``threads`` (``--threads``) for a model whose matrix products are large enough to share.
+
+    Raises:
+        ValueError: a count that is not a whole number >= 1.
+    """
+    value = threads if threads is not None else getattr(params, "threads", None)
+    if value is None:
+        return DEFAULT_THREADS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"threads must be a whole number >= 1, got threads={value!r}")
+    return value
+
+
+def task_id(module: Any) -> str:
+    """How a record names the task so that it can be loaded again: its module name (``module:Class`` for a
+    class), or its file's path."""
+    if isinstance(module, type):
+        return f"{module.__module__}:{module.__qualname__}"
     if getattr(module, "__loopkit_task__", None):
         return str(module.__loopkit_task__)
     if module.__name__ == "__main__":
@@ -145,6 +213,9 @@ def task_record(module: ModuleType) -> dict[str, Any]:
     """What a run record holds about its task: ``{"module": name}`` for an importable module, else ``{"file":
     path}`` relative to the project (the working directory; absolute when outside it), and the ``sha256`` of its
     source file (None when it has none)."""
+    if isinstance(module, type):  # a class task: its module's source
+        source = getattr(sys.modules.get(module.__module__), "__file__", None)
+        return {"module": task_id(module), "sha256": _sha256(source) if source else None}
     source = getattr(module, "__loopkit_task__", None) or getattr(module, "__file__", None)
     digest = _sha256(source) if source else None
     name = task_id(module)
@@ -185,8 +256,8 @@ def trusted_task(record: Any, root: str | os.PathLike) -> str:
         if os.path.commonpath([project, path]) != project:
             raise RunError(f"the run's task {given!r} resolves to {path!r}, outside the project {project!r}{explicit}")
         source, load = path, path
-    elif isinstance(record.get("module"), str) and _MODULE_NAME.fullmatch(record["module"]):
-        name = record["module"]
+    elif isinstance(record.get("module"), str) and _MODULE_NAME.fullmatch(record["module"].partition(":")[0]):
+        name = record["module"].partition(":")[0]
         top = importlib.util.find_spec(name.partition(".")[0])  # a top-level look-up imports nothing
         if top is None or top.origin is None:
             raise RunError(f"the run's task module {name!r} cannot be found{explicit}")
@@ -198,7 +269,7 @@ def trusted_task(record: Any, root: str | os.PathLike) -> str:
             spec = None
         if spec is None or spec.origin is None:
             raise RunError(f"the run's task module {name!r} cannot be found{explicit}")
-        source, load = os.path.realpath(spec.origin), name
+        source, load = os.path.realpath(spec.origin), record["module"]
     else:
         raise RunError(f"the run records its task as {str(record)[:80]!r}, which loopkit cannot verify{explicit}")
     if _within(real_root, source):
@@ -229,6 +300,8 @@ def run_task(
     heartbeat: float = HEARTBEAT_S,
     beats: Sequence[Callable[[], None]] = (),
     run: Run | None = None,
+    description: str | None = None,
+    threads: int | None = None,
 ) -> Run:
     """Train ``task`` with ``params`` as the run ``<root>/<experiment>/<name>`` (a fresh name if None).
 
@@ -240,14 +313,16 @@ def run_task(
         callbacks: more callbacks for the Learner (a sweep adds its pruning callback).
         argv: the command line to record (default ``sys.argv``).
         run: an existing record to continue (used by :func:`resume_run`).
+        description: a sentence saying what the run is for, kept in the record (``description``).
+        threads: CPU threads for the fit (default: :func:`run_threads`); recorded as ``threads``.
 
     Returns:
         the run record, in status FINISHED.
 
     Raises:
+        ValueError: parameters that give no budget (:func:`fit_budget`) or a bad ``threads``, before any record.
         RunError: the task cannot be loaded, or its ``build`` raised (a ``ValueError``, ``TypeError``,
             ``LookupError``: parameters it refuses); nothing is recorded.
-        ParameterError: ``params`` given as a dict that the task's ``Params`` refuse; nothing is recorded.
         PathError: a name that is not one path component, or a run directory outside ``root``.
         Preempted: SIGTERM or SIGINT stopped the fit (a ``SystemExit`` with status 75) after a checkpoint; the
             run is recorded PREEMPTED.
@@ -256,6 +331,8 @@ def run_task(
     module = load_task(task)
     if isinstance(params, dict):
         params = make_params(module.Params, params)
+    budget = fit_budget(params)
+    n_threads = run_threads(params, threads if run is None else threads or run.info.get("threads"))
     monitor = str(monitor or getattr(module, "MONITOR", "valid_loss"))
     mode = str(mode or getattr(module, "MODE", "min" if monitor.endswith("loss") else "max"))
     resuming = run is not None
@@ -263,8 +340,31 @@ def run_task(
         check_name("experiment", experiment)
         name = check_name("run", name) if name is not None else None
         run = _new_run(root, experiment, to_dict(params), name, task_record(module), monitor, mode)
+        run.info["description"] = description
+    run.info["threads"] = n_threads
+    source = os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or os.getcwd()))
+    repro = reproducibility(getattr(params, "seed", None), source, argv)
+    recorder = RunRecorder(run, repro=repro, heartbeat=heartbeat, beats=beats)
+    # The run's own directories are resolved like the run: a checkpoints/ that is a link to elsewhere is refused.
+    experiment_dir = os.path.dirname(run.dir)
+    root_of_run, experiment_name = os.path.dirname(experiment_dir), os.path.basename(experiment_dir)
+    checkpoints = inside(root_of_run, experiment_name, run.name, "checkpoints")
+    own = [
+        recorder,
+        _RunCheckpoint(checkpoints, every_epoch=True, keep_last=1, monitor=monitor, mode=mode),
+        TensorBoard(inside(root_of_run, experiment_name, run.name, "tensorboard"), hparams=to_dict(params)),
+    ]
+    if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+        own.append(Preemption(PREEMPTION_SIGNALS))
+    resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
     try:
-        return _fit(module, params, run, resuming, callbacks, argv, heartbeat, beats)
+        log = console_copied_to(os.path.join(run.dir, LOG_FILE)) if is_main_process() else contextlib.nullcontext()
+        with threads_set(n_threads), log:
+            try:
+                learner = module.build(params, [*own, *callbacks])
+            except (ValueError, TypeError, LookupError) as error:
+                raise RunError(f"task {task_id(module)!r} refused the parameters: {_where(error)}") from None
+            learner.fit(**budget, resume_from=resume_from)
     except BaseException as error:
         if isinstance(error, Preempted):
             error.run = f"{run.experiment}/{run.name}"
@@ -272,43 +372,41 @@ def run_task(
             if isinstance(error, RunError) and not resuming:
                 run.discard()  # the task refused its parameters: nothing ran, nothing stays recorded
             else:
-                run.start()
+                run.start(repro)
                 status, reason = outcome(error)
                 run.finish(status, error, reason)
         raise
-
-
-def _fit(
-    module: ModuleType,
-    params: Any,
-    run: Run,
-    resuming: bool,
-    callbacks: Sequence[object],
-    argv: Sequence[str] | None,
-    heartbeat: float,
-    beats: Sequence[Callable[[], None]],
-) -> Run:
-    source = os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or os.getcwd()))
-    repro = reproducibility(getattr(params, "seed", None), source, argv)
-    recorder = RunRecorder(run, repro=repro, heartbeat=heartbeat, beats=beats)
-    # The run's own directories are resolved like the run: a checkpoints/ that is a link to elsewhere is refused.
-    root_of_run = os.path.dirname(os.path.dirname(run.dir))
-    checkpoints = inside(root_of_run, os.path.basename(os.path.dirname(run.dir)), run.name, "checkpoints")
-    own = [
-        recorder,
-        Checkpoint(checkpoints, every_epoch=True, keep_last=1),
-        TensorBoard(inside(root_of_run, os.path.basename(os.path.dirname(run.dir)), run.name, "tensorboard"),
-                    hparams=to_dict(params)),
-    ]  # fmt: skip
-    if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
-        own.append(Preemption(PREEMPTION_SIGNALS))
-    resume_from = Checkpoint.latest(checkpoints) if resuming else None
-    try:
-        learner = module.build(params, [*own, *callbacks])
-    except (ValueError, TypeError, LookupError) as error:
-        raise RunError(f"task {task_id(module)!r} refused the parameters: {_where(error)}") from None
-    learner.fit(params.epochs, resume_from=resume_from)
+    exported = [
+        {**e, "which": "last", "created": now()} for cb in learner.callbacks for e in getattr(cb, "exported", [])
+    ]
+    if exported and is_main_process():  # an Export callback ran at the end of the fit
+        run.info["exports"] = [*run.info.get("exports", []), *exported]
+        run.save()
     return run
+
+
+class _RunCheckpoint(Checkpoint):
+    """The run's checkpoints: the last epoch's, and ``best.pt`` at the best ``monitor`` value when the task
+    produces that metric (a task that does not keeps no best, and its record says so: ``best`` is None)."""
+
+    name = "Checkpoint"  # its state's name in the checkpoint, as a plain Checkpoint's
+
+    def check(self, learner: Any) -> None:
+        try:
+            super().check(learner)
+        except ValueError:
+            self.monitor = None
+
+
+@contextlib.contextmanager
+def threads_set(n: int) -> Iterator[None]:
+    """``torch.set_num_threads(n)`` inside the block, the previous count restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _new_run(
