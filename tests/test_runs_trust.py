@@ -85,7 +85,7 @@ def test_resume_through_the_command_line_keeps_a_users_file_in_checkpoints(tmp_p
     _craft(d / "epoch-0001.pt", ["epoch-0007.pt"], d / "epoch-0001.pt")
     assert cli.main(["resume", "e/r", "--root", str(root)]) == 0
     assert (d / "epoch-0007.pt").read_bytes() == b"keep me"
-    assert sorted(os.listdir(d)) == ["epoch-0003.pt", "epoch-0007.pt"]  # its own epoch-0001 and 0002 pruned
+    assert sorted(os.listdir(d)) == ["best.pt", "epoch-0003.pt", "epoch-0007.pt"]  # its own 0001, 0002 pruned
 
 
 @pytest.fixture()

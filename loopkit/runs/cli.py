@@ -102,7 +102,7 @@ def run_task_main(
                     f"run {args.experiment}/{args.run_name} already exists in {args.root!r}; give another "
                     f"--run-name, or resume it (python -m loopkit.runs resume {args.experiment}/{args.run_name})"
                 )
-    except USAGE_ERRORS as error:  # before any run is recorded
+    except (ValueError, FileExistsError, FileNotFoundError) as error:  # before any run: a budget, threads, a name
         parser.error(str(error))
     with _signals_end_the_process():
         try:

@@ -387,15 +387,17 @@ class Run:
         self.info.update(status=status, error=error, reason=reason, ended=now())
         self.save()
 
-    def discard(self) -> None:
-        """Remove a run that never started: its ``run.json`` and the directories it made, if empty. Nothing else
-        is deleted (a file someone put there keeps the directory)."""
+    def discard(self, written: Sequence[str] = ()) -> None:
+        """Remove a run that never started: its ``run.json``, the files named in ``written`` (what this process
+        wrote into it, e.g. its console log) and the directories it made, if empty. Nothing else is deleted (a
+        file someone put there keeps the directory)."""
         if self.info["status"] != CREATED:
             raise ValueError(
                 f"run {self.experiment}/{self.name} is {self.info['status']}: only a CREATED run is discarded"
             )
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.dir, "run.json"))
+        for name in ("run.json", *written):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.dir, name))
         for sub in ("checkpoints", "tensorboard", ""):
             with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(self.dir, sub))

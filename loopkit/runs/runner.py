@@ -370,7 +370,7 @@ def run_task(
             error.run = f"{run.experiment}/{run.name}"
         if is_main_process() and run.info["status"] not in (STARTED, *FINAL_STATES):  # ended before the fit
             if isinstance(error, RunError) and not resuming:
-                run.discard()  # the task refused its parameters: nothing ran, nothing stays recorded
+                run.discard(written=(LOG_FILE,))  # the task refused its parameters: nothing ran, nothing stays recorded
             else:
                 run.start(repro)
                 status, reason = outcome(error)
