@@ -143,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     by SIGTERM or SIGINT after a checkpoint (the run recorded PREEMPTED: ``python -m loopkit.runs resume`` it).
     A usage error exits with status 2 (SystemExit)."""
     from .callbacks.preemption import Preempted
-    from .runs.cli import preempted, run_task_main
+    from .runs.cli import run_task_main
+    from .runs.signals import preempted
 
     torch.set_num_threads(1)  # the model is tiny: waking a second thread per op costs more than it saves
     try:

@@ -13,6 +13,7 @@ import pytest
 
 from loopkit.runs import cli
 from loopkit.runs.record import Run
+from loopkit.runs.signals import EXIT_PREEMPTED
 from loopkit.runs.sweep_cli import sweep_main
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -88,7 +89,7 @@ def test_list_into_a_closed_pipe_ends_quietly(tmp_path):
 
 def test_exit_statuses_are_the_documented_ones(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(HERE.parent)
-    assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, cli.EXIT_PREEMPTED) == (0, 1, 2, 75)
+    assert (cli.EXIT_OK, cli.EXIT_FAILED, cli.EXIT_USAGE, EXIT_PREEMPTED) == (0, 1, 2, 75)
     assert cli.main(["show", "e/missing", "--root", str(tmp_path)]) == cli.EXIT_USAGE
     Run.create(tmp_path, "e", {}, name="r")
     path = tmp_path / "e" / "r" / "run.json"

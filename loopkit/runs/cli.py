@@ -20,11 +20,9 @@ PREEMPTED and resumable at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -33,16 +31,17 @@ from typing import Any
 import torch
 
 from ..callbacks.export import FORMATS
-from ..callbacks.preemption import EX_TEMPFAIL, Preempted
+from ..callbacks.preemption import Preempted
 from .console import LOG_FILE
 from .open import open_run
 from .parameters import ParameterError, fields, params_from_namespace, parser_for
 from .paths import PathError, check_name, inside
 from .record import STALE_AFTER_S, DamagedRun, RecordError, Run, list_runs, metric_mode
 from .runner import RunError, fit_budget, load_task, resume_run, run_task, run_threads
+from .signals import preempted, signals_end_the_process
 from .table import _fmt, table
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PREEMPTED = 0, 1, 2, EX_TEMPFAIL
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: What a command reports as a usage error (exit 2, one line): raised before anything is recorded or run.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
     ParameterError,
@@ -104,7 +103,7 @@ def run_task_main(
                 )
     except (ValueError, FileExistsError, FileNotFoundError) as error:  # before any run: a budget, threads, a name
         parser.error(str(error))
-    with _signals_end_the_process():
+    with signals_end_the_process():
         try:
             run = run_task(
                 module,
@@ -119,26 +118,6 @@ def run_task_main(
             parser.error(str(error))
     print_run(run)
     return run
-
-
-class _signals_end_the_process:
-    """Outside the fit (loading, building, writing the record), SIGTERM and SIGINT raise :class:`Preempted` with no
-    checkpoint, so the run is recorded and the process ends with status 75; inside the fit Preemption saves
-    first. The previous handlers come back on exit."""
-
-    def __enter__(self) -> None:
-        self._previous: dict[int, Any] = {}
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
-                self._previous[signum] = signal.signal(signum, self._raise)
-
-    @staticmethod
-    def _raise(signum: int, frame: Any) -> None:
-        raise Preempted(signum, None, EXIT_PREEMPTED)
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
 
 
 def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:
@@ -332,13 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return preempted(stop)
 
 
-def preempted(stop: Preempted) -> int:
-    """Say that a signal stopped the run and how to resume it; the exit status (75)."""
-    hint = f"python -m loopkit.runs resume {stop.run}" if stop.run else "python -m loopkit.runs resume EXPERIMENT/RUN"
-    print(f"loopkit: {stop}; resume it with: {hint}", file=sys.stderr)
-    return int(stop.code) if isinstance(stop.code, int) else EXIT_PREEMPTED
-
-
 def _main(argv: list[str]) -> int:
     if argv[:1] == ["runs"]:
         argv = argv[1:]
@@ -389,7 +361,7 @@ def _main(argv: list[str]) -> int:
             if args.command == "show":
                 print_run(Run.load(args.root, experiment, name), args.stale_after)
             else:
-                with _signals_end_the_process():
+                with signals_end_the_process():
                     run = resume_run(args.root, experiment, name, stale_after=args.stale_after, task=args.task)
                 print_run(run)
         else:

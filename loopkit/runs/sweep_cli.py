@@ -14,12 +14,11 @@ from collections.abc import Sequence
 from .parameters import ParameterError, load_config
 from .paths import PathError
 from .runner import RunError
+from .signals import signals_end_the_process
 from .sweep import SweepError, from_config
 
 
 def sweep_main(argv: Sequence[str]) -> int:
-    from .cli import _signals_end_the_process
-
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
         prog="python -m loopkit.runs sweep",
@@ -43,7 +42,7 @@ def sweep_main(argv: Sequence[str]) -> int:
             sweep.print_plan()
             return 0
         if not args.report:
-            with _signals_end_the_process():  # SIGTERM/SIGINT: the trial's run saves, its trial is requeued
+            with signals_end_the_process():  # SIGTERM/SIGINT: the trial's run saves, its trial is requeued
                 sweep.run(quiet=args.quiet)
         else:
             sweep.print_plan()
