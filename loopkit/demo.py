@@ -24,7 +24,7 @@ import torch
 from .callbacks import Metrics, ProgressBar, accuracy
 from .loop.learner import Learner
 from .optimizers import make_optimizer
-from .runs.parameters import ParameterError, param
+from .runs.parameters import ParameterError, param, short
 from .runs.registry import make_loss, make_schedule, scheduler_per
 from .scheduling.optimizer_hyperparams import LearningRate
 from .scheduling.scheduler import Scheduler
@@ -42,7 +42,7 @@ class Params:
     """The demo's parameters; each is a flag (``--learning_rate=0.003``) and a config-file key."""
 
     epochs: int = param(20, help="epochs to train", low=1)
-    batch_size: int = param(64, help="training batch size", low=1)
+    batch_size: int = param(64, help="training batch size", low=1, high=100_000)
     learning_rate: float = param(3e-3, help="peak learning rate of the schedule", low=0)
     optimizer: str = param("adamw", help="a torch.optim optimizer by name (any case)")
     optimizer_options: dict = param({"weight_decay": 1e-4}, help="the optimizer's options, as JSON")
@@ -51,10 +51,10 @@ class Params:
     scheduler_step: Literal["batch", "epoch"] = param("batch", help="step the schedule per batch or per epoch")
     loss: str = param("cross_entropy", help="a torch.nn loss by name")
     loss_options: dict = param({}, help='the loss\'s options, as JSON (e.g. {"label_smoothing": 0.1})')
-    hidden: int = param(128, help="width of the hidden layer", low=1)
+    hidden: int = param(128, help="width of the hidden layer", low=1, high=65_536)
     dropout: float = param(0.1, help="dropout before the output layer", low=0, high=0.95)
     valid_fraction: float = param(0.2, help="fraction of the digits held out", low=0.05, high=0.5)
-    seed: int = param(0, help="seed of the split, the initial weights and the shuffle")
+    seed: int = param(0, help="seed of the split, the initial weights and the shuffle", low=0, high=2**63 - 1)
     quiet: bool = param(False, help="no progress bar")
 
     def __post_init__(self) -> None:
@@ -64,16 +64,24 @@ class Params:
         checks = [
             (("scheduler", "learning_rate", "scheduler_options"), "the schedule's peak is learning_rate", lambda: (
                 make_schedule(self.scheduler, self.learning_rate, self.scheduler_options))),
-            (("loss", "loss_options"), "", lambda: make_loss(self.loss, self.loss_options)),
+            (("loss", "loss_options"), "", lambda: self._check_loss()),
             (("optimizer", "learning_rate", "optimizer_options"), "the optimizer's lr is learning_rate", lambda: (
                 make_optimizer(self.optimizer, [torch.nn.Parameter(torch.zeros(1))], self._optimizer_options()))),
         ]  # fmt: skip
         for names, note, build in checks:
             try:
                 build()
-            except (ValueError, TypeError) as error:
-                given = ", ".join(f"{name}={getattr(self, name)!r}" for name in names)
-                raise ParameterError(f"{given}: {error}" + (f" ({note})" if note else "")) from error
+            except Exception as error:  # whatever torch raises for these options (an IndexError for betas=[0.9])
+                given = ", ".join(f"{name}={short(getattr(self, name))}" for name in names)
+                cause = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+                raise ParameterError(f"{given}: {cause}" + (f" ({note})" if note else "")) from error
+
+    def _check_loss(self) -> None:
+        # Some options are checked by torch only when the loss is computed (label_smoothing=2): compute it once
+        # on two made-up samples of the demo's shape, and refuse a loss that is not finite.
+        loss = make_loss(self.loss, self.loss_options)(torch.zeros(2, 10), torch.tensor([0, 1]))
+        if not torch.isfinite(loss).all():
+            raise ValueError(f"the loss of two made-up samples is {loss.tolist()}, not finite")
 
     def _optimizer_options(self) -> dict:
         return {"lr": self.learning_rate, **self.optimizer_options}
@@ -131,10 +139,18 @@ def build(params: Params, callbacks: Sequence[object] = ()) -> Learner:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Train the demo as a recorded run (``--root``, default ``runs``); returns the exit status: 0 done, 75 stopped
+    by SIGTERM or SIGINT after a checkpoint (the run recorded PREEMPTED: ``python -m loopkit.runs resume`` it).
+    A usage error exits with status 2 (SystemExit)."""
+    from .callbacks.preemption import Preempted
     from .runs.cli import run_task_main
+    from .runs.signals import preempted
 
     torch.set_num_threads(1)  # the model is tiny: waking a second thread per op costs more than it saves
-    run = run_task_main(sys.modules[__name__], argv, prog="python -m loopkit.demo")
+    try:
+        run = run_task_main(sys.modules[__name__], argv, prog="python -m loopkit.demo")
+    except Preempted as stop:
+        return preempted(stop)
     held_out = len(digits(run.params["valid_fraction"], run.params["seed"])[1])
     print(
         f"\nHeld-out accuracy: {run.info['final']['valid_accuracy']:.1%} of the {held_out} digits the model never "

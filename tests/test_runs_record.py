@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
@@ -18,7 +19,7 @@ import torch
 from loopkit.resume.file import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs
-from loopkit.runs.runner import resume_run, run_task
+from loopkit.runs.runner import RunError, resume_run, run_task
 
 HERE = pathlib.Path(__file__).resolve().parent
 TASK = str(HERE / "runs_task.py")
@@ -92,9 +93,9 @@ def test_a_failing_run_is_failed_with_its_error_and_the_error_propagates(tmp_pat
     run = Run.load(tmp_path, "exp", "bad")
     assert run.info["status"] == "FAILED" and run.info["reason"] == "error"
     assert run.info["error"] == "RuntimeError: planned failure in epoch 1" and run.info["epochs_done"] == 1
-    with pytest.raises(ValueError, match="unknown schedule 'nope'"):
+    with pytest.raises(RunError, match="unknown schedule 'nope'"):
         run_task(TASK, {"scheduler": "nope"}, experiment="exp", root=tmp_path, name="unbuilt")
-    assert Run.load(tmp_path, "exp", "unbuilt").info["status"] == "FAILED"  # failed in build, before the fit
+    assert not (tmp_path / "exp" / "unbuilt").exists()  # refused by build, before the fit: nothing recorded
 
 
 def test_names_are_unique_and_checked(tmp_path):
@@ -183,7 +184,8 @@ def test_cli_run_and_resume_a_task_by_path(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["run", TASK, "--epochs=2", "--lr", "0.02", "--experiment=e", "--run-name=a"]) == 0
     run = Run.load("runs", "e", "a")
-    assert run.info["status"] == "FINISHED" and run.params["lr"] == 0.02 and run.info["task"] == TASK
+    assert run.info["status"] == "FINISHED" and run.params["lr"] == 0.02
+    assert run.info["task"] == {"file": TASK, "sha256": hashlib.sha256(pathlib.Path(TASK).read_bytes()).hexdigest()}
     with pytest.raises(SystemExit):
         cli.main(["run", TASK, "--epochs=0"])
     assert "parameter 'epochs' must be >= 1, got epochs=0" in capsys.readouterr().err

@@ -8,9 +8,12 @@ every other callback (``run_after=("*",)``), so the state it saves includes what
 
 What it deletes: only files it wrote itself into its own directory. Pruning (``keep_last``) removes periodic
 checkpoints this run wrote there, and only once the save that supersedes them is complete; files named in a
-checkpoint that was written into another directory (a resume from elsewhere) are never touched. Temporary
-files left by killed saves are removed after a later completed save into the same directory, and only those of
-writers on this host that are no longer running.
+checkpoint that was written into another directory (a resume from elsewhere) are never touched. A loaded
+checkpoint is data, never an instruction: each run carries a random identity, saved in every checkpoint it
+writes, and a file named by a loaded checkpoint is deleted only if it is a regular file (not a link) in this
+directory, named as this callback names its files, and itself a checkpoint holding the same identity; anything
+else is left alone. Temporary files left by killed saves are removed after a later completed save into the same
+directory, and only those of writers on this host that are no longer running.
 
 Resume with ``learner.fit(n_epochs, resume_from=checkpoint.last)`` or, in a new process,
 ``resume_from=Checkpoint.latest(dirpath)``.
@@ -21,6 +24,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import secrets
+import stat
 import warnings
 from typing import Any
 
@@ -32,6 +38,9 @@ from ..loop.callback import Callback
 from ..resume.file import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
 from ..resume.model import unwrap_model
 from ._monitor import latest, monitored_metrics
+
+_OWN_NAME = re.compile(r"(step-\d{9}|epoch-\d{4,})\.pt")  # the names _save gives periodic checkpoints
+_IDENTITY = re.compile(r"[0-9a-f]{32}")
 
 
 class Checkpoint(Callback):
@@ -86,6 +95,8 @@ class Checkpoint(Callback):
         self.refused = 0
         self._pruning: list[str] = []  # superseded files of ours, deleted once the next save is complete
         self._saved_step: int | None = None
+        self.identity = secrets.token_hex(16)  # saved in every file this run writes: proof that it wrote it
+        self._written: set[str] = set()  # files this process wrote (no proof needed)
 
     @property
     def last(self) -> str | None:
@@ -205,6 +216,7 @@ class Checkpoint(Callback):
             state = learner.state_dict()
             if is_main_process():
                 save_atomic(state, path)
+                self._written.add(path)
         except BaseException:
             self.saved, self._pruning = before  # last still names the previous, intact file
             raise
@@ -214,10 +226,30 @@ class Checkpoint(Callback):
         return True
 
     def _remove_superseded(self) -> None:
-        for old in self._pruning + stale_temp_files(self.dirpath):
+        for old in self._pruning:
+            if old in self._written or self._wrote(old):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(old)
+                self._written.discard(old)
+        for old in stale_temp_files(self.dirpath):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
         self._pruning = []
+
+    def _wrote(self, path: str) -> bool:
+        """Whether this run provably wrote ``path`` (a name a loaded checkpoint gave): a regular file directly in
+        this directory, named as periodic checkpoints are, whose own Checkpoint state holds this run's identity."""
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode) or not _OWN_NAME.fullmatch(os.path.basename(path)):
+                return False
+            if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.dirpath):
+                return False
+            states = load_checkpoint(path).get("callbacks", {})
+        except (OSError, CheckpointError):
+            return False
+        return isinstance(states, dict) and any(
+            isinstance(s, dict) and s.get("identity") == self.identity for s in states.values()
+        )
 
     @staticmethod
     def _finite(learner: Any) -> bool:
@@ -232,6 +264,7 @@ class Checkpoint(Callback):
     def state_dict(self) -> dict[str, Any]:
         # Names, not paths: a run resumed elsewhere must not reach back into this directory.
         return {
+            "identity": self.identity,
             "dirpath": os.path.realpath(self.dirpath),
             "saved": [os.path.basename(p) for p in self.saved],
             "pruning": [os.path.basename(p) for p in self._pruning],
@@ -242,8 +275,12 @@ class Checkpoint(Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.refused = state["refused"]
         best = state["best"]
-        self.best = None if best is None else (best["value"], best["path"])
+        # The path of best.pt is this directory's, whatever the file says: a loaded path is never used.
+        self.best = None if best is None else (best["value"], os.path.join(self.dirpath, "best.pt"))
         if os.path.realpath(self.dirpath) == state["dirpath"]:
+            # The same run continues: it keeps its identity, and the files it lists are deleted only once each
+            # is shown to carry that identity (_wrote).
+            self.identity = state["identity"]
             self.saved = [os.path.join(self.dirpath, name) for name in state["saved"]]
             self._pruning = [os.path.join(self.dirpath, name) for name in state["pruning"]]
         else:
@@ -251,6 +288,13 @@ class Checkpoint(Callback):
             self.saved, self._pruning = [], []
 
     def check_state_dict(self, state: dict[str, Any], learner: Any) -> None:
-        names = list(state["saved"]) + list(state["pruning"])
-        if any(os.path.basename(n) != n or not n.endswith(".pt") for n in names):
-            raise ValueError(f"its file list {names} holds paths, not the names of files in one directory")
+        identity = state.get("identity")
+        if not isinstance(identity, str) or not _IDENTITY.fullmatch(identity):
+            raise ValueError(f"its run identity {str(identity)[:40]!r} is not 32 hex digits")
+        lists = [state.get("saved"), state.get("pruning")]
+        names = [n for x in lists if isinstance(x, list) for n in x]
+        if not all(isinstance(x, list) for x in lists) or not all(isinstance(n, str) for n in names):
+            raise ValueError("its file lists are not lists of file names")
+        if any(not _OWN_NAME.fullmatch(n) for n in names):
+            shown = [n[:60] for n in names[:5]]
+            raise ValueError(f"its file list {shown} holds names Checkpoint never writes (step-N.pt, epoch-N.pt)")

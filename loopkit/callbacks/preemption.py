@@ -12,7 +12,8 @@ next process continues bit for bit. ``docs/callbacks.md`` shows the SLURM requeu
 
 Under ``torch.distributed`` the ranks agree on the step to stop at (one all-reduce of one integer per optimizer
 step), so every rank saves and exits at the same boundary even when the signal reaches them at different
-moments. The previous signal handlers are restored when the fit ends.
+moments. The previous signal handlers are restored when the fit ends. A second SIGINT (Ctrl-C pressed twice)
+raises ``KeyboardInterrupt`` at once, without waiting for the boundary.
 """
 
 from __future__ import annotations
@@ -34,16 +35,20 @@ class Preempted(SystemExit):
 
     Attributes:
         signal: the signal number received.
-        checkpoint: the path of the checkpoint saved (None if the weights were not finite and it was refused).
+        checkpoint: the path of the checkpoint saved (None if the weights were not finite and it was refused, or
+            the signal came before the fit).
+        run: what a caller that records runs names the stopped run by (``experiment/run``), else None.
     """
 
     def __init__(self, signum: int, checkpoint: str | None, exit_code: int) -> None:
         super().__init__(exit_code)
         self.signal, self.checkpoint = signum, checkpoint
+        self.run: str | None = None
 
     def __str__(self) -> str:
         name = signal.Signals(self.signal).name
-        return f"preempted by {name}: checkpoint {self.checkpoint!r} saved; exiting with status {self.code}"
+        saved = f"checkpoint {self.checkpoint!r} saved" if self.checkpoint else "no checkpoint saved"
+        return f"preempted by {name}: {saved}; exiting with status {self.code}"
 
 
 class Preemption(Callback):
@@ -90,6 +95,8 @@ class Preemption(Callback):
             self._previous[signum] = signal.signal(signum, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without waiting for the step boundary
         self.received = signum  # only a flag: the loop acts at its next step boundary
 
     def after_batch(self, learner: Any) -> None:

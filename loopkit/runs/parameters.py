@@ -9,8 +9,13 @@ Values are read in this order, each overriding the one before: the defaults, a c
 run.yaml`` or ``.toml``), then flags (``--learning_rate=0.001``; ``--learning-rate 0.001`` works too).
 Booleans are flags: ``--shuffle`` means true, ``--no-shuffle`` false, and ``--shuffle false`` /
 ``--shuffle=False`` false as well (``true/false/1/0/yes/no/on/off``, any case; anything else is an error).
-Parsing uses :mod:`argparse`. Every value, from whatever source, goes through :func:`make_params`, so a bad
-value fails before training with :class:`ParameterError` naming the parameter and the value.
+Parsing uses :mod:`argparse` (no prefix matching: ``--learning_rat`` is an error, not ``--learning_rate``).
+Every value, from whatever source, goes through :func:`make_params`, so a bad value fails before training with
+:class:`ParameterError` naming the parameter and the value (cut short if long). Checked for every parameter:
+floats are finite (no NaN, no infinity); ints fit in 64 bits; ``dict``/``list`` values are JSON data (strings,
+finite numbers, booleans, null, lists, string-keyed objects) at most 32 levels deep and 10,000 items in all.
+Config files are at most 1 MiB; YAML is read with PyYAML's safe loader (no Python tags) and at most 100
+aliases; a syntax error names the file and the line.
 
 Example:
     >>> from dataclasses import dataclass
@@ -34,6 +39,7 @@ import dataclasses
 import json
 import math
 import os
+import reprlib
 import sys
 import types
 import typing
@@ -42,6 +48,20 @@ from typing import Any
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+INT_RANGE = (-(2**63), 2**63)  # what a parameter's int may be: a 64-bit integer, as torch and numpy hold it
+MAX_DEPTH, MAX_ITEMS = 32, 10_000  # for dict and list values
+MAX_CONFIG_BYTES = 2**20
+MAX_ALIASES = 100
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlevel = 3
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut short (strings and containers truncated with ``...``): error messages quote values
+    whole only when they are small."""
+    return _repr.repr(value)
 
 
 class ParameterError(ValueError):
@@ -105,13 +125,13 @@ def convert(name: str, tp: Any, value: Any) -> Any:
         if optional:
             return None
         raise ParameterError(f"parameter {name!r} may not be None, got {name}=None")
-    bad = ParameterError(f"parameter {name!r} must be {_type_name(tp)}, got {name}={value!r}")
+    bad = ParameterError(f"parameter {name!r} must be {_type_name(tp)}, got {name}={short(value)}")
     if typing.get_origin(base) is typing.Literal:
         options = typing.get_args(base)
         for option in options:
-            if value == option or (isinstance(value, str) and str(option) == value):
+            if (type(value) is type(option) and value == option) or (isinstance(value, str) and str(option) == value):
                 return option
-        raise ParameterError(f"parameter {name!r} must be one of {list(options)}, got {name}={value!r}")
+        raise ParameterError(f"parameter {name!r} must be one of {list(options)}, got {name}={short(value)}")
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -122,28 +142,33 @@ def convert(name: str, tp: Any, value: Any) -> Any:
                 raise bad from None
         raise bad
     if base is int:
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
+        result = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            result = value
+        elif isinstance(value, float) and value.is_integer():
+            result = int(value)
+        elif isinstance(value, str):
             try:
-                return int(value)
-            except ValueError:
+                result = int(value)
+            except ValueError:  # not a whole number, or more digits than Python converts
                 raise bad from None
-        raise bad
+        if result is None:
+            raise bad
+        if not INT_RANGE[0] <= result < INT_RANGE[1]:
+            raise ParameterError(f"parameter {name!r} must fit in 64 bits (|value| < 2**63), got {name}={short(value)}")
+        return result
     if base is float:
         if isinstance(value, bool):
             raise bad
         try:
-            result = float(value) if isinstance(value, (int, float, str)) else None
-        except ValueError:
-            result = None
-        if result is None or math.isnan(result):
+            number = float(value) if isinstance(value, (int, float, str)) else None
+        except (ValueError, OverflowError):
+            number = None
+        if number is None:
             raise bad
-        return result
+        if not math.isfinite(number):
+            raise ParameterError(f"parameter {name!r} must be a finite number, got {name}={short(value)}")
+        return number
     if base is str:
         if isinstance(value, str):
             return value
@@ -151,16 +176,58 @@ def convert(name: str, tp: Any, value: Any) -> Any:
     origin = typing.get_origin(base) or base
     if origin in (dict, list):
         if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as error:
-                raise ParameterError(f"parameter {name!r} must be JSON ({error.msg}), got {name}={value!r}") from None
+            value = _parse_json(name, value)
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, origin):
             raise bad
+        _check_data(name, value)
         return value
     raise TypeError(f"parameter {name!r} has type {tp!r}; use int, float, str, bool, Literal, dict or list")
+
+
+def _parse_json(name: str, text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ParameterError(f"parameter {name!r} must hold finite numbers, got {constant} in {name}={short(text)}")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except json.JSONDecodeError as error:
+        raise ParameterError(f"parameter {name!r} must be JSON ({error.msg}), got {name}={short(text)}") from None
+    except RecursionError:
+        raise ParameterError(f"parameter {name!r} is nested too deeply (at most {MAX_DEPTH} levels)") from None
+
+
+def _check_data(name: str, value: Any) -> None:
+    """``value`` is JSON data: str-keyed dicts, lists, strings, finite floats, 64-bit ints, booleans, None; at most
+    MAX_DEPTH deep and MAX_ITEMS items (YAML aliases counted each time they are used)."""
+    items = 0
+    stack: list[tuple[Any, int, str]] = [(value, 0, name)]
+    while stack:
+        item, depth, where = stack.pop()
+        items += 1
+        if items > MAX_ITEMS:
+            raise ParameterError(f"parameter {name!r} holds more than {MAX_ITEMS} items; pass a smaller value")
+        if depth > MAX_DEPTH:
+            raise ParameterError(f"parameter {name!r} is nested too deeply (at most {MAX_DEPTH} levels)")
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    raise ParameterError(f"parameter {name!r}: keys must be strings, got {short(key)} in {where}")
+                stack.append((sub, depth + 1, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((sub, depth + 1, f"{where}[{i}]") for i, sub in enumerate(item))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ParameterError(f"parameter {name!r} must hold finite numbers, got {where}={item!r}")
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not INT_RANGE[0] <= item < INT_RANGE[1]:
+                raise ParameterError(f"parameter {name!r}: {where} must fit in 64 bits, got {short(item)}")
+        elif not isinstance(item, (str, bool, type(None))):
+            raise ParameterError(
+                f"parameter {name!r}: {where} must be JSON data (string, number, boolean, null, list, object), "
+                f"got a {type(item).__name__}"
+            )
 
 
 def _type_name(tp: Any) -> str:
@@ -180,9 +247,10 @@ def make_params(cls: type, values: Mapping[str, Any] | None = None, **more: Any)
     """
     values = {**(values or {}), **more}
     declared = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(declared))
+    unknown = sorted(set(map(str, values)) - set(declared))
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(declared)}")
+        shown = ", ".join(short(u) for u in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise ParameterError(f"unknown parameter(s) {shown}; known: {', '.join(declared)}")
     kwargs = {}
     for name, f in declared.items():
         if name in values:
@@ -197,10 +265,12 @@ def make_params(cls: type, values: Mapping[str, Any] | None = None, **more: Any)
         kwargs[name] = value
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, LookupError, ArithmeticError) as error:  # raised by the class's __post_init__
         if isinstance(error, ParameterError):
             raise
-        raise ParameterError(str(error)) from error
+        raise ParameterError(
+            f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
+        ) from error
 
 
 def _check_bounds(name: str, f: dataclasses.Field, value: Any) -> None:
@@ -208,11 +278,11 @@ def _check_bounds(name: str, f: dataclasses.Field, value: Any) -> None:
         return
     low, high, choices = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("choices")
     if low is not None and value < low:
-        raise ParameterError(f"parameter {name!r} must be >= {low}, got {name}={value!r}")
+        raise ParameterError(f"parameter {name!r} must be >= {low}, got {name}={short(value)}")
     if high is not None and value > high:
-        raise ParameterError(f"parameter {name!r} must be <= {high}, got {name}={value!r}")
+        raise ParameterError(f"parameter {name!r} must be <= {high}, got {name}={short(value)}")
     if choices is not None and value not in choices:
-        raise ParameterError(f"parameter {name!r} must be one of {list(choices)}, got {name}={value!r}")
+        raise ParameterError(f"parameter {name!r} must be one of {list(choices)}, got {name}={short(value)}")
 
 
 def to_dict(params: Any) -> dict[str, Any]:
@@ -221,29 +291,77 @@ def to_dict(params: Any) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``, needs PyYAML) or TOML (``.toml``) file holding one table of parameters."""
+    """Read a YAML (``.yaml``/``.yml``, needs PyYAML) or TOML (``.toml``) file holding one table of parameters.
+
+    Raises:
+        ParameterError: the file is missing, larger than 1 MiB, not UTF-8, not valid YAML/TOML (naming the file
+            and the line), uses a YAML tag other than the standard ones (``!!python/...``), more than 100 YAML
+            aliases, or holds something other than a mapping with string keys.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ParameterError(f"config file {path!r} does not exist")
     suffix = os.path.splitext(path)[1].lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ParameterError(f"config file {path!r}: use a .yaml, .yml or .toml file")
     with open(path, "rb") as f:
-        if suffix == ".toml":
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # Python 3.10
-                import tomli as tomllib
-            data = tomllib.load(f)
-        elif suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(f)
-        else:
-            raise ParameterError(f"config file {path!r}: use a .yaml, .yml or .toml file")
+        raw = f.read(MAX_CONFIG_BYTES + 1)
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ParameterError(f"config file {path!r} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ParameterError(f"config file {path!r} is not UTF-8 text (byte {error.start})") from None
+    try:
+        data = _parse_toml(path, text) if suffix == ".toml" else _parse_yaml(path, text)
+    except RecursionError:
+        raise ParameterError(f"config file {path!r} is nested too deeply") from None
     if data is None:
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
         raise ParameterError(f"config file {path!r} must hold a mapping of parameter names to values")
     return data
+
+
+def _parse_toml(path: str, text: str) -> Any:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ParameterError(f"config file {path!r} is not valid TOML: {error}") from None
+
+
+def _parse_yaml(path: str, text: str) -> Any:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """PyYAML's safe loader, counting aliases: a few hundred bytes of nested aliases expand to gigabytes."""
+
+        aliases = 0  # per file: the class is made anew for each
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_ALIASES:
+                    mark = self.peek_event().start_mark
+                    raise ParameterError(
+                        f"config file {path!r}, line {mark.line + 1}: more than {MAX_ALIASES} YAML aliases; "
+                        "write the values out"
+                    )
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=Loader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        if isinstance(error, yaml.constructor.ConstructorError):
+            problem += " (only plain YAML data is read: no Python tags)"
+        raise ParameterError(f"config file {path!r}{where}: not valid YAML: {problem}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -314,7 +432,7 @@ def _flag_type(f: dataclasses.Field) -> Callable[[str], Any]:
 
 def parser_for(cls: type, **kwargs: Any) -> argparse.ArgumentParser:
     """An ``ArgumentParser`` with ``--config`` and one flag per parameter of ``cls``."""
-    parser = argparse.ArgumentParser(**kwargs)
+    parser = argparse.ArgumentParser(**{"allow_abbrev": False, **kwargs})
     parser.add_argument("--config", default=None, help="a YAML or TOML file of parameters; flags override it")
     add_arguments(parser, cls)
     return parser
@@ -325,7 +443,12 @@ def params_from_namespace(cls: type, namespace: argparse.Namespace) -> Any:
     declared = {f.name for f in fields(cls)}
     values: dict[str, Any] = {}
     if getattr(namespace, "config", None):
-        values.update(load_config(namespace.config))
+        config = load_config(namespace.config)
+        try:
+            make_params(cls, config)  # a bad value is reported as the file's
+        except ParameterError as error:
+            raise ParameterError(f"config file {namespace.config!r}: {error}") from None
+        values.update(config)
     values.update({k: v for k, v in vars(namespace).items() if k in declared})
     return make_params(cls, values)
 

@@ -14,9 +14,14 @@ A run directory holds:
 ``run.json``, ``metrics.jsonl`` and ``heartbeat`` are replaced whole (temporary file, fsync, rename, directory
 fsync), never appended to, so a reader sees the previous version or the next, never half of one.
 
-Status: ``CREATED`` -> ``STARTED`` -> ``FINISHED``, ``FAILED`` (with the error and a reason) or ``PRUNED``. A
-process that dies without a word (SIGKILL, power loss) leaves ``STARTED`` behind with a heartbeat that stops:
-once it is older than ``stale_after`` seconds, :attr:`Run.status` reads ``FAILED`` with reason ``"interrupted"``.
+Status: ``CREATED`` -> ``STARTED`` -> ``FINISHED``, ``FAILED`` (with the error and a reason), ``PRUNED`` or
+``PREEMPTED`` (stopped by SIGTERM or SIGINT after a checkpoint; the reason names the signal). A process that dies
+without a word (SIGKILL, power loss) leaves ``STARTED`` behind with a heartbeat that stops: once it is older
+than ``stale_after`` seconds, :attr:`Run.status` reads ``FAILED`` with reason ``"interrupted"``.
+
+Records are checked when read: ``run.json`` must be UTF-8 JSON with every field of the right type, and carries a
+SHA-256 ``checksum`` of its own content and of ``metrics.jsonl``, so an edited or damaged byte that still
+parses is reported (:class:`RecordError`, naming the file and what is wrong) instead of shown.
 
 Example:
     >>> import tempfile
@@ -28,8 +33,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -43,13 +50,25 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..resume.file import replace_atomically
+from .paths import check_name, inside
 
-CREATED, STARTED, FINISHED, FAILED, PRUNED = "CREATED", "STARTED", "FINISHED", "FAILED", "PRUNED"
-FINAL_STATES = (FINISHED, FAILED, PRUNED)
+CREATED, STARTED, FINISHED, FAILED, PRUNED, PREEMPTED = (
+    "CREATED",
+    "STARTED",
+    "FINISHED",
+    "FAILED",
+    "PRUNED",
+    "PREEMPTED",
+)
+FINAL_STATES = (FINISHED, FAILED, PRUNED, PREEMPTED)
+STATES = (CREATED, STARTED, *FINAL_STATES)
 HEARTBEAT_S = 5.0  # seconds between heartbeats
 STALE_AFTER_S = 30.0  # a STARTED run whose heartbeat is older than this is interrupted
 
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+class RecordError(ValueError):
+    """A run record that cannot be trusted: unreadable, not JSON, a field missing or of the wrong type, or a
+    checksum that does not match. The message names the file and what is wrong."""
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -82,13 +101,6 @@ def metric_mode(metric: str, monitor: str | None = None, mode: str | None = None
         return mode
     last = metric.lower().replace("-", "_").rsplit("_", 1)[-1]
     return "min" if last in LOWER_IS_BETTER else "max"
-
-
-def check_name(kind: str, name: str) -> str:
-    """A run or experiment name: letters, digits, ``-``, ``_``, ``.``; not starting with ``.``."""
-    if not isinstance(name, str) or not name or name.startswith(".") or not set(name) <= _NAME_CHARS:
-        raise ValueError(f"{kind} name {name!r}: use letters, digits, '-', '_' and '.', not starting with '.'")
-    return name
 
 
 def new_run_name() -> str:
@@ -162,7 +174,7 @@ class Run:
         params: Mapping[str, Any],
         *,
         name: str | None = None,
-        task: str | None = None,
+        task: str | Mapping[str, Any] | None = None,
         monitor: str | None = None,
         mode: str = "max",
         repro: Mapping[str, Any] | None = None,
@@ -172,8 +184,8 @@ class Run:
         name = check_name("run", name) if name is not None else new_run_name()
         if mode not in ("min", "max"):
             raise ValueError(f"mode={mode!r}: use 'min' or 'max'")
-        directory = os.path.join(os.fspath(root), experiment, name)
-        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        os.makedirs(inside(root, experiment), exist_ok=True)
+        directory = inside(root, experiment, name)
         try:
             os.mkdir(directory)  # atomic: two processes cannot both create the same run
         except FileExistsError:
@@ -190,7 +202,7 @@ class Run:
             "created": now(),
             "started": None,
             "ended": None,
-            "task": task,
+            "task": dict(task) if isinstance(task, Mapping) else task,
             "params": json.loads(json.dumps(dict(params))),
             "monitor": monitor,
             "mode": mode,
@@ -200,6 +212,8 @@ class Run:
             "repro": dict(repro or {}),
             "attempts": 0,
             "trials": [],
+            "metrics_sha256": None,
+            "metrics_previous_sha256": None,
         }
         run = cls(directory, info)
         run.save()
@@ -207,19 +221,42 @@ class Run:
 
     @classmethod
     def load(cls, root: str | os.PathLike, experiment: str, name: str) -> Run:
-        """The run ``<root>/<experiment>/<name>``; ``FileNotFoundError`` names the path and the runs there."""
-        directory = os.path.join(os.fspath(root), experiment, name)
-        return cls.from_dir(directory)
+        """The run ``<root>/<experiment>/<name>``, its record checked (:meth:`from_dir`).
+
+        Raises:
+            PathError: a name that is not one path component, or a run directory that resolves outside ``root``.
+            FileNotFoundError: no record there (naming the path and the runs there).
+            RecordError: a damaged record (naming the file and what is wrong).
+        """
+        check_name("experiment", experiment)
+        check_name("run", name)
+        return cls.from_dir(inside(root, experiment, name))
 
     @classmethod
     def from_dir(cls, directory: str) -> Run:
+        """The run recorded in ``directory``; its ``run.json`` is decoded, checked field by field and against
+        its checksum before anything of it is used."""
         path = os.path.join(directory, "run.json")
         if not os.path.isfile(path):
             parent = os.path.dirname(directory)
             known = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
             raise FileNotFoundError(f"no run record at {path!r}; runs there: {', '.join(known) or 'none'}")
-        with open(path) as f:
-            return cls(directory, json.load(f))
+        with open(path, "rb") as f:
+            data = f.read(_MAX_RECORD + 1)
+        if len(data) > _MAX_RECORD:
+            raise RecordError(f"{path}: larger than {_MAX_RECORD} bytes; a run record is a few kilobytes")
+        try:
+            info = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as error:
+            raise RecordError(f"{path}: not UTF-8 text (byte {error.start}); the file is damaged") from None
+        except json.JSONDecodeError as error:
+            raise RecordError(
+                f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); the file is damaged"
+            ) from None
+        except RecursionError:
+            raise RecordError(f"{path}: nested too deeply to be a run record") from None
+        _check_record(path, info)
+        return cls(directory, info)
 
     # ------------------------------------------------------------------------------------------ reading
     @property
@@ -260,12 +297,33 @@ class Run:
         return self.effective()[0]
 
     def metrics(self) -> list[dict[str, Any]]:
-        """The per-epoch metrics written so far (``metrics.jsonl``)."""
+        """The per-epoch metrics written so far (``metrics.jsonl``), checked against the checksum in ``run.json``.
+
+        Raises:
+            RecordError: the file does not match its checksum, or a line is not a JSON object (naming the line).
+        """
         path = os.path.join(self.dir, "metrics.jsonl")
+        expected = {self.info.get("metrics_sha256"), self.info.get("metrics_previous_sha256")} - {None}
         if not os.path.isfile(path):
+            if expected:
+                raise RecordError(f"{path}: missing, though run.json records metrics for it")
             return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        with open(path, "rb") as f:
+            data = f.read()
+        if hashlib.sha256(data).hexdigest() not in expected:
+            raise RecordError(f"{path}: its content does not match the checksum in run.json (edited or damaged)")
+        rows = []
+        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RecordError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise RecordError(f"{path}, line {number}: not a JSON object of metric values")
+            rows.append(row)
+        return rows
 
     def value(self, metric: str, which: str = "best") -> float | None:
         """The run's ``best`` or ``final`` value of ``metric``; None if it never produced it.
@@ -282,8 +340,11 @@ class Run:
 
     # ------------------------------------------------------------------------------------------ writing
     def save(self) -> None:
-        """Write ``run.json`` atomically."""
-        write_atomic(os.path.join(self.dir, "run.json"), json.dumps(self.info, indent=2, default=repr) + "\n")
+        """Write ``run.json`` atomically, with the checksum of its content."""
+        info = json.loads(json.dumps({k: v for k, v in self.info.items() if k != "checksum"}, default=repr))
+        info["checksum"] = _checksum(info)
+        self.info = info
+        write_atomic(os.path.join(self.dir, "run.json"), json.dumps(info, indent=2) + "\n")
 
     def beat(self) -> None:
         """Record a sign of life (atomically, the current time)."""
@@ -300,8 +361,11 @@ class Run:
 
     def record_epochs(self, history: Sequence[Mapping[str, Any]]) -> None:
         """Replace ``metrics.jsonl`` with ``history`` and update final and best values."""
-        lines = "".join(json.dumps(dict(row), default=repr) + "\n" for row in history)
-        write_atomic(os.path.join(self.dir, "metrics.jsonl"), lines)
+        lines = "".join(json.dumps(dict(row), default=repr) + "\n" for row in history).encode()
+        # run.json first, naming both checksums: a crash between the two renames leaves the previous
+        # metrics.jsonl, which still matches.
+        self.info["metrics_previous_sha256"] = self.info.get("metrics_sha256")
+        self.info["metrics_sha256"] = hashlib.sha256(lines).hexdigest()
         self.info["epochs_done"] = len(history)
         if history:
             self.info["final"] = {k: v for k, v in history[-1].items() if k != "epoch"}
@@ -312,6 +376,7 @@ class Run:
                 value, epoch = pick(values, key=lambda v: v[0])
                 self.info["best"] = {"metric": monitor, "value": value, "epoch": epoch}
         self.save()
+        replace_atomically(os.path.join(self.dir, "metrics.jsonl"), lambda f: f.write(lines))
 
     def finish(self, status: str, error: BaseException | str | None = None, reason: str | None = None) -> None:
         """STARTED -> FINISHED, FAILED (``error`` recorded as ``Type: message``) or PRUNED."""
@@ -321,6 +386,21 @@ class Run:
             error = f"{type(error).__name__}: {error}"
         self.info.update(status=status, error=error, reason=reason, ended=now())
         self.save()
+
+    def discard(self, written: Sequence[str] = ()) -> None:
+        """Remove a run that never started: its ``run.json``, the files named in ``written`` (what this process
+        wrote into it, e.g. its console log) and the directories it made, if empty. Nothing else is deleted (a
+        file someone put there keeps the directory)."""
+        if self.info["status"] != CREATED:
+            raise ValueError(
+                f"run {self.experiment}/{self.name} is {self.info['status']}: only a CREATED run is discarded"
+            )
+        for name in ("run.json", *written):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.dir, name))
+        for sub in ("checkpoints", "tensorboard", ""):
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(self.dir, sub))
 
     def add_trial(self, study: str, number: int) -> None:
         """Note that Optuna trial ``number`` of ``study`` ran (a resumed run reports to a new trial)."""
@@ -361,18 +441,85 @@ class Heartbeat:
             self._thread.join(timeout=max(1.0, 2 * self.interval))
 
 
-def list_runs(root: str | os.PathLike, experiment: str) -> list[Run]:
-    """Every run of ``experiment`` under ``root`` (directories without a readable ``run.json`` are skipped)."""
-    directory = os.path.join(os.fspath(root), experiment)
+class DamagedRun:
+    """A directory under an experiment whose record cannot be read: :func:`list_runs` lists it with the problem."""
+
+    def __init__(self, directory: str, problem: str) -> None:
+        self.dir, self.name, self.problem = directory, os.path.basename(directory), problem
+
+
+def list_runs(root: str | os.PathLike, experiment: str) -> list[Run | DamagedRun]:
+    """Every run directory of ``experiment`` under ``root``, in name order; one whose record is missing,
+    damaged or outside the root is a :class:`DamagedRun` naming the file and what is wrong."""
+    check_name("experiment", experiment)
+    directory = inside(root, experiment)
     if not os.path.isdir(directory):
         known = sorted(os.listdir(os.fspath(root))) if os.path.isdir(os.fspath(root)) else []
         raise FileNotFoundError(
             f"no experiment {experiment!r} under {os.fspath(root)!r}; experiments: {known or 'none'}"
         )
-    runs = []
+    runs: list[Run | DamagedRun] = []
     for name in sorted(os.listdir(directory)):
+        path = os.path.join(directory, name)
+        if not os.path.isdir(path):
+            continue  # a sweep's storage, plot or lock file
         try:
-            runs.append(Run.from_dir(os.path.join(directory, name)))
-        except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
-            continue
+            check_name("run", name)
+            runs.append(Run.from_dir(inside(root, experiment, name)))
+        except (OSError, ValueError) as error:  # PathError and RecordError are ValueErrors
+            runs.append(DamagedRun(path, str(error)))
     return runs
+
+
+_MAX_RECORD = 16 * 2**20  # bytes: a run.json holds parameters and a few values, never this much
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "experiment": (str,),
+    "status": (str,),
+    "reason": (str, type(None)),
+    "error": (str, type(None)),
+    "created": (str,),
+    "started": (str, type(None)),
+    "ended": (str, type(None)),
+    "task": (str, dict, type(None)),
+    "params": (dict,),
+    "monitor": (str, type(None)),
+    "mode": (str,),
+    "epochs_done": (int,),
+    "final": (dict,),
+    "best": (dict, type(None)),
+    "repro": (dict,),
+    "attempts": (int,),
+    "trials": (list,),
+    "metrics_sha256": (str, type(None)),
+    "metrics_previous_sha256": (str, type(None)),
+    "checksum": (str,),
+}
+
+
+def _checksum(info: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in info.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_record(path: str, info: Any) -> None:
+    """Every field of a run record present with its type, names that are path components, and the checksum."""
+    if not isinstance(info, dict):
+        raise RecordError(f"{path}: not a JSON object; the file is damaged")
+    for key, types in _FIELDS.items():
+        if key not in info:
+            raise RecordError(f"{path}: field {key!r} is missing; the file is damaged or was not written by loopkit")
+        if not isinstance(info[key], types) or (isinstance(info[key], bool) and bool not in types):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise RecordError(f"{path}: field {key!r} must be {names}, got {type(info[key]).__name__}")
+    if info["status"] not in STATES:
+        raise RecordError(f"{path}: unknown status {info['status'][:40]!r}; known: {', '.join(STATES)}")
+    if info["mode"] not in ("min", "max"):
+        raise RecordError(f"{path}: mode must be 'min' or 'max', got {info['mode'][:40]!r}")
+    for key, kind in (("name", "run"), ("experiment", "experiment")):
+        try:
+            check_name(kind, info[key])
+        except ValueError as error:
+            raise RecordError(f"{path}: {error}") from None
+    if info["checksum"] != _checksum(info):
+        raise RecordError(f"{path}: its content does not match its checksum (edited or damaged)")

@@ -4,26 +4,31 @@ At ``before_fit`` the run becomes STARTED, its record takes the optimizer's real
 (``optimizer``, :func:`~loopkit.optimizers.optimizer_settings`), and a heartbeat thread starts; after every epoch ``metrics.jsonl``
 and the final and best values are rewritten from :attr:`Metrics.history <loopkit.callbacks.Metrics.history>`;
 at ``after_fit`` the run becomes FINISHED, PRUNED (the error is Optuna's ``TrialPruned``) or FAILED (any
-other error; ``KeyboardInterrupt`` and SIGTERM's ``SystemExit`` give the reason ``"interrupted"``), and the
-heartbeat stops. Only the main process (rank 0) writes.
+other error; ``KeyboardInterrupt`` and ``SystemExit`` give the reason ``"interrupted"``) or PREEMPTED (a
+signal stopped it after a checkpoint, :class:`~loopkit.callbacks.preemption.Preempted`; the reason names the
+signal), and the heartbeat stops. Only the main process (rank 0) writes.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..callbacks.metrics import Metrics
+from ..callbacks.preemption import Preempted
 from ..distributed import is_main_process
 from ..loop.callback import Callback
 from ..optimizers import optimizer_settings
-from .record import FAILED, FINISHED, HEARTBEAT_S, PRUNED, Heartbeat, Run
+from .record import FAILED, FINISHED, HEARTBEAT_S, PREEMPTED, PRUNED, Heartbeat, Run
 
 
 def outcome(error: BaseException | None) -> tuple[str, str | None]:
     """``(status, reason)`` for a fit that ended with ``error`` (None: it finished)."""
     if error is None:
         return FINISHED, None
+    if isinstance(error, Preempted):
+        return PREEMPTED, signal.Signals(error.signal).name
     if type(error).__name__ == "TrialPruned":  # optuna's, recognised without importing optuna
         return PRUNED, "pruned"
     if isinstance(error, (KeyboardInterrupt, SystemExit)):

@@ -15,8 +15,15 @@ A *task* is a module (or a ``.py`` file) that defines:
 :class:`~loopkit.callbacks.Checkpoint` into ``<run>/checkpoints`` (every epoch, the last one kept) and a
 :class:`~loopkit.callbacks.TensorBoard` into ``<run>/tensorboard`` whose hparams entry holds the parameters, and
 fits the budget the parameters give (:func:`fit_budget`) with ``threads`` CPU threads, the console output copied
-into ``<run>/output.log``. :func:`resume_run` continues a run that did not finish from its last
-checkpoint, in the same run directory, exactly as if it had never stopped.
+into ``<run>/output.log``. A task whose ``build`` refuses the parameters (a misspelt schedule name) is a
+:class:`RunError` and leaves no run behind. SIGTERM and SIGINT during the fit save a checkpoint at the next step
+boundary (:class:`~loopkit.callbacks.Preemption`), record the run PREEMPTED with the signal named, and end the
+process with status 75; such a run resumes at once.
+
+:func:`resume_run` continues a run that did not finish from its last checkpoint, in the same run directory,
+exactly as if it had never stopped. It runs only code the user chose: the record names the task relative to
+the project (the working directory) with the SHA-256 of its source, and a task outside the project, inside the
+run root, or whose source changed since is refused unless the caller names the task (``task=``, ``--task``).
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -35,12 +45,22 @@ from typing import Any
 import torch
 
 from ..callbacks.checkpoint import Checkpoint
+from ..callbacks.preemption import Preempted, Preemption
 from ..callbacks.tensorboard import TensorBoard
 from ..distributed import is_main_process
 from .console import LOG_FILE, console_copied_to
-from .parameters import fields, make_params, to_dict
-from .record import FAILED, FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run, now, reproducibility
-from .recorder import RunRecorder
+from .parameters import ParameterError, fields, make_params, to_dict
+from .paths import check_name, inside
+from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, STARTED, Run, now, reproducibility
+from .recorder import RunRecorder, outcome
+
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class RunError(ValueError):
+    """A run that cannot start as asked: a task that cannot be loaded or built with these parameters, a name that
+    is taken, a run that cannot be resumed, a recorded task that is not trusted. Nothing was recorded or run."""
 
 
 def load_task(task: str | ModuleType | type) -> Any:
@@ -49,57 +69,86 @@ def load_task(task: str | ModuleType | type) -> Any:
     class) or a path to a ``.py`` file.
 
     Raises:
-        ValueError: the module cannot be found, or lacks ``Params`` (a dataclass with ``epochs``) or ``build``.
+        RunError: the module cannot be found or fails to import (the cause named, with its file and line), or
+            it lacks ``Params`` (a dataclass with ``epochs`` or ``max_steps``) or ``build``.
     """
     if isinstance(task, (ModuleType, type)):
         module = task
     elif isinstance(task, str) and ":" in task and not task.endswith(".py"):
         name, _, attr = task.partition(":")
+        if not _MODULE_NAME.fullmatch(name) or not attr.isidentifier():
+            raise RunError(f"task {task!r}: give module:Class of an importable module")
         try:
             module = getattr(importlib.import_module(name), attr)
         except (ImportError, AttributeError) as error:
-            raise ValueError(
-                f"cannot load task {task!r} ({error}); give module:Class of an importable module"
-            ) from None
+            raise RunError(f"cannot load task {task!r} ({error}); give module:Class of an importable module") from None
+        except Exception as error:
+            raise RunError(f"task {task!r} failed to import: {_where(error)}") from None
     elif isinstance(task, str) and task.endswith(".py"):
-        if not os.path.isfile(task):
-            raise ValueError(f"task file {task!r} does not exist")
-        path = os.path.abspath(task)
-        key = (
-            f"_loopkit_task_{os.path.splitext(os.path.basename(path))[0]}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
-        )
-        if key in sys.modules:
-            module = sys.modules[key]
-        else:
-            spec = importlib.util.spec_from_file_location(key, path)
-            if spec is None or spec.loader is None:
-                raise ValueError(f"cannot load task file {task!r}")
-            module = importlib.util.module_from_spec(spec)
-            module.__loopkit_task__ = path  # type: ignore[attr-defined]
-            sys.modules[key] = module  # dataclasses look their module up while the file runs
-            try:
-                spec.loader.exec_module(module)
-            except BaseException:
-                del sys.modules[key]
-                raise
-    else:
+        module = _load_file(task)
+    elif isinstance(task, str) and _MODULE_NAME.fullmatch(task):
         try:
             module = importlib.import_module(task)
         except ImportError as error:
-            raise ValueError(f"cannot import task {task!r} ({error}); give a module name or a .py file") from None
+            raise RunError(f"cannot import task {task!r} ({error}); give a module name or a .py file") from None
+        except Exception as error:
+            raise RunError(f"task {task!r} failed to import: {_where(error)}") from None
+    else:
+        raise RunError(f"task {task!r}: give a module name (loopkit.demo) or the path of a .py file")
     params_cls = getattr(module, "Params", None)
     if not (isinstance(params_cls, type) and dataclasses.is_dataclass(params_cls)) or not callable(
         getattr(module, "build", None)
     ):
-        raise ValueError(
+        raise RunError(
             f"task {task_id(module)!r} must define a dataclass Params and build(params, callbacks) -> Learner"
         )
-    if not {"epochs", "max_steps"} & {f.name for f in fields(params_cls)}:
-        raise ValueError(
+    try:
+        names = {f.name for f in fields(params_cls)}
+    except (TypeError, NameError) as error:
+        raise RunError(f"task {task_id(module)!r}: its Params cannot be read: {error}") from None
+    if not {"epochs", "max_steps"} & names:
+        raise RunError(
             f"task {task_id(module)!r}: Params needs an 'epochs' field, a 'max_steps' field, or both (the length "
             "of the fit)"
         )
     return module
+
+
+def _load_file(task: str) -> ModuleType:
+    if not os.path.isfile(task):
+        raise RunError(f"task file {task!r} does not exist")
+    path = os.path.abspath(task)
+    key = f"_loopkit_task_{os.path.splitext(os.path.basename(path))[0]}_{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    if key in sys.modules:
+        return sys.modules[key]
+    spec = importlib.util.spec_from_file_location(key, path)
+    if spec is None or spec.loader is None:
+        raise RunError(f"cannot load task file {task!r}")
+    module = importlib.util.module_from_spec(spec)
+    module.__loopkit_task__ = path  # type: ignore[attr-defined]
+    sys.modules[key] = module  # dataclasses look their module up while the file runs
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[key]
+        raise RunError(f"task file {task!r} failed to import: {_where(error)}") from None
+    except BaseException:
+        del sys.modules[key]
+        raise
+    return module
+
+
+def _where(error: BaseException) -> str:
+    """``Type: message (file, line N)`` for an error raised in user code: where it happened, without a traceback."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, SyntaxError):
+        return text
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        text += f" ({tb.tb_frame.f_code.co_filename}, line {tb.tb_lineno})"
+    return text
 
 
 BUDGET_FIELDS = ("epochs", "max_steps", "valid_every")
@@ -160,6 +209,83 @@ def task_id(module: Any) -> str:
     return module.__name__
 
 
+def task_record(module: ModuleType) -> dict[str, Any]:
+    """What a run record holds about its task: ``{"module": name}`` for an importable module, else ``{"file":
+    path}`` relative to the project (the working directory; absolute when outside it), and the ``sha256`` of its
+    source file (None when it has none)."""
+    if isinstance(module, type):  # a class task: its module's source
+        source = getattr(sys.modules.get(module.__module__), "__file__", None)
+        return {"module": task_id(module), "sha256": _sha256(source) if source else None}
+    source = getattr(module, "__loopkit_task__", None) or getattr(module, "__file__", None)
+    digest = _sha256(source) if source else None
+    name = task_id(module)
+    if getattr(module, "__loopkit_task__", None) is None and _MODULE_NAME.fullmatch(name):
+        return {"module": name, "sha256": digest}
+    path = os.path.abspath(str(source or name))
+    project = os.getcwd()
+    if os.path.commonpath([project, path]) == project:
+        path = os.path.relpath(path, project).replace(os.sep, "/")
+    return {"file": path, "sha256": digest}
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def trusted_task(record: Any, root: str | os.PathLike) -> str:
+    """The task a run record names, as something :func:`load_task` takes, once it is shown to be the user's code.
+
+    Raises:
+        RunError: the record names no task, one outside the project (the working directory) or inside the run
+            root (code that came with the records), or one whose source changed since the run was recorded; the
+            message says why and to name the task explicitly (``--task``) if it is the right one.
+    """
+    explicit = "; if it is the code to run, name it explicitly: resume ... --task TASK"
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        raise RunError(f"the run records its task as {str(record)[:80]!r}, which loopkit cannot verify{explicit}")
+    project, real_root = os.path.realpath(os.getcwd()), os.path.realpath(root)
+    if isinstance(record.get("file"), str):
+        given = record["file"]
+        if os.path.isabs(given) or ".." in given.replace("\\", "/").split("/"):
+            raise RunError(f"the run's task {given!r} is outside the project {project!r}{explicit}")
+        path = os.path.realpath(os.path.join(project, given))
+        if os.path.commonpath([project, path]) != project:
+            raise RunError(f"the run's task {given!r} resolves to {path!r}, outside the project {project!r}{explicit}")
+        source, load = path, path
+    elif isinstance(record.get("module"), str) and _MODULE_NAME.fullmatch(record["module"].partition(":")[0]):
+        name = record["module"].partition(":")[0]
+        top = importlib.util.find_spec(name.partition(".")[0])  # a top-level look-up imports nothing
+        if top is None or top.origin is None:
+            raise RunError(f"the run's task module {name!r} cannot be found{explicit}")
+        if _within(real_root, os.path.realpath(top.origin)):
+            raise RunError(f"the run's task module {name!r} lies inside the run root {real_root!r}{explicit}")
+        try:
+            spec = importlib.util.find_spec(name)
+        except Exception:
+            spec = None
+        if spec is None or spec.origin is None:
+            raise RunError(f"the run's task module {name!r} cannot be found{explicit}")
+        source, load = os.path.realpath(spec.origin), record["module"]
+    else:
+        raise RunError(f"the run records its task as {str(record)[:80]!r}, which loopkit cannot verify{explicit}")
+    if _within(real_root, source):
+        raise RunError(f"the run's task {source!r} lies inside the run root {real_root!r}{explicit}")
+    digest = _sha256(source)
+    if digest is None:
+        raise RunError(f"the run's task {source!r} does not exist or cannot be read{explicit}")
+    if digest != record["sha256"]:
+        raise RunError(f"the run's task {source!r} changed since the run was recorded (its SHA-256 differs){explicit}")
+    return load
+
+
+def _within(directory: str, path: str) -> bool:
+    return os.path.commonpath([directory, path]) == directory
+
+
 def run_task(
     task: str | ModuleType,
     params: Any,
@@ -195,6 +321,11 @@ def run_task(
 
     Raises:
         ValueError: parameters that give no budget (:func:`fit_budget`) or a bad ``threads``, before any record.
+        RunError: the task cannot be loaded, or its ``build`` raised (a ``ValueError``, ``TypeError``,
+            ``LookupError``: parameters it refuses); nothing is recorded.
+        PathError: a name that is not one path component, or a run directory outside ``root``.
+        Preempted: SIGTERM or SIGINT stopped the fit (a ``SystemExit`` with status 75) after a checkpoint; the
+            run is recorded PREEMPTED.
         Exception: whatever the training raised, after recording the run as FAILED (or PRUNED).
     """
     module = load_task(task)
@@ -206,28 +337,44 @@ def run_task(
     mode = str(mode or getattr(module, "MODE", "min" if monitor.endswith("loss") else "max"))
     resuming = run is not None
     if run is None:
-        run = _new_run(root, experiment, to_dict(params), name, task_id(module), monitor, mode)
+        check_name("experiment", experiment)
+        name = check_name("run", name) if name is not None else None
+        run = _new_run(root, experiment, to_dict(params), name, task_record(module), monitor, mode)
         run.info["description"] = description
     run.info["threads"] = n_threads
     source = os.path.dirname(os.path.abspath(getattr(module, "__file__", None) or os.getcwd()))
     repro = reproducibility(getattr(params, "seed", None), source, argv)
     recorder = RunRecorder(run, repro=repro, heartbeat=heartbeat, beats=beats)
-    checkpoints = os.path.join(run.dir, "checkpoints")
+    # The run's own directories are resolved like the run: a checkpoints/ that is a link to elsewhere is refused.
+    experiment_dir = os.path.dirname(run.dir)
+    root_of_run, experiment_name = os.path.dirname(experiment_dir), os.path.basename(experiment_dir)
+    checkpoints = inside(root_of_run, experiment_name, run.name, "checkpoints")
     own = [
         recorder,
         _RunCheckpoint(checkpoints, every_epoch=True, keep_last=1, monitor=monitor, mode=mode),
-        TensorBoard(os.path.join(run.dir, "tensorboard"), hparams=to_dict(params)),
+        TensorBoard(inside(root_of_run, experiment_name, run.name, "tensorboard"), hparams=to_dict(params)),
     ]
+    if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
+        own.append(Preemption(PREEMPTION_SIGNALS))
     resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
     try:
         log = console_copied_to(os.path.join(run.dir, LOG_FILE)) if is_main_process() else contextlib.nullcontext()
         with threads_set(n_threads), log:
-            learner = module.build(params, [*own, *callbacks])
+            try:
+                learner = module.build(params, [*own, *callbacks])
+            except (ValueError, TypeError, LookupError) as error:
+                raise RunError(f"task {task_id(module)!r} refused the parameters: {_where(error)}") from None
             learner.fit(**budget, resume_from=resume_from)
     except BaseException as error:
-        if is_main_process() and run.info["status"] not in FINAL_STATES:  # failed before the fit started
-            run.start(repro)
-            run.finish(FAILED, error, "interrupted" if isinstance(error, KeyboardInterrupt) else "error")
+        if isinstance(error, Preempted):
+            error.run = f"{run.experiment}/{run.name}"
+        if is_main_process() and run.info["status"] not in (STARTED, *FINAL_STATES):  # ended before the fit
+            if isinstance(error, RunError) and not resuming:
+                run.discard(written=(LOG_FILE,))  # the task refused its parameters: nothing ran, nothing stays recorded
+            else:
+                run.start(repro)
+                status, reason = outcome(error)
+                run.finish(status, error, reason)
         raise
     exported = [
         {**e, "which": "last", "created": now()} for cb in learner.callbacks for e in getattr(cb, "exported", [])
@@ -263,17 +410,17 @@ def threads_set(n: int) -> Iterator[None]:
 
 
 def _new_run(
-    root: str | os.PathLike, experiment: str, params: dict, name: str | None, task: str, monitor: str, mode: str
+    root: str | os.PathLike, experiment: str, params: dict, name: str | None, task: dict, monitor: str, mode: str
 ) -> Run:
     """The run record, created on disk by the main process only; other ranks hold it in memory."""
     if is_main_process():
         return Run.create(root, experiment, params, name=name, task=task, monitor=monitor, mode=mode)
     if name is None:
-        raise ValueError(
+        raise RunError(
             "under torch.distributed every rank must agree on the run's name: give one (run_task(name=...), "
             "--run-name); only rank 0 writes the record"
         )
-    directory = os.path.join(os.fspath(root), experiment, name)
+    directory = inside(root, experiment, name)
     return Run(
         directory,
         {
@@ -295,6 +442,7 @@ def resume_run(
     experiment: str,
     name: str,
     *,
+    task: str | ModuleType | None = None,
     stale_after: float = STALE_AFTER_S,
     callbacks: Sequence[object] = (),
     argv: Sequence[str] | None = None,
@@ -303,26 +451,40 @@ def resume_run(
 ) -> Run:
     """Continue the run ``<root>/<experiment>/<name>`` from its last checkpoint, in its own directory.
 
-    The task and parameters are those recorded. A run with no checkpoint yet starts over in place.
+    The parameters are those recorded; the task is the recorded one once :func:`trusted_task` accepts it, or
+    ``task`` when given (the record then names it). A run with no checkpoint yet starts over in place.
 
     Raises:
-        ValueError: the run FINISHED already, or it is STARTED and its heartbeat is fresh (it is running
-            somewhere; wait ``stale_after`` seconds after it died).
+        RunError: the run FINISHED already, or it is STARTED and its heartbeat is fresh (it is running somewhere;
+            wait ``stale_after`` seconds after it died), or its recorded task is not trusted (see
+            :func:`trusted_task`).
+        RecordError: its record is damaged.
     """
     run = Run.load(root, experiment, name)
     status, _ = run.effective(stale_after)
     if run.info["status"] == FINISHED:
-        raise ValueError(f"run {experiment}/{name} has FINISHED; there is nothing to resume")
-    if status == "STARTED":
-        raise ValueError(
-            f"run {experiment}/{name} is STARTED and its heartbeat is {run.heartbeat_age():.0f} s old: it looks "
-            f"alive; a run is resumable once it failed or its heartbeat is older than {stale_after:g} s"
+        raise RunError(f"run {experiment}/{name} has FINISHED; there is nothing to resume")
+    if status == STARTED:
+        raise RunError(
+            f"run {experiment}/{name} is STARTED and its heartbeat is {run.heartbeat_age() or 0:.0f} s old: it "
+            f"looks alive; a run is resumable once it failed or its heartbeat is older than {stale_after:g} s"
         )
-    if run.info["task"] is None:
-        raise ValueError(f"run {experiment}/{name} records no task; it was not made by run_task")
+    if task is None:
+        try:
+            task = trusted_task(run.info["task"], root)
+        except RunError as error:
+            raise RunError(f"run {experiment}/{name}: {error}") from None
+    else:
+        module = load_task(task)
+        run.info["task"] = task_record(module)
+        task = module
+    try:
+        params = make_params(load_task(task).Params, dict(run.params))
+    except ParameterError as error:
+        raise RunError(f"run {experiment}/{name}: its recorded parameters do not fit the task: {error}") from None
     return run_task(
-        run.info["task"],
-        dict(run.params),
+        task,
+        params,
         experiment=experiment,
         root=root,
         monitor=run.info["monitor"],
@@ -333,3 +495,6 @@ def resume_run(
         beats=beats,
         run=run,
     )
+
+
+__all__ = ["RunError", "load_task", "resume_run", "run_task", "task_id", "task_record", "trusted_task"]

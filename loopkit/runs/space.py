@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
+MAX_COUNT = 10_000  # values of one dimension
+MAX_GRID = 100_000  # points of a grid (before seeds)
 
 
 class SpaceError(ValueError):
@@ -48,8 +50,8 @@ def _number(mode: str, name: str, value: Any) -> float:
 
 
 def _count(mode: str, count: Any) -> int:
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise SpaceError(f"{mode}: count must be a whole number >= 1, got count={count!r}")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
+        raise SpaceError(f"{mode}: count must be a whole number in [1, {MAX_COUNT}], got count={count!r}")
     return count
 
 
@@ -131,6 +133,16 @@ class Logspace(Dimension):
         self.base = _number("Logspace", "base", base)
         if not self.base > 0 or self.base == 1:
             raise SpaceError(f"Logspace: base must be positive and not 1, got base={base!r}")
+        for name, exponent in (("start", self.start), ("end", self.end)):
+            try:
+                value = float(self.base) ** exponent
+            except OverflowError:
+                value = math.inf
+            if not (math.isfinite(value) and value >= 2.2250738585072014e-308):  # a normal float: no under/overflow
+                raise SpaceError(
+                    f"Logspace: base**{name} = {self.base!r}**{exponent!r} is not a normal positive float "
+                    "(it under- or overflows); use exponents within about +-300"
+                )
 
     def values(self, rng: np.random.Generator | None = None) -> list[Any]:
         if self.count == 1:
@@ -233,6 +245,9 @@ def grid(dimensions: Mapping[str, Dimension], seed: int = 0) -> list[dict[str, A
     rng = np.random.default_rng(seed)
     names = list(dimensions)
     columns = [dimensions[n].values(rng) for n in names]
+    if math.prod(len(c) for c in columns) > MAX_GRID:
+        sizes = " x ".join(str(len(c)) for c in columns)
+        raise SpaceError(f"a grid of {sizes} points is more than {MAX_GRID}; search fewer values")
     return [dict(zip(names, combo)) for combo in itertools.product(*columns)]
 
 

@@ -29,8 +29,11 @@ Example (a 2-point grid of a tiny task, see ``docs/runs.md`` for the command lin
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import inspect
 import json
+import math
 import os
 import statistics
 import sys
@@ -41,8 +44,9 @@ from typing import Any
 import numpy as np
 
 from .parameters import ParameterError, make_params, to_dict
-from .record import FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
-from .runner import fit_budget, load_task, resume_run, run_task, task_id
+from .paths import PathError, check_name, inside
+from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
+from .runner import RunError, fit_budget, load_task, resume_run, run_task, task_id
 from .space import Dimension, SpaceError, apply, grid, space
 from .table import table
 
@@ -59,6 +63,9 @@ def open_storage(storage: str) -> Any:
     """An Optuna storage for ``storage``: a ``.journal``/``.log`` file path, a ``.db``/``.sqlite`` file path, or a
     database URL (``sqlite:///x.db``, ``postgresql://user@host/db``, ``mysql://...``).
 
+    Opening an SQLite file creates Optuna's schema; workers that start together take turns through a lock file
+    beside it (:func:`storage_lock`), so none of them sees a half-made schema.
+
     Raises:
         SweepError: the storage cannot be opened (the URL and the cause are in the message).
     """
@@ -70,15 +77,44 @@ def open_storage(storage: str) -> Any:
     try:
         if "://" in storage:
             kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
-            return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+            with storage_lock(storage):
+                return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
         directory = os.path.dirname(os.path.abspath(storage))
         os.makedirs(directory, exist_ok=True)
         if storage.endswith((".db", ".sqlite", ".sqlite3")):
             url = "sqlite:///" + os.path.abspath(storage)
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+            with storage_lock(storage):
+                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
         return JournalStorage(JournalFileBackend(os.path.abspath(storage)))
     except Exception as error:
         raise SweepError(f"cannot open the sweep storage {storage!r}: {type(error).__name__}: {error}") from None
+
+
+def _storage_file(storage: str) -> str | None:
+    """The local file behind a storage (an SQLite URL or a file path), or None for a database server."""
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///") :]
+        return None if not path or path.startswith(":memory:") else os.path.abspath(path)
+    if "://" in storage:
+        return None
+    return os.path.abspath(storage)
+
+
+@contextlib.contextmanager
+def storage_lock(storage: str) -> Any:
+    """Hold an exclusive lock on ``<storage file>.loopkit-lock`` (``fcntl.flock``) for a file storage; nothing for a
+    database server. The kernel releases it when its holder dies, so a killed worker never leaves it held."""
+    path = _storage_file(storage)
+    if path is None:
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path + ".loopkit-lock", os.O_RDWR | os.O_CREAT, 0o666)  # Optuna's journal uses <path>.lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class Sweep:
@@ -131,25 +167,56 @@ class Sweep:
         stale_after: float = STALE_AFTER_S,
     ) -> None:
         try:
+            check_name("experiment", experiment)
             self.dimensions: dict[str, Dimension] = space(dimensions)
-        except SpaceError as error:
+        except (PathError, SpaceError) as error:
             raise SweepError(str(error)) from None
         if sampler not in SAMPLERS:
-            raise SweepError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
-        if sampler != "grid" and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
-            raise SweepError(f"sampler={sampler!r} needs a budget: n_trials >= 1, got n_trials={n_trials!r}")
+            raise SweepError(f"unknown sampler {_short(sampler)}; use one of {', '.join(SAMPLERS)}")
+        if n_trials is not None or sampler != "grid":
+            _whole("n_trials", n_trials, low=1, note=f"sampler={sampler!r} needs a budget" if sampler != "grid" else "")
         if sampler == "grid" and n_trials is not None:
             raise SweepError(
                 f"n_trials={n_trials!r} with sampler='grid': a grid runs every combination of its dimensions; "
                 "leave n_trials out, or use sampler='random' or 'tpe' for a budget of n_trials"
             )
-        self.module = load_task(task)
+        _whole("seed", seed, low=0)
+        if seeds is not None:
+            if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+                raise SweepError(f"seeds must be a non-empty list of whole numbers, got seeds={_short(seeds)}")
+            for s in seeds:
+                _whole("seeds[...]", s, low=0)
+            if len(set(seeds)) != len(seeds):
+                raise SweepError(f"seeds must be distinct (a repeated seed repeats a run), got seeds={_short(seeds)}")
+        if base is not None and not isinstance(base, Mapping):
+            raise SweepError(f"base must be a mapping of parameter names to values, got base={_short(base)}")
+        for name, text in (("monitor", monitor), ("mode", mode), ("study_name", study_name), ("storage", storage)):
+            if text is not None and (not isinstance(text, str) or not text):
+                raise SweepError(f"{name} must be a non-empty string, got {name}={_short(text)}")
+        for name, value in (("heartbeat", heartbeat), ("stale_after", stale_after)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
+                raise SweepError(f"{name} must be a finite number of seconds > 0, got {name}={_short(value)}")
+        if stale_after < 2 * heartbeat:
+            raise SweepError(
+                f"stale_after={stale_after!r} must be at least twice heartbeat={heartbeat!r}: a live trial beats every "
+                "heartbeat seconds, and one not heard from in stale_after seconds is failed by another worker"
+            )
+        self.pruner_spec = pruner
+        self._pruner()  # an unknown pruner is refused now, not when the first worker starts
+        try:
+            self.module = load_task(task)
+        except RunError as error:
+            raise SweepError(str(error)) from None
         self.task = task_id(self.module)
         self.experiment, self.root = experiment, os.fspath(root)
         self.sampler, self.n_trials, self.seed = sampler, n_trials, seed
         self.seeds = list(seeds) if seeds else None
-        defaults = to_dict(make_params(self.module.Params))
         try:
+            defaults = to_dict(make_params(self.module.Params))
             self.base = to_dict(make_params(self.module.Params, apply(defaults, dict(base or {}))))
         except (ParameterError, SpaceError) as error:
             raise SweepError(f"base parameters: {error}") from None
@@ -164,9 +231,11 @@ class Sweep:
         self.points = self._plan()
         self._check_points()
         self._check_monitor()
-        self.storage_url = storage or os.path.join(self.root, experiment, "sweep.journal")
+        try:
+            self.storage_url = storage or inside(self.root, experiment, "sweep.journal")
+        except PathError as error:
+            raise SweepError(str(error)) from None
         self.study_name = study_name or experiment
-        self.pruner_spec = pruner
         self.heartbeat, self.stale_after = heartbeat, stale_after
         self.storage = open_storage(self.storage_url)
 
@@ -213,8 +282,14 @@ class Sweep:
         """Build the Learner once (no training) and check its Metrics produce ``monitor``."""
         from ..callbacks.metrics import Metrics
 
-        params = make_params(self.module.Params, apply(self.base, self.points[0] if self.points else {}))
-        learner = self.module.build(params, [])
+        point = self.points[0] if self.points else {}
+        params = make_params(self.module.Params, apply(self.base, point))
+        try:
+            learner = self.module.build(params, [])
+        except (ValueError, TypeError, LookupError) as error:  # a misspelt schedule name in the task's own build
+            raise SweepError(
+                f"task {self.task!r} refused configuration {point}: {type(error).__name__}: {error}"
+            ) from None
         metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         if metrics is None:
             raise SweepError(f"task {self.task!r} has no Metrics callback, so no metric {self.monitor!r} to optimise")
@@ -240,16 +315,32 @@ class Sweep:
 
     # ------------------------------------------------------------------------------------------ the study
     def study(self) -> Any:
-        """Create the study and enqueue the budget, or join it (waiting until its creator has enqueued)."""
+        """Create the study and enqueue the budget, or join it (waiting until its creator has enqueued).
+
+        With a file storage (SQLite, journal) creation and filling happen under :func:`storage_lock`, so a study
+        found unfilled while holding the lock was left by a creator that died: it is deleted and made again.
+        """
+        with storage_lock(self.storage_url):
+            study = self._create_or_join()
+        study.pruner = self._pruner()
+        return study
+
+    def _create_or_join(self) -> Any:
         import optuna
 
         direction = optuna.study.StudyDirection.MAXIMIZE if self.mode == "max" else optuna.study.StudyDirection.MINIMIZE
+        locked = _storage_file(self.storage_url) is not None
         try:
             study = optuna.create_study(storage=self.storage, study_name=self.study_name, direction=direction)
             created = True
         except optuna.exceptions.DuplicatedStudyError:
             study = optuna.load_study(study_name=self.study_name, storage=self.storage)
             created = False
+            if locked and not study.user_attrs.get("loopkit_ready"):
+                # Its creator held this lock while filling it and died before the end: make it again.
+                optuna.delete_study(study_name=self.study_name, storage=self.storage)
+                study = optuna.create_study(storage=self.storage, study_name=self.study_name, direction=direction)
+                created = True
         if created:
             study.set_user_attr("loopkit_fingerprint", self.fingerprint())
             study.set_user_attr("loopkit_size", self.size())
@@ -274,7 +365,6 @@ class Sweep:
                     f"study {self.study_name!r} in {self.storage_url!r} holds a different sweep; give this one "
                     "another study_name (or experiment) or another storage"
                 )
-        study.pruner = self._pruner()
         return study
 
     def _pruner(self) -> Any:
@@ -286,7 +376,7 @@ class Sweep:
             return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
         if isinstance(self.pruner_spec, optuna.pruners.BasePruner):
             return self.pruner_spec
-        raise SweepError(f"unknown pruner {self.pruner_spec!r}; use 'median', 'none' or an optuna pruner")
+        raise SweepError(f"unknown pruner {_short(self.pruner_spec)}; use 'median', 'none' or an optuna pruner")
 
     def print_plan(self, file: Any = None) -> None:
         """Say what will run: the grid's size (and its factors) or the budget, and where the study lives."""
@@ -352,10 +442,10 @@ class Sweep:
                 continue
             if not won:
                 continue
-            for name in trial.user_attrs.get("loopkit_runs", []):
-                with contextlib.suppress(FileNotFoundError):
+            for name in _run_names(trial.user_attrs.get("loopkit_runs")):
+                with contextlib.suppress(FileNotFoundError, ValueError):  # a damaged record is left as it is
                     run = Run.load(self.root, self.experiment, name)
-                    if run.info["status"] not in ("FINISHED", "FAILED", "PRUNED"):
+                    if run.info["status"] not in FINAL_STATES:
                         run.finish("FAILED", "the worker running it stopped (stale heartbeat)", "interrupted")
             self._retry(study, trial)
 
@@ -366,7 +456,7 @@ class Sweep:
         attrs = {
             "loopkit_point": trial.user_attrs.get("loopkit_point"),
             "loopkit_retry_of": trial.number,
-            "loopkit_resume_runs": trial.user_attrs.get("loopkit_runs", []),
+            "loopkit_resume_runs": _run_names(trial.user_attrs.get("loopkit_runs")),
         }
         study.enqueue_trial(fixed, user_attrs=attrs)
 
@@ -416,7 +506,7 @@ class Sweep:
             # parameter, so trial.params alone leaves it out): results and best_params read this.
             trial.set_user_attr(_PARAMS_ATTR, point)
             seeds = self.seeds if (self.sampler == "tpe" and self.seeds) else [point.get("seed")]
-            resume = list(trial.user_attrs.get("loopkit_resume_runs") or [])
+            resume = _run_names(trial.user_attrs.get("loopkit_resume_runs"))
             names = [
                 f"trial-{trial.number:04d}" + (f"-seed{s}" if self.sampler == "tpe" and self.seeds else "")
                 for s in seeds
@@ -441,7 +531,7 @@ class Sweep:
             value = statistics.fmean(values)
         except optuna.TrialPruned:
             state = optuna.trial.TrialState.PRUNED
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM/SIGINT after the run saved (Preempted)
             beat.stop()
             self._tell(study, trial, optuna.trial.TrialState.FAIL, None, "interrupted")
             self._retry(study, self.storage.get_trial(trial_id))
@@ -460,7 +550,13 @@ class Sweep:
             if run.info["status"] == FINISHED:
                 return run
             return resume_run(
-                self.root, self.experiment, name, stale_after=0.0, callbacks=callbacks, heartbeat=self.heartbeat
+                self.root,
+                self.experiment,
+                name,
+                task=self.module,  # the sweep's own task, never the one a record names
+                stale_after=0.0,
+                callbacks=callbacks,
+                heartbeat=self.heartbeat,
             )
         return run_task(
             self.module,
@@ -572,7 +668,7 @@ class Sweep:
         import matplotlib.pyplot as plt
         import optuna
 
-        path = os.fspath(path or os.path.join(self.root, self.experiment, "sweep.png"))
+        path = os.fspath(path or inside(self.root, self.experiment, "sweep.png"))
         study = optuna.load_study(study_name=self.study_name, storage=self.storage)
         done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
         names = [n for n, d in self.dimensions.items() if len(d.values(np.random.default_rng(self.seed))) > 1] or list(
@@ -605,19 +701,75 @@ class Sweep:
 def from_config(config: Mapping[str, Any], **overrides: Any) -> Sweep:
     """A Sweep from a YAML/TOML mapping: ``task``, ``parameters`` (the dimensions), and any of Sweep's keyword
     arguments (``experiment``, ``sampler``, ``n_trials``, ``seed``, ``seeds``, ``base``, ``monitor``, ``mode``,
-    ``storage``, ``study_name``, ``pruner``, ``root``, ``heartbeat``, ``stale_after``)."""
-    config = {**config, **{k: v for k, v in overrides.items() if v is not None}}
-    known = {f for f in Sweep.__init__.__code__.co_varnames if not f.startswith("_")} - {"self", "task", "dimensions"}
-    unknown = sorted(set(config) - known - {"task", "parameters"})
+    ``storage``, ``study_name``, ``pruner``, ``root``, ``heartbeat``, ``stale_after``).
+
+    A ``storage`` file named in the file (not in ``overrides``, the command line) must lie inside the root.
+
+    Raises:
+        SweepError: an unknown key (listing the known ones), a missing or non-string ``task``, a bad value.
+    """
+    if not isinstance(config, Mapping):
+        raise SweepError(f"the sweep file must hold a mapping of settings, got {_short(config)}")
+    known = {
+        name
+        for name, p in inspect.signature(Sweep.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(map(str, config)) - known - {"task", "parameters"})
     if unknown:
         raise SweepError(
             f"unknown sweep setting(s) {', '.join(map(repr, unknown))}; known: task, parameters, {', '.join(sorted(known))}"
         )
-    if "task" not in config:
-        raise SweepError("the sweep file needs a 'task' (a module name such as loopkit.demo, or a .py file)")
+    if "task" not in config or not isinstance(config["task"], str):
+        raise SweepError(
+            "the sweep file needs a 'task': a module name such as loopkit.demo, or a .py file"
+            + (f"; got task={_short(config['task'])}" if "task" in config else "")
+        )
+    root = overrides.get("root") or config.get("root") or "runs"
+    if not isinstance(root, str) or not root:
+        raise SweepError(f"root must be a directory name, got root={_short(root)}")
+    storage = config.get("storage")
+    if overrides.get("storage") is None and isinstance(storage, str) and _storage_file(storage) is not None:
+        try:
+            inside(root, os.path.relpath(_storage_file(storage) or "", os.path.abspath(root)))
+        except PathError as error:
+            raise SweepError(
+                f"storage {storage!r} in the sweep file: {error}; pass it as --storage if you mean it"
+            ) from None
+    config = {**config, **{k: v for k, v in overrides.items() if v is not None}}
     kwargs = {k: v for k, v in config.items() if k not in ("task", "parameters")}
     kwargs.setdefault("experiment", "sweep")
     return Sweep(config["task"], config.get("parameters") or {}, **kwargs)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short: an error message never formats a huge value whole."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = 60
+    r.maxlevel = 3
+    return r.repr(value)
+
+
+def _whole(name: str, value: Any, *, low: int, note: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**63:
+        raise SweepError(
+            (f"{note}: " if note else "")
+            + f"{name} must be a whole number in [{low}, 2**63), got {name}={_short(value)}"
+        )
+    return value
+
+
+def _run_names(names: Any) -> list[str]:
+    """Run names read back from the storage: kept only if each is one path component (the storage is data)."""
+    if not isinstance(names, list):
+        return []
+    out = []
+    for name in names:
+        with contextlib.suppress(PathError):
+            out.append(check_name("run", name))
+    return out
 
 
 __all__ = ["SAMPLERS", "Sweep", "SweepError", "from_config", "open_storage"]

@@ -1,4 +1,8 @@
-"""``python -m loopkit.runs sweep SPEC`` : run (or join) the sweep a YAML/TOML file describes, then report it."""
+"""``python -m loopkit.runs sweep SPEC`` : run (or join) the sweep a YAML/TOML file describes, then report it.
+
+Exit statuses as for the other ``runs`` commands: 0 done, 2 a usage error (a bad sweep file: the key and the
+file named), 75 stopped by SIGTERM/SIGINT (the running trial's run saved and its trial queued again).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,15 @@ import sys
 from collections.abc import Sequence
 
 from .parameters import ParameterError, load_config
+from .paths import PathError
+from .runner import RunError
+from .signals import signals_end_the_process
 from .sweep import SweepError, from_config
 
 
 def sweep_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m loopkit.runs sweep",
         description="Run or join a sweep. Start the same command in several processes, or on several machines "
         "with --storage pointing at one database: they share the trials.",
@@ -34,7 +42,8 @@ def sweep_main(argv: Sequence[str]) -> int:
             sweep.print_plan()
             return 0
         if not args.report:
-            sweep.run(quiet=args.quiet)
+            with signals_end_the_process():  # SIGTERM/SIGINT: the trial's run saves, its trial is requeued
+                sweep.run(quiet=args.quiet)
         else:
             sweep.print_plan()
         print(sweep.table())
@@ -43,7 +52,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         except SweepError as error:
             print(error)
         print("plot:", sweep.plot(args.plot))
-    except (SweepError, ParameterError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (SweepError, ParameterError, RunError, PathError) as error:
+        print(f"error: {args.spec}: {error}", file=sys.stderr)
         return 2
     return 0
