@@ -84,7 +84,7 @@ def check_written(hp: Any, schedule: Any, values: np.ndarray, times: np.ndarray,
     """Refuse scheduled ``values`` (float64, after ``hp.applied``) that would write outside a target's domain.
 
     Args:
-        hp: the hyperparameter (its :meth:`targets` say where it writes, at which ratio, in which domain).
+        hp: the hyperparameter (its :meth:`~loopkit.scheduling.hyperparams.HyperParameter.targets` say where it writes, at which ratio, in which domain).
         schedule: the schedule, for the message.
         values: the values to check, shape ``(n,)``; ``times``: the schedule time of each, shape ``(n,)``.
         axis: ``"step"`` or ``"epoch"``, the unit of ``times``, for the message.
