@@ -127,7 +127,8 @@ def replace_atomically(path: str, write: Callable[[IO[bytes]], object]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and verify a checkpoint written by :func:`save_atomic`, on the CPU.
+    """Load and verify a checkpoint written by :func:`save_atomic`, on the CPU (or a sharded checkpoint's
+    directory, read whole by :func:`loopkit.loop.sharded_checkpoint.load_sharded`).
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
@@ -136,6 +137,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             not match), or holds something other than data. The message names the file.
     """
     path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "loopkit.pt")):  # a sharded checkpoint's directory
+        from .sharded_checkpoint import load_sharded
+
+        return load_sharded(path)
     if os.path.isdir(path):
         raise FileNotFoundError(
             f"no checkpoint at {path!r}: it is a directory; pass the path of a checkpoint file in it, e.g. the "
