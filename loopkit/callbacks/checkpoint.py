@@ -39,8 +39,8 @@ from ..loop.callback import Callback
 from ..loop.checkpoint import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
 from ..loop.resume import unwrap_model
 from ..loop.sharded_checkpoint import SUFFIX, is_sharded_checkpoint, save_sharded
-from .fsdp import is_fully_sharded
 from ._monitor import monitored_metrics
+from .fsdp import is_fully_sharded
 from .metrics import Metrics
 
 
@@ -124,7 +124,7 @@ class Checkpoint(Callback):
             os.path.join(dirpath, f)
             for f in os.listdir(dirpath)
             if f.startswith(("step-", "epoch-"))
-            and (f.endswith(".pt") or f.endswith(SUFFIX) and is_sharded_checkpoint(os.path.join(dirpath, f)))
+            and (f.endswith(".pt") or (f.endswith(SUFFIX) and is_sharded_checkpoint(os.path.join(dirpath, f))))
         ]
         paths.sort(key=lambda p: (os.stat(p).st_mtime_ns, os.path.basename(p)), reverse=True)
         if not skip_damaged:
@@ -248,7 +248,9 @@ class Checkpoint(Callback):
         tensors = [_local(t) for t in unwrap_model(learner.model).state_dict().values() if t.is_floating_point()]
         for state in learner.optimizer.state.values():
             tensors += [_local(t) for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-        finite = not tensors or bool(torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors]).all())
+        finite = not tensors or bool(
+            torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors]).all()
+        )
         if self._suffix == SUFFIX:  # each rank sees its shards only: refused on one, refused on all
             finite = bool(min_over_ranks(int(finite)))
         return finite

@@ -45,7 +45,7 @@ ShardPolicy = bool | type | tuple[type, ...] | Callable[[str, torch.nn.Module], 
 
 def check_policy(shard: object) -> None:
     """Raise ``TypeError`` unless ``shard`` is a wrap policy (see the module docs) or False."""
-    if isinstance(shard, bool) or callable(shard) and not isinstance(shard, type):
+    if isinstance(shard, bool) or (callable(shard) and not isinstance(shard, type)):
         return
     types = shard if isinstance(shard, tuple) else (shard,)
     if not types or not all(isinstance(t, type) and issubclass(t, torch.nn.Module) for t in types):

@@ -207,6 +207,27 @@ class Distributed(Callback):
         device_ids = [device] if device is not None and device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids, **self.ddp_options)
 
+    # ------------------------------------------------------------------------------------------ resuming
+    @property
+    def seeds_train_order(self) -> bool:
+        """Whether this run's train order comes from ``seed`` (the data is split: under torchrun, shard_data)."""
+        return self.shard_data and (is_distributed() or "WORLD_SIZE" in os.environ)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume at another world size needs to know: the data was split with this shuffle seed."""
+        return {"seed": self.seed, "shard_data": self.shard_data}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # the settings are the constructor's; check_state_dict made sure they agree
+
+    def check_state_dict(self, state: dict[str, Any], learner: Any) -> None:
+        if (state.get("seed"), state.get("shard_data")) != (self.seed, self.shard_data):
+            raise ValueError(
+                f"it was written with Distributed(seed={state.get('seed')!r}, shard_data={state.get('shard_data')!r}) "
+                f"and this run has seed={self.seed!r}, shard_data={self.shard_data!r}: the train order would differ; "
+                "resume with the checkpointed run's settings"
+            )
+
     def before_epoch(self, learner: Any) -> None:
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
 

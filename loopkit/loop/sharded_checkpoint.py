@@ -70,8 +70,10 @@ def save_sharded(state: dict[str, Any], model: torch.nn.Module, optimizer: torch
         OSError, RuntimeError: whatever failed on this rank or another (another rank's failure is named); no
             file is left behind and ``path`` is as it was.
     """
-    from torch.distributed.checkpoint import FileSystemWriter, save
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.filesystem import FileSystemWriter
     from torch.distributed.checkpoint.state_dict import get_state_dict
+    from torch.distributed.checkpoint.state_dict_saver import save
 
     path = os.path.abspath(path)
     temp = all_gather(temp_path_for(path))[0]  # rank 0's name, so it tells whose it is
@@ -87,6 +89,9 @@ def save_sharded(state: dict[str, Any], model: torch.nn.Module, optimizer: torch
             hashes[".metadata"] = _sha256(os.path.join(temp, ".metadata"))
     except Exception as exc:  # reported to every rank below, so all fail together
         error = exc
+    except CheckpointException as exc:  # DCP's own (a BaseException): a rank failed while writing
+        error = RuntimeError(f"the sharded checkpoint {path!r} was not written: {exc}")
+        error.__cause__ = exc
     outcomes = all_gather(None if error is None else f"{type(error).__name__}: {error}")
     failed = [(r, what) for r, what in enumerate(outcomes) if what is not None]
     if not failed:
@@ -146,8 +151,9 @@ def load_sharded(path: str | os.PathLike) -> dict[str, Any]:
             node-local storage: gather every node's shards into one directory first) or changed since it was
             written (its SHA-256 differs).
     """
-    from torch.distributed.checkpoint import FileSystemReader, load
     from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.filesystem import FileSystemReader
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     path = os.fspath(path)
     if not is_sharded_checkpoint(path):
@@ -171,7 +177,9 @@ def load_sharded(path: str | os.PathLike) -> dict[str, Any]:
         if _sha256(file) != digest:
             raise CheckpointError(f"{file!r} changed since it was written (its SHA-256 differs): it cannot be used")
     tensors: dict[str, Any] = {}
-    load(tensors, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
+    # Every tensor whole, in one process: what torch's own dcp_to_torch_save does (the public load fills only
+    # the keys a given state_dict already has, and a resharding load does not know them beforehand).
+    _load_state_dict(tensors, storage_reader=FileSystemReader(path), planner=_EmptyStateDictLoadPlanner(), no_dist=True)
     state = dict(state)
     del state["sharded"]
     state["model"] = tensors["model"]
@@ -192,7 +200,8 @@ def _indexed(optimizer_state: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- whole state
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``model``'s whole ``state_dict`` on the CPU, its shards gathered (a collective for a sharded model).
+    """``model``'s whole ``state_dict`` on the CPU of every rank, its shards gathered (a collective: every rank
+    calls it).
 
     For a model that is not sharded it is the unwrapped module's ``state_dict`` (detached CPU copies).
     """
@@ -202,7 +211,8 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         from .resume import unwrap_model
 
         return {k: v.detach().cpu().clone() for k, v in unwrap_model(model).state_dict().items()}
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank
+    return {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def consolidate(path: str | os.PathLike, out: str | os.PathLike, *, model_only: bool = False) -> str:
