@@ -4,18 +4,15 @@
         --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT ... tests/multinode_worker.py OUT [--kill-at STEP]
 
 The `train` run of tests/distributed_worker.py (global batch 16, lr and momentum schedules) on 4 ranks, with
-Checkpoint every 2 steps into OUT/ckpt (the filesystem both nodes share), resuming from the newest checkpoint
-when torchrun restarts the workers. Rank 3 (its own decision, on whichever node it is) stops the run at the
-end of epoch 1: every rank must stop there. With ``--kill-at S``, node b's processes kill themselves (SIGKILL)
-after step S in the first attempt. Each rank writes OUT/rank<r>.pt and lists the checkpoint files it wrote.
+Checkpoint every 2 steps into OUT/ckpt (the filesystem both nodes share). Rank 3 (its own decision, on
+whichever node it is) stops the run at the end of epoch 1: every rank must stop there. Each rank writes
+OUT/rank<r>.pt and lists the checkpoint files it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
-import time
 from datetime import timedelta
 
 import torch
@@ -37,27 +34,9 @@ class StopOnRank3:
             raise CancelFit
 
 
-class KillNodeB:
-    """In the first attempt, node b's processes die (SIGKILL) once step ``at`` is checkpointed."""
-
-    reads = ("global_step", "phase")
-    run_after = ("Checkpoint",)
-    agrees_across_ranks = True  # decides nothing for the others: it ends this process
-
-    def __init__(self, at):
-        self.at = at
-
-    def after_batch(self, learner):
-        first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
-        if self.at and first_attempt and os.environ["LK_NODE"] == "b" and learner.global_step == self.at:
-            time.sleep(0.5)  # let node a's ranks reach their next collective, as a real crash would find them
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("--kill-at", type=int, default=0)
     args = parser.parse_args()
     out = args.out
     real_save = checkpoint_module.save_atomic
@@ -84,7 +63,6 @@ def main():
             Scheduler({LearningRate: LR, Momentum: Schedule([0, EPOCHS], [0.9, 0.8], anneal="linear")}),
             Checkpoint(ckpt, every_n_steps=2, keep_last=2),
             StopOnRank3(),
-            KillNodeB(args.kill_at),
             record,
         ],
     )
