@@ -16,8 +16,8 @@ import torch
 
 from loopkit import Distributed, Learner
 from loopkit.callbacks.fsdp import units
-from loopkit.loop.checkpoint import CheckpointError
-from loopkit.loop.sharded_checkpoint import consolidate, load_sharded, main
+from loopkit.resume.file import CheckpointError
+from loopkit.resume.sharded import consolidate, load_sharded, main
 from tests import fsdp_worker as worker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,7 +181,7 @@ def test_consolidating_writes_the_whole_model_and_a_resumable_file(two, tmp_path
     assert torch.equal(worker.flat(net.state_dict()), r0["run"]["weights"][3])  # after step 4
     whole = load_sharded(ckpt)
     assert main([str(ckpt), str(tmp_path / "whole.pt")]) == 0
-    from loopkit.loop.checkpoint import load_checkpoint
+    from loopkit.resume.file import load_checkpoint
 
     again = load_checkpoint(tmp_path / "whole.pt")
     assert again["position"] == whole["position"]

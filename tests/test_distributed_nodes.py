@@ -87,7 +87,10 @@ def finish(jobs):
 
 def test_two_nodes_rendezvous_split_ranks_write_once_and_stop_together(nodes, tmp_path):
     a, b = nodes
-    jobs = [torchrun(a, a[1], tmp_path, port=29431, node_name="a"), torchrun(b, a[1], tmp_path, port=29431, node_name="b")]
+    jobs = [
+        torchrun(a, a[1], tmp_path, port=29431, node_name="a"),
+        torchrun(b, a[1], tmp_path, port=29431, node_name="b"),
+    ]
     for code, output in finish(jobs):
         assert code == 0, output[-4000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(4)]

@@ -58,7 +58,11 @@ def test_three_workers_on_postgres_run_each_grid_point_exactly_once(tmp_path):
 def test_a_shared_tpe_budget_on_postgres_is_honoured_exactly(tmp_path):
     name = experiment("t")
     kw = {"sampler": "tpe", "n_trials": 5, "base": {"epochs": 1}, "pruner": "none", "heartbeat": 0.5, "storage": URL}
-    tpe = {"root": str(tmp_path), "experiment": name, "dims": {"lr": {"logspace": {"start": -2, "end": -1, "count": 5}}}}
+    tpe = {
+        "root": str(tmp_path),
+        "experiment": name,
+        "dims": {"lr": {"logspace": {"start": -2, "end": -1, "count": 5}}},
+    }
     wait_all([start({**tpe, "kw": kw}), start({**tpe, "kw": kw})])
     assert [t.state for t in trials(name)] == [S.COMPLETE] * 5
 

@@ -2,7 +2,7 @@
 
 A checkpoint is ``learner.state_dict()``: model, optimizer, every callback's state (Scheduler included), the
 RNG states (torch, numpy, python, CUDA) and the position in the loop. It is written with
-:func:`loopkit.loop.checkpoint.save_atomic` (a temporary file renamed over the target, a SHA-256 checksum of
+:func:`loopkit.resume.file.save_atomic` (a temporary file renamed over the target, a SHA-256 checksum of
 the content in the header), so a crash while saving leaves the previous file intact. The callback runs after
 every other callback (``run_after=("*",)``), so the state it saves includes what they did for this batch.
 
@@ -17,7 +17,7 @@ Resume with ``learner.fit(n_epochs, resume_from=checkpoint.last)`` or, in a new 
 
 **Sharded checkpoints.** A model sharded with FSDP2 (``Distributed(shard=...)``) is saved as a directory
 ``step-000000040.dcp/`` that every rank writes its own shards into (``torch.distributed.checkpoint``), complete
-and checksummed or not visible (:mod:`loopkit.loop.sharded_checkpoint`); ``sharded=True`` does the same for a
+and checksummed or not visible (:mod:`loopkit.resume.sharded`); ``sharded=True`` does the same for a
 DDP run. The same rules hold: ``keep_last``, ``best.dcp``, pruning only of what this run wrote. Such a
 checkpoint resumes at any world size (the loaded tensors are cut into the new run's shards).
 """
@@ -36,9 +36,9 @@ import torch
 from .._validate import whole_number
 from ..distributed import is_main_process, min_over_ranks
 from ..loop.callback import Callback
-from ..loop.checkpoint import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
-from ..loop.resume import unwrap_model
-from ..loop.sharded_checkpoint import SUFFIX, is_sharded_checkpoint, save_sharded
+from ..resume.file import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
+from ..resume.model import unwrap_model
+from ..resume.sharded import SUFFIX, is_sharded_checkpoint, save_sharded
 from ._monitor import monitored_metrics
 from .fsdp import is_fully_sharded
 from .metrics import Metrics

@@ -24,7 +24,7 @@ Checkpoints are offered only at window boundaries (``Learner.state_dict`` refuse
 ``Checkpoint`` saves only after a step), so a checkpoint never holds half a window and resumes exactly.
 
 Several processes: this callback sets ``learner.accumulate`` in ``before_batch``, before the forward, and runs
-before :class:`~loopkit.distributed.callback.Distributed`, which reads it there to skip the gradient all-reduce of the
+before :class:`~loopkit.callbacks.distributed.Distributed`, which reads it there to skip the gradient all-reduce of the
 non-final micro-batches (DDP's ``no_sync``).
 """
 

@@ -22,9 +22,11 @@ import torch
 
 from ..distributed.collectives import any_rank
 from ..distributed.ranks import is_distributed
+from ..resume.file import load_checkpoint
+from ..resume.model import load_model_and_optimizer, restore_group_options
+from ..resume.rng import restore_rng_state
 from . import evaluation
 from .callback import callback_name, handled_events, validate_callback
-from .checkpoint import load_checkpoint
 from .checks import (
     check_budgets,
     check_count,
@@ -41,19 +43,16 @@ from .device import resolve_device
 from .dispatch import Handlers, add_note, describe, fire, handler_name, resolve, run_all
 from .events import BATCH_EVENTS, EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 from .guard import guarded_view
-from .ordering import order_callbacks
-from .resume import (
+from .learner_state import (
     build_state,
     check_fits,
     data_of_this_rank,
-    load_model_and_optimizer,
     rank_and_world_size,
     replaces_train_data,
-    restore_group_options,
     resumed_epoch_length,
     rng_of_this_rank,
 )
-from .rng import restore_rng_state
+from .ordering import order_callbacks
 from .step import Step
 
 #: Consecutive skipped optimizer steps after which a fit stops with an error: the run has diverged.
@@ -66,13 +65,13 @@ class Learner:
     Args:
         model: the ``torch.nn.Module`` to train.
         train_data: an iterable of batches, re-iterated every epoch (a ``DataLoader``, a list, ...).
-            By default a batch is ``(xb, yb)``; see :class:`loopkit.step.Step` for other shapes.
+            By default a batch is ``(xb, yb)``; see :class:`loopkit.loop.step.Step` for other shapes.
         optimizer: a ``torch.optim.Optimizer`` over the model's parameters (and the loss's, if it has any).
         loss_fn: called as ``loss_fn(pred, yb)``; must return a scalar tensor.
         valid_data: optional iterable of batches evaluated after each epoch's train phase, without gradients.
         callbacks: callback instances; their run order is derived from their declarations
-            (see :mod:`loopkit.ordering`), not from this list, except among callbacks left unordered.
-        step: a :class:`loopkit.step.Step` that customises unpacking, forward and loss.
+            (see :mod:`loopkit.loop.ordering`), not from this list, except among callbacks left unordered.
+        step: a :class:`loopkit.loop.step.Step` that customises unpacking, forward and loss.
         device: if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``), the model is moved there and
             every batch is moved there by the default step; a device this machine lacks is a ``ValueError``
             that says which and why. Default: leave the model where it is and batches as they come.
@@ -223,7 +222,7 @@ class Learner:
             resume_from: a checkpoint path (or a loaded ``state_dict``) to continue from: model, optimizer,
                 callback states, RNG states and the position in the loop are restored, so the run continues
                 exactly as if it had never stopped. The whole checkpoint is verified and checked against this
-                learner and fit first: a :class:`~loopkit.loop.checkpoint.CheckpointError` (a damaged file, a
+                learner and fit first: a :class:`~loopkit.resume.file.CheckpointError` (a damaged file, a
                 model or optimizer that does not match, a checkpoint at or past the end of this fit) leaves
                 the learner exactly as it was.
 

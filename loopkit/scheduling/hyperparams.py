@@ -161,9 +161,11 @@ class OptimizerHyperParameter(HyperParameter):
 
     def __init__(self, group: int | None = None, *, scale_groups: bool = True) -> None:
         if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 0):
-            raise ValueError(f"{type(self).__name__}(group={group!r}): group must be a param group index >= 0 or None")
+            raise ValueError(
+                f"{type(self).__name__}(group={_describe(group)}): group must be a param group index >= 0 or None"
+            )
         if not isinstance(scale_groups, bool):
-            raise TypeError(f"{type(self).__name__}(scale_groups={scale_groups!r}): pass True or False")
+            raise TypeError(f"{type(self).__name__}(scale_groups={_describe(scale_groups)}): pass True or False")
         self.group = group
         self.scale_groups = scale_groups
         self._ratios: list[float] = []
@@ -432,14 +434,18 @@ class Attribute(HyperParameter):
 
     def __init__(self, path: str, *, domain: Domain = ANY) -> None:
         if not isinstance(domain, Domain):
-            raise TypeError(f"Attribute(domain={domain!r}): pass a loopkit.hyperparams.Domain, e.g. Domain(0.0)")
+            raise TypeError(
+                f"Attribute(domain={_describe(domain)}): pass a loopkit.scheduling.hyperparams.Domain, e.g. Domain(0.0)"
+            )
         self.domain = domain
         if (
             not isinstance(path, str)
             or not path
             or any(not part.isidentifier() and not part.isdigit() for part in path.split("."))
         ):
-            raise ValueError(f"Attribute(path={path!r}): give a dotted path from the learner such as 'loss_fn.margin'")
+            raise ValueError(
+                f"Attribute(path={_describe(path)}): give a dotted path from the learner such as 'loss_fn.margin'"
+            )
         if "." not in path:
             raise ValueError(
                 f"Attribute(path={path!r}) would rebind a learner attribute; point at a value inside one, "
@@ -480,7 +486,9 @@ class Attribute(HyperParameter):
             or not isinstance(value, (int, float, torch.Tensor))
             or (isinstance(value, torch.Tensor) and value.numel() != 1)
         ):
-            raise TypeError(f"{self!r} points at {value!r}; only a number or a one-element tensor can be scheduled")
+            raise TypeError(
+                f"{self!r} points at {_describe(value)}; only a number or a one-element tensor can be scheduled"
+            )
 
     def bind(self, learner: Any) -> None:
         self._parent, self._leaf = self._resolve(learner)
@@ -524,6 +532,15 @@ class DropoutRate(HyperParameter):
 
     def get(self, learner: Any) -> float:
         return float(self._modules[0].p)
+
+
+def _describe(value: Any) -> str:
+    """A value for an error message: a tensor by its shape and dtype (never its elements), anything else by a
+    repr of at most 80 characters."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _dropouts(model: torch.nn.Module) -> Sequence[torch.nn.modules.dropout._DropoutNd]:

@@ -7,7 +7,7 @@ A sharded checkpoint ``step-000000040.dcp/`` holds:
                          a tensor every rank holds whole (a DDP replica) is written once
 ``.metadata``            DCP's index: every tensor's global shape and where its pieces are
 ``loopkit.pt``           the rest of the checkpoint (position, callbacks, RNG, data; see
-                         :mod:`loopkit.loop.resume`) written by rank 0 with :func:`save_atomic`, whose
+                         :mod:`loopkit.loop.learner_state`) written by rank 0 with :func:`save_atomic`, whose
                          ``sharded`` entry lists every other file with its SHA-256
 =======================  ==============================================================================
 
@@ -20,7 +20,7 @@ the previous checkpoint.
 
 **Loading reshards.** :func:`load_sharded` verifies every file's checksum, then reads the whole tensors (DCP
 assembles each from the pieces whatever world size wrote them) into a state shaped as a single-file
-checkpoint's, which :func:`loopkit.loop.resume.check_fits` checks and the Learner loads like any other. So a
+checkpoint's, which :func:`loopkit.loop.learner_state.check_fits` checks and the Learner loads like any other. So a
 checkpoint written by 2 ranks resumes on 1, 2 or 4; ``Distributed(shard=...)`` then cuts the loaded tensors
 into this run's shards. Each rank holds the whole model and optimizer state in host memory while it loads
 (not on the accelerator). The ``.metadata`` index is a pickle (DCP's format): it is read only after its
@@ -28,7 +28,7 @@ checksum matched the one ``loopkit.pt`` (a data-only file) lists.
 
 Consolidate into one file for inference or export::
 
-    python -m loopkit.loop.sharded_checkpoint step-000000040.dcp model.pt --model-only
+    python -m loopkit.resume.sharded step-000000040.dcp model.pt --model-only
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ import torch
 
 from ..distributed.collectives import all_gather
 from ..distributed.ranks import is_distributed, rank
-from .checkpoint import CheckpointError, load_checkpoint, save_atomic, temp_path_for
+from .file import CheckpointError, load_checkpoint, save_atomic, temp_path_for
 
 SHARDED_FORMAT = "loopkit-dcp-1"
 STATE_FILE = "loopkit.pt"
@@ -208,7 +208,7 @@ def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     if not is_distributed():
-        from .resume import unwrap_model
+        from .model import unwrap_model
 
         return {k: v.detach().cpu().clone() for k, v in unwrap_model(model).state_dict().items()}
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))  # on every rank
@@ -244,9 +244,9 @@ def consolidate(path: str | os.PathLike, out: str | os.PathLike, *, model_only: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m loopkit.loop.sharded_checkpoint SRC OUT [--model-only]``: :func:`consolidate` as a command."""
+    """``python -m loopkit.resume.sharded SRC OUT [--model-only]``: :func:`consolidate` as a command."""
     parser = argparse.ArgumentParser(
-        prog="python -m loopkit.loop.sharded_checkpoint",
+        prog="python -m loopkit.resume.sharded",
         description="Consolidate a sharded (DCP) loopkit checkpoint into one file.",
     )
     parser.add_argument("source", help="the sharded checkpoint directory (step-....dcp)")

@@ -128,7 +128,7 @@ def replace_atomically(path: str, write: Callable[[IO[bytes]], object]) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load and verify a checkpoint written by :func:`save_atomic`, on the CPU (or a sharded checkpoint's
-    directory, read whole by :func:`loopkit.loop.sharded_checkpoint.load_sharded`).
+    directory, read whole by :func:`loopkit.resume.sharded.load_sharded`).
 
     Raises:
         FileNotFoundError: there is no file at ``path``.
@@ -138,7 +138,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "loopkit.pt")):  # a sharded checkpoint's directory
-        from .sharded_checkpoint import load_sharded
+        from .sharded import load_sharded
 
         return load_sharded(path)
     if os.path.isdir(path):

@@ -1,21 +1,26 @@
 """Schedules: pure functions of training time, with annealing functions, composition and presets.
 
-- :mod:`~loopkit.scheduling.schedules.schedule`: :class:`Schedule` (knots, values, annealing per segment), time units
+- :mod:`~loopkit.schedules.schedule`: :class:`Schedule` (knots, values, annealing per segment), time units
   and markers (:func:`steps`, :func:`epochs`, :func:`fraction`), :func:`epoch_position`;
-- :mod:`~loopkit.scheduling.schedules.anneal`: the annealing functions;
-- :mod:`~loopkit.scheduling.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
+- :mod:`~loopkit.schedules.anneal`: the annealing functions, with shape exponents (:func:`power`,
+  :func:`cosine`);
+- :mod:`~loopkit.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
   :func:`scale`;
-- :mod:`~loopkit.scheduling.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
+- :mod:`~loopkit.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
   cosine with warm restarts;
-- :mod:`~loopkit.scheduling.schedules.torch_lr`: torch's decay schedulers with torch's argument names, and
+- :mod:`~loopkit.schedules.decay`: transformers', optax's and timm's decays torch lacks: polynomial to
+  an end value, warmup-stable-decay, inverse square root, optax's three-phase linear one-cycle;
+- :mod:`~loopkit.schedules.protocol`: what a schedule object is (yours too), and composition of any;
+- :mod:`~loopkit.schedules.torch_lr`: torch's decay schedulers with torch's argument names, and
   :func:`product` (torch's ``ChainedScheduler``).
 
 Every function here checks every argument (finite, in range, bounded work: ``_args``), and every schedule it
 accepts evaluates to finite numbers at every finite time (tests/test_schedules_properties.py).
 """
 
-from .anneal import ANNEALS
+from .anneal import ANNEALS, cosine, power
 from .compose import join, repeat, scale, shift, stretch
+from .decay import inverse_sqrt, linear_onecycle, warmup_polynomial, warmup_stable_decay
 from .presets import (
     cosine_restarts,
     onecycle,
@@ -46,6 +51,12 @@ __all__ = [
     "fraction",
     "epoch_position",
     "ANNEALS",
+    "power",
+    "cosine",
+    "warmup_polynomial",
+    "warmup_stable_decay",
+    "inverse_sqrt",
+    "linear_onecycle",
     "join",
     "repeat",
     "shift",
