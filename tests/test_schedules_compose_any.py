@@ -33,7 +33,7 @@ from loopkit.schedules import (
     step_lr,
     stretch,
 )
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 from loopkit.scheduling.scheduler import Scheduler
 
 BASE = 0.05

@@ -23,7 +23,7 @@ from loopkit.schedules import (
     polynomial_lr,
     repeat,
 )
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 from loopkit.scheduling.scheduler import Scheduler
 
 REL = 1e-9

@@ -7,7 +7,8 @@ import torch
 
 from loopkit import Learner
 from loopkit.schedules import cosine_restarts
-from loopkit.scheduling.hyperparams import Attribute, LearningRate
+from loopkit.scheduling.hyperparams import Attribute
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 from loopkit.scheduling.scheduler import Scheduler
 
 

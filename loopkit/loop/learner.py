@@ -26,7 +26,7 @@ from ..resume.file import load_checkpoint
 from ..resume.model import load_model_and_optimizer, restore_group_options
 from ..resume.rng import restore_rng_state
 from . import evaluation
-from .callback import callback_name, handled_events, validate_callback
+from .callback import callback_name, check_declared_state, handled_events, learner_state_names, validate_callback
 from .checks import (
     check_budgets,
     check_count,
@@ -171,6 +171,9 @@ class Learner:
         self._resume: dict[str, Any] | None = None
         # The run record this training belongs to, written into checkpoints (set by loopkit.runs).
         self.run: dict[str, Any] | None = None
+        #: The latest finished epoch's means (``{"valid_loss": ...}``), written by Metrics, read by the monitors.
+        self.metrics: dict[str, float] = {}
+        check_declared_state(self.callbacks, learner_state_names(self))  # a misspelt reads/writes name fails here
 
         # Callbacks may validate themselves against the built learner (a scheduled attribute must exist).
         for cb in self.callbacks:

@@ -31,7 +31,6 @@ import numpy as np
 from . import _args
 from .anneal import ANNEALS, Power, linear, power
 from .compose import join
-from .presets import _unit
 from .schedule import Schedule, curve
 
 #: The cool-downs (and warmups) of :func:`warmup_stable_decay`, by name.
@@ -60,7 +59,9 @@ def warmup_polynomial(
     Args:
         num_warmup_steps: a whole number, 0 up to ``num_training_steps``.
         num_training_steps: a whole number >= 1.
-        peak, end, warmup_start: finite numbers (``end`` above ``peak`` makes a polynomial rise).
+        peak: a finite number, the value after the warmup.
+        end: a finite number, the value at ``num_training_steps`` (above ``peak`` makes a polynomial rise).
+        warmup_start: a finite number, the value at step 0.
         power: a finite number > 0: 1 is linear, 2 falls fast then flattens, 0.5 holds high then falls.
         unit: ``"step"`` or ``"epoch"``.
 
@@ -95,8 +96,12 @@ def warmup_stable_decay(
     ``floor / peak`` and whose warmup starts at the floor: pass ``warmup_start=floor`` for that).
 
     Args:
-        num_warmup_steps, num_stable_steps, num_decay_steps: whole numbers >= 0, not all 0.
-        peak, floor, warmup_start: finite numbers.
+        num_warmup_steps: a whole number >= 0.
+        num_stable_steps: a whole number >= 0.
+        num_decay_steps: a whole number >= 0 (the three not all 0).
+        peak: a finite number, the stable value.
+        floor: a finite number, the value the cool-down ends at.
+        warmup_start: a finite number, the value at step 0.
         warmup: the warmup's shape: ``"linear"``, ``"cos"`` (half cosine) or ``"1-sqrt"``
             (``1 - sqrt(1 - p)`` of the way up).
         decay: the cool-down's shape: ``"linear"``, ``"cos"`` (half cosine, transformers' ``num_cycles=0.5``)
@@ -127,7 +132,7 @@ def warmup_stable_decay(
     # the warmup's 1-sqrt rises as 1 - sqrt(1 - p): from the peak's side it is (1 - p) ** 0.5
     up = Power.exact(0.5) if warmup == "1-sqrt" else shapes["warmup"]
     phases = [(warm, up, peak), (stable, ANNEALS["step"], peak), (cool, shapes["decay"], floor)]
-    return _phases(call, _unit(call, unit, ("step", "epoch")), start, phases)
+    return _phases(call, _args.unit(call, unit, ("step", "epoch")), start, phases)
 
 
 def _phases(call: str, unit: str, start: float, phases: list[tuple[int, Any, float]]) -> Schedule:
@@ -226,7 +231,7 @@ def inverse_sqrt(
         float(warm or 10_000) if timescale is None else _args.real(call, "timescale", timescale, low=0, low_open=True)
     )
     start = _args.real(call, "warmup_start", warmup_start)
-    unit = _unit(call, unit, ("step", "epoch"))
+    unit = _args.unit(call, unit, ("step", "epoch"))
     decay = _InverseSqrt(peak, scale, unit)
     if warm == 0:
         return decay
@@ -250,9 +255,11 @@ def linear_onecycle(
     Args:
         transition_steps: a whole number >= 1.
         peak_value: a finite number.
-        pct_start, pct_final: fractions with ``0 < int(pct_start * transition_steps) <
-            int(pct_final * transition_steps) < transition_steps``.
-        div_factor, final_div_factor: finite numbers > 0.
+        pct_start: a fraction, where the peak is (``0 < int(pct_start * transition_steps) <
+            int(pct_final * transition_steps) < transition_steps``).
+        pct_final: a fraction, where the second phase ends.
+        div_factor: a finite number > 0: the start is ``peak_value / div_factor``.
+        final_div_factor: a finite number > 0: the end is ``peak_value / final_div_factor``.
 
     Raises:
         ValueError: an argument out of its range, or phases of no length (where optax silently skips a phase),

@@ -214,9 +214,13 @@ class Repeated(_Composite):
         self.schedule, self.cycles, self.period = schedule, cycles, period
         self.period_mult, self.decay = period_mult, decay
         self.starts = [0.0]
-        for i in range(cycles):
-            self.starts.append(self.starts[-1] + period * period_mult**i)
-        if not (math.isfinite(self.starts[-1]) and math.isfinite(decay ** (cycles - 1))):
+        try:  # float ** int raises OverflowError past the float range instead of giving inf
+            for i in range(cycles):
+                self.starts.append(self.starts[-1] + period * period_mult**i)
+            in_range = math.isfinite(self.starts[-1]) and math.isfinite(decay ** (cycles - 1))
+        except OverflowError:
+            in_range = False
+        if not in_range:
             raise ValueError(
                 f"repeat(cycles={cycles}, period={period!r}, period_mult={period_mult!r}, decay={decay!r}): the "
                 "last cycle's times or values leave the float range; use fewer cycles or factors closer to 1"

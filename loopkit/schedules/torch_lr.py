@@ -40,7 +40,6 @@ import numpy as np
 
 from . import _args
 from .anneal import ANNEALS, Power
-from .presets import _unit
 from .schedule import Schedule, _listed, curve
 
 _UNITS = ("step", "epoch")
@@ -146,13 +145,13 @@ def _gamma_and_limit(call: str, base: float, gamma: Any, end_value: Any) -> tupl
             "holds such an end_value from step 0, which is never meant: move end_value past base_lr in the "
             "direction gamma moves, or leave it out"
         )
-    if limit == 0.0:  # a floor at 0 (gamma <= 1 here) never binds: no limit
-        return gamma, None
     if base == 0.0 and gamma > 1:
         raise ValueError(
             f"{call}(base_lr=0.0, gamma={gamma!r}): a growth from 0 stays at 0 and never reaches "
             f"end_value={limit!r}; start from a base_lr > 0"
         )
+    if limit == 0.0:  # a floor at 0 (gamma <= 1 here: a growth from 0 was refused) never binds: no limit
+        return gamma, None
     return gamma, limit
 
 
@@ -181,7 +180,7 @@ def step_lr(
     base = _base("step_lr", base_lr)
     gamma, limit = _gamma_and_limit("step_lr", base, gamma, end_value)
     every = _args.count("step_lr", "step_size", step_size, 1)
-    return _Geometric("step_lr", base, gamma, every, True, _unit("step_lr", unit, _UNITS), limit)
+    return _Geometric("step_lr", base, gamma, every, True, _args.unit("step_lr", unit, _UNITS), limit)
 
 
 def exponential_lr(
@@ -200,7 +199,7 @@ def exponential_lr(
     base = _base("exponential_lr", base_lr)
     gamma, limit = _gamma_and_limit("exponential_lr", base, gamma, end_value)
     every = _args.real("exponential_lr", "every", every, low=0, low_open=True)
-    return _Geometric("exponential_lr", base, gamma, every, False, _unit("exponential_lr", unit, _UNITS), limit)
+    return _Geometric("exponential_lr", base, gamma, every, False, _args.unit("exponential_lr", unit, _UNITS), limit)
 
 
 def multistep_lr(base_lr: float, milestones: Any, gamma: float = 0.1, *, unit: str = "step") -> Schedule:
@@ -228,7 +227,7 @@ def multistep_lr(base_lr: float, milestones: Any, gamma: float = 0.1, *, unit: s
         except OverflowError:
             values.append(math.inf)  # refused below, naming the call
     hold = ANNEALS["step"]
-    return Schedule._with_jumps(knots, values, [hold] * (len(knots) - 1), _unit(call, unit, _UNITS), owner=call)
+    return Schedule._with_jumps(knots, values, [hold] * (len(knots) - 1), _args.unit(call, unit, _UNITS), owner=call)
 
 
 def linear_lr(
@@ -252,7 +251,7 @@ def linear_lr(
     start = _args.real(call, "start_factor", start_factor, low=0, high=1, low_open=True)
     end = _args.real(call, "end_factor", end_factor, low=0, high=1)
     total = _args.count(call, "total_iters", total_iters, 1)
-    return Schedule([0, total], [base * start, base * end], anneal="linear", unit=_unit(call, unit, _UNITS))
+    return Schedule([0, total], [base * start, base * end], anneal="linear", unit=_args.unit(call, unit, _UNITS))
 
 
 def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5, *, unit: str = "step") -> Schedule:
@@ -276,7 +275,7 @@ def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5, *
         "Schedule([0, total_iters], [0.0, base_lr], anneal='step')",
     )
     total = _args.count(call, "total_iters", total_iters, 1)
-    return Schedule([0, total], [base * factor, base], anneal="step", unit=_unit(call, unit, _UNITS))
+    return Schedule([0, total], [base * factor, base], anneal="step", unit=_args.unit(call, unit, _UNITS))
 
 
 def polynomial_lr(base_lr: float, total_iters: int = 5, power: float = 1.0, *, unit: str = "step") -> Schedule:
@@ -292,7 +291,9 @@ def polynomial_lr(base_lr: float, total_iters: int = 5, power: float = 1.0, *, u
     total = _args.count(call, "total_iters", total_iters, 1)
     power = _args.real(call, "power", power, low=0)
     end = base * 0.0**power  # 0, or base for power 0 (torch: 0 ** 0 = 1, a constant)
-    return Schedule._with_jumps([0, total], [base, end], [Power.exact(power)], _unit(call, unit, _UNITS), owner=call)
+    return Schedule._with_jumps(
+        [0, total], [base, end], [Power.exact(power)], _args.unit(call, unit, _UNITS), owner=call
+    )
 
 
 def product(*schedules: Any) -> Product:
