@@ -20,7 +20,7 @@ from loopkit import Checkpoint, Distributed, Learner, Schedule, Scheduler
 from loopkit.callbacks import GradientAccumulation, GradientClip, MixedPrecision
 from loopkit.distributed import rank, world_size
 from loopkit.resume.sharded import full_state_dict
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 N, BATCH, EPOCHS, K, CLIP = 96, 16, 3, 2, 0.5
 STEPS_PER_EPOCH = N // BATCH // K

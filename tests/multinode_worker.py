@@ -20,7 +20,7 @@ import torch
 import loopkit.callbacks.checkpoint as checkpoint_module
 from loopkit import CancelFit, Checkpoint, Distributed, Learner, Schedule, Scheduler
 from loopkit.distributed import rank
-from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 from tests.distributed_worker import BATCH, EPOCHS, LR, N_TRAIN, Record, data, model
 
 
