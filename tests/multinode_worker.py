@@ -66,7 +66,7 @@ def main():
             record,
         ],
     )
-    resume_from = Checkpoint.latest(ckpt)
+    resume_from = Checkpoint.latest(ckpt) if os.path.isdir(ckpt) else None
     learner.fit(EPOCHS, resume_from=resume_from)
     torch.save(
         {
