@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from loopkit import LearningRate
-from loopkit.schedules import Schedule, epoch_position, onecycle
+from loopkit.schedules import Schedule, cosine, epoch_position, onecycle, power
 from loopkit.scheduling import clock
 from loopkit.scheduling.domain import Domain, Target, check_written, range_points
 
@@ -93,6 +93,17 @@ def test_range_points_bound_every_value_a_built_in_schedule_takes():
             dense.max(), rel=1e-6
         )
     assert range_points(Schedule([0, 1], [1.0, 0.0], anneal=lambda a, b, p: a).bind(n_epochs=1), 0.0, 1.0) is None
+
+
+@pytest.mark.parametrize("anneal", [power(2.0), power(0.5, k=0.5), cosine(2.0), cosine(1.0, k=1.5)])
+def test_range_points_cover_the_shaped_annealings(anneal):
+    # power and cosine with shape exponents are monotone between knots, so their ends and knots bound them: the
+    # fast check applies (not None) and bounds a dense evaluation (4,001 points) exactly at its extremes.
+    bound = Schedule([0, 2, 5], [0.2, 1.0, 0.1], anneal=anneal).bind(n_epochs=5)
+    _, values = range_points(bound, 0.5, 4.5)
+    dense = np.asarray(bound.table(np.linspace(0.5, 4.5, 4001)))
+    assert values.min() <= dense.min() and dense.max() <= values.max()
+    assert values.max() == pytest.approx(dense.max(), rel=1e-6)
 
 
 def test_check_written_quotes_the_value_written_where_and_when():

@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from ..schedules.anneal import ANNEALS
+from ..schedules.anneal import ANNEALS, Cosine, Power
 from ..schedules.bound import BoundSchedule
 
 _KNOWN_ANNEALS = tuple(ANNEALS.values())
+# Shaped annealings are monotone between their knots' values too (p**k and x**exponent are, for k, exponent >= 0).
+_SHAPED = (Power, Cosine)
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,12 @@ def check_written(hp: Any, schedule: Any, values: np.ndarray, times: np.ndarray,
 
 def range_points(bound: Any, t0: float, t1: float | None) -> tuple[np.ndarray, np.ndarray] | None:
     """(times, values), float64 arrays, whose values bound every value a built-in schedule takes on [t0, t1]
-    (``t1=None``: on [t0, ever)): the ends and every knot inside. Exact because each built-in annealing is
-    monotone between its knots' values and PCHIP does not overshoot. None for a custom annealing or schedule
-    type, which is checked block by block instead."""
-    if not isinstance(bound, BoundSchedule) or not all(a in _KNOWN_ANNEALS for a in bound.anneals):
+    (``t1=None``: on [t0, ever)): the ends and every knot inside. Exact because each built-in annealing (the
+    shaped ``power`` and ``cosine`` included) is monotone between its knots' values and PCHIP does not overshoot.
+    None for a custom annealing or schedule type, which is checked block by block instead."""
+    if not isinstance(bound, BoundSchedule) or not all(
+        a in _KNOWN_ANNEALS or isinstance(a, _SHAPED) for a in bound.anneals
+    ):
         return None
     points = [(t0, bound(t0))]
     points += [(k, v) for k, v in zip(bound.knots, bound.values) if k > t0 and (t1 is None or k < t1)]
