@@ -10,7 +10,11 @@ with the same features, timed epoch against epoch in interleaved rounds (the ord
   stepped every step, loss sums kept on the device and all-reduced once an epoch, a tqdm bar on rank 0
   (drawing into a null stream) updated every step with the loss read every 20 steps;
 - ``loopkit``: Learner with Distributed(), Scheduler (one-cycle lr and momentum), Metrics and a forced
-  ProgressBar into a null stream: what a user of loopkit writes for the same run.
+  ProgressBar into a null stream: what a user of loopkit writes for the same run;
+- ``agreed``: ``loopkit`` plus a user callback with an ``after_batch`` that declares no ``agrees_across_ranks``
+  (agreed one step late, in a non-blocking all-reduce);
+- ``fsdp_hand`` and ``fsdp_loopkit``: the same two runs with the model sharded by FSDP2 (``fully_shard`` per
+  Linear and the root, by hand; ``Distributed(shard=True)`` in loopkit).
 
 Rank 0 writes per-round seconds, the median per-round ratio loopkit / hand and the samples per second of
 each to OUT.json. ``B`` sets the global batch (default 16), for throughput at other sizes.
@@ -42,9 +46,17 @@ def problem():
     return model, dataset
 
 
-def hand_written(model, dataset):
+def hand_written(model, dataset, shard=False):
     rank, world = dist.get_rank(), dist.get_world_size()
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    if shard:  # FSDP2 by hand: a unit per Linear, then the root, before the optimizer is built
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model:
+            if isinstance(layer, torch.nn.Linear):
+                fully_shard(layer)
+        ddp = fully_shard(model)
+    else:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True)
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH // world, sampler=sampler)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=0.01, momentum=0.9)
@@ -85,10 +97,10 @@ class UserCallback:
         pass
 
 
-def with_loopkit(model, dataset, *extra):
+def with_loopkit(model, dataset, *extra, shard=False):
     loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True)
     callbacks = [
-        Distributed(),
+        Distributed(shard=shard),
         Scheduler({LearningRate: onecycle(1, 0.01), Momentum: onecycle_momentum(1)}),
         Metrics(),
         ProgressBar(force=True, file=io.StringIO()),
@@ -112,6 +124,8 @@ def main():
         "hand": hand_written(copy.deepcopy(model), dataset),
         "loopkit": with_loopkit(copy.deepcopy(model), dataset),
         "agreed": with_loopkit(copy.deepcopy(model), dataset, UserCallback()),
+        "fsdp_hand": hand_written(copy.deepcopy(model), dataset, shard=True),
+        "fsdp_loopkit": with_loopkit(copy.deepcopy(model), dataset, shard=True),
     }
     for run in runs.values():  # warm up
         run()
@@ -119,7 +133,7 @@ def main():
     for i in range(ROUNDS):
         times = {}
         cases = list(runs)
-        for case in cases[i % 3 :] + cases[: i % 3]:  # interleaved, each case first in turn
+        for case in cases[i % len(cases) :] + cases[: i % len(cases)]:  # interleaved, each case first in turn
             dist.barrier()
             start = time.perf_counter()
             runs[case]()
@@ -128,12 +142,16 @@ def main():
     if dist.get_rank() == 0:
         ratio = statistics.median(r["loopkit"] / r["hand"] for r in rounds)
         ratio_agreed = statistics.median(r["agreed"] / r["hand"] for r in rounds)
+        agreed_to_loopkit = statistics.median(r["agreed"] / r["loopkit"] for r in rounds)
+        ratio_fsdp = statistics.median(r["fsdp_loopkit"] / r["fsdp_hand"] for r in rounds)
         per_step = {c: statistics.median(r[c] for r in rounds) / N_BATCHES * 1e6 for c in runs}
         samples_per_s = {c: BATCH / (us * 1e-6) for c, us in per_step.items()}
         result = {
             "rounds": rounds,
             "ratio": ratio,
             "ratio_agreed": ratio_agreed,
+            "agreed_to_loopkit": agreed_to_loopkit,
+            "ratio_fsdp": ratio_fsdp,
             "us_per_step": per_step,
             "samples_per_s": samples_per_s,
             "n_batches": N_BATCHES,
@@ -143,7 +161,8 @@ def main():
         with open(sys.argv[1], "w") as f:
             json.dump(result, f, indent=1)
         print(f"world {dist.get_world_size()}, global batch {BATCH}: loopkit / hand-written DDP loop {ratio:.3f}, "
-              f"with a user batch-level callback (agreed per step) {ratio_agreed:.3f}, "
+              f"with a user batch-level callback (agreed per step) {ratio_agreed:.3f} "
+              f"({agreed_to_loopkit:.3f}x loopkit without it), FSDP2 loopkit / hand-written {ratio_fsdp:.3f}, "
               f"us per step {per_step}, samples/s {samples_per_s}")  # fmt: skip
     dist.destroy_process_group()
 

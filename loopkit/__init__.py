@@ -10,7 +10,8 @@ from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .resume.file import CheckpointError, load_checkpoint
+from .resume.file import CheckpointError
+from .resume.load import load_checkpoint
 from .loop.learner import Learner
 from .loop.step import Step
 

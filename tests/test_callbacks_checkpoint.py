@@ -16,7 +16,8 @@ import torch
 
 import loopkit.resume.file
 from loopkit import Checkpoint, Learner, Metrics, accuracy
-from loopkit.resume.file import load_checkpoint, save_atomic
+from loopkit.resume.file import save_atomic
+from loopkit.resume.load import load_checkpoint
 
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,7 +13,8 @@ import torch
 
 from loopkit import Callback, Checkpoint, Learner, Scheduler, onecycle
 from loopkit.optim import FusedAdamW
-from loopkit.resume.file import CheckpointError, load_checkpoint
+from loopkit.resume.file import CheckpointError
+from loopkit.resume.load import load_checkpoint
 from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 from .test_resume import LossLog, Snapshot, assert_identical, make_run, run_resumed, run_straight

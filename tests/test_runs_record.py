@@ -16,7 +16,7 @@ import time
 import pytest
 import torch
 
-from loopkit.resume.file import load_checkpoint
+from loopkit.resume.load import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs
 from loopkit.runs.runner import RunError, resume_run, run_task

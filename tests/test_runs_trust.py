@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from loopkit.callbacks import Checkpoint
-from loopkit.resume.file import load_checkpoint, save_atomic
+from loopkit.resume.file import save_atomic
+from loopkit.resume.load import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run
 from loopkit.runs.runner import RunError, resume_run, run_task, task_record, trusted_task

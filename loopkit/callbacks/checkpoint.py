@@ -17,6 +17,12 @@ directory, and only those of writers on this host that are no longer running.
 
 Resume with ``learner.fit(n_epochs, resume_from=checkpoint.last)`` or, in a new process,
 ``resume_from=Checkpoint.latest(dirpath)``.
+
+**Sharded checkpoints.** A model sharded with FSDP2 (``Distributed(shard=...)``) is saved as a directory
+``step-000000040.dcp/`` that every rank writes its own shards into (``torch.distributed.checkpoint``), complete
+and checksummed or not visible (:mod:`loopkit.resume.sharded`); ``sharded=True`` does the same for a
+DDP run. The same rules hold: ``keep_last``, ``best.dcp``, pruning only of what this run wrote. Such a
+checkpoint resumes at any world size (the loaded tensors are cut into the new run's shards).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import stat
 import warnings
 from typing import Any
@@ -33,13 +40,16 @@ from typing import Any
 import torch
 
 from .._validate import whole_number
-from ..distributed import is_main_process
+from ..distributed import is_main_process, min_over_ranks
 from ..loop.callback import Callback
-from ..resume.file import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
+from ..resume.file import CheckpointError, load_file, save_atomic, stale_temp_files, temp_path_for
+from ..resume.load import load_checkpoint
 from ..resume.model import unwrap_model
+from ..resume.sharded import SUFFIX, is_sharded_checkpoint, save_sharded
 from ._monitor import latest, monitored_metrics
+from .fsdp import is_fully_sharded
 
-_OWN_NAME = re.compile(r"(step-\d{9}|epoch-\d{4,})\.pt")  # the names _save gives periodic checkpoints
+_OWN_NAME = re.compile(r"(step-\d{9}|epoch-\d{4,})\.(pt|dcp)")  # the names _save gives periodic checkpoints
 _IDENTITY = re.compile(r"[0-9a-f]{32}")
 
 
@@ -55,6 +65,9 @@ class Checkpoint(Callback):
         monitor: a :class:`~loopkit.callbacks.metrics.Metrics` key (``"valid_loss"``); if given, the best epoch
             so far is also kept as ``best.pt``. A non-finite value is never the best.
         mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better.
+        sharded: write sharded checkpoints (directories ``*.dcp``, every rank writing its shards) instead of
+            one file; default None: sharded exactly when the model is sharded with FSDP2 when the fit starts.
+            ``False`` with a sharded model is refused when the fit starts.
 
     Raises:
         ValueError: at construction, an ``every_n_steps`` or ``keep_last`` that is not a whole number >= 1, or an
@@ -82,6 +95,7 @@ class Checkpoint(Callback):
         keep_last: int = 2,
         monitor: str | None = None,
         mode: str = "min",
+        sharded: bool | None = None,
     ) -> None:
         whole_number("Checkpoint", "every_n_steps", every_n_steps, optional=True)
         whole_number("Checkpoint", "keep_last", keep_last)
@@ -97,6 +111,8 @@ class Checkpoint(Callback):
         self._saved_step: int | None = None
         self.identity = secrets.token_hex(16)  # saved in every file this run writes: proof that it wrote it
         self._written: set[str] = set()  # files this process wrote (no proof needed)
+        self.sharded = sharded
+        self._suffix = ".pt"  # ".dcp" for sharded checkpoints, decided when the fit starts
 
     @property
     def last(self) -> str | None:
@@ -126,7 +142,8 @@ class Checkpoint(Callback):
         paths = [
             os.path.join(dirpath, f)
             for f in os.listdir(dirpath)
-            if f.endswith(".pt") and f.startswith(("step-", "epoch-"))
+            if f.startswith(("step-", "epoch-"))
+            and (f.endswith(".pt") or (f.endswith(SUFFIX) and is_sharded_checkpoint(os.path.join(dirpath, f))))
         ]
         paths.sort(key=lambda p: (os.stat(p).st_mtime_ns, os.path.basename(p)), reverse=True)
         if not skip_damaged:
@@ -146,8 +163,16 @@ class Checkpoint(Callback):
 
     def before_fit(self, learner: Any) -> None:
         self._saved_step = learner.global_step  # a resumed run saved this step already; a new one has none
-        # A directory that cannot take a file fails now, not at the first save an epoch later.
-        if not is_main_process():
+        model_sharded = is_fully_sharded(learner.model)
+        if model_sharded and self.sharded is False:
+            raise ValueError(
+                "Checkpoint(sharded=False) cannot save a model sharded with FSDP2 into one file (each rank holds "
+                "only its shards): drop sharded=False to write sharded checkpoints"
+            )
+        self._suffix = SUFFIX if self.sharded or model_sharded else ".pt"
+        # A directory that cannot take a file fails now, not at the first save an epoch later. Every rank of a
+        # sharded run writes into it (on node-local storage, each node's own).
+        if not (is_main_process() or self._suffix == SUFFIX):
             return
         probe = temp_path_for(os.path.join(self.dirpath, "probe"))
         try:
@@ -173,23 +198,24 @@ class Checkpoint(Callback):
             and not learner.micro_batch
         ):
             self._saved_step = step
-            self._save(learner, f"step-{step:09d}.pt")
+            self._save(learner, f"step-{step:09d}{self._suffix}")
 
     def after_epoch(self, learner: Any) -> None:
         if self.every_epoch:
-            self._save(learner, f"epoch-{learner.epoch + 1:04d}.pt")
+            self._save(learner, f"epoch-{learner.epoch + 1:04d}{self._suffix}")
         if self.monitor is not None:
             value = latest(learner, self.monitor)
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better and math.isfinite(value):
                 previous = self.best
-                self.best = (value, os.path.join(self.dirpath, "best.pt"))  # the saved state says it is the best
-                if not self._save(learner, "best.pt", periodic=False):
+                best = f"best{self._suffix}"
+                self.best = (value, os.path.join(self.dirpath, best))  # the saved state says it is the best
+                if not self._save(learner, best, periodic=False):
                     self.best = previous
 
     def save(self, learner: Any) -> str | None:
         """Save a periodic checkpoint now, named after the global step; return its path (None if refused)."""
-        name = f"step-{learner.global_step:09d}.pt"
+        name = f"step-{learner.global_step:09d}{self._suffix}"
         return os.path.join(self.dirpath, name) if self._save(learner, name) else None
 
     def _save(self, learner: Any, filename: str, periodic: bool = True) -> bool:
@@ -214,26 +240,26 @@ class Checkpoint(Callback):
             # Every rank builds the state (in a distributed run that gathers each rank's RNG state); rank 0
             # alone writes and prunes, and the other ranks keep the same lists.
             state = learner.state_dict()
-            if is_main_process():
+            if self._suffix == SUFFIX:  # every rank writes its shards; rank 0 the rest
+                save_sharded(state, learner.model, learner.optimizer, path)
+            elif is_main_process():
                 save_atomic(state, path)
-                self._written.add(path)
+            self._written.add(path)
         except BaseException:
             self.saved, self._pruning = before  # last still names the previous, intact file
             raise
-        if is_main_process():
-            self._remove_superseded()
+        if is_main_process() or (self._suffix == SUFFIX and os.environ.get("LOCAL_RANK", "0") == "0"):
+            self._remove_superseded()  # a sharded run's: on every node, whose directory may be its own
         self._pruning = []
         return True
 
     def _remove_superseded(self) -> None:
         for old in self._pruning:
             if old in self._written or self._wrote(old):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(old)
+                _delete(old)
                 self._written.discard(old)
-        for old in stale_temp_files(self.dirpath):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(old)
+        for old in stale_temp_files(self.dirpath):  # a dead writer's temp file (or a sharded save's temp directory)
+            _delete(old)
         self._pruning = []
 
     def _wrote(self, path: str) -> bool:
@@ -244,22 +270,24 @@ class Checkpoint(Callback):
                 return False
             if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.dirpath):
                 return False
-            states = load_checkpoint(path).get("callbacks", {})
+            states = load_file(path).get("callbacks", {})
         except (OSError, CheckpointError):
             return False
         return isinstance(states, dict) and any(
             isinstance(s, dict) and s.get("identity") == self.identity for s in states.values()
         )
 
-    @staticmethod
-    def _finite(learner: Any) -> bool:
+    def _finite(self, learner: Any) -> bool:
         # One host sync per save; saving syncs anyway.
-        tensors = [t for t in unwrap_model(learner.model).state_dict().values() if t.is_floating_point()]
+        tensors = [_local(t) for t in unwrap_model(learner.model).state_dict().values() if t.is_floating_point()]
         for state in learner.optimizer.state.values():
-            tensors += [t for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
-        if not tensors:
-            return True
-        return bool(torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors]).all())
+            tensors += [_local(t) for t in state.values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+        finite = not tensors or bool(
+            torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors]).all()
+        )
+        if self._suffix == SUFFIX:  # each rank sees its shards only: refused on one, refused on all
+            finite = bool(min_over_ranks(int(finite)))
+        return finite
 
     def state_dict(self) -> dict[str, Any]:
         # Names, not paths: a run resumed elsewhere must not reach back into this directory.
@@ -297,4 +325,19 @@ class Checkpoint(Callback):
             raise ValueError("its file lists are not lists of file names")
         if any(not _OWN_NAME.fullmatch(n) for n in names):
             shown = [n[:60] for n in names[:5]]
-            raise ValueError(f"its file list {shown} holds names Checkpoint never writes (step-N.pt, epoch-N.pt)")
+            raise ValueError(f"its file list {shown} holds names Checkpoint never writes (step-N.pt, epoch-N.pt, .dcp)")
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a sharded tensor (a ``DTensor``); any other tensor as it is."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
+def _delete(path: str) -> None:
+    """Delete a checkpoint this run wrote: a file, or a sharded checkpoint's directory (never through a link)."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

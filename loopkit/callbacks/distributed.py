@@ -8,15 +8,19 @@ What it does, at ``before_fit`` (it runs before every other callback):
    script runs as one process.
 2. **Device.** Under NCCL each rank uses ``cuda:LOCAL_RANK`` (``learner.device``, the model and the
    optimizer's state move there); under gloo the model stays where it is.
-3. **Model.** Wrapped in ``DistributedDataParallel`` (after ``SyncBatchNorm`` conversion if asked); a model the
-   user wrapped in DDP, or sharded with ``fully_shard`` (FSDP2), is used as is. With gradient accumulation the
+3. **Model.** Wrapped in ``DistributedDataParallel`` (after ``SyncBatchNorm`` conversion if asked), or, with
+   ``shard=...``, sharded with FSDP2's ``fully_shard`` unit by unit (:mod:`loopkit.callbacks.fsdp`: the wrap
+   policy, mixed precision through FSDP's own policy, the optimizer moved onto the sharded parameters); a model
+   the user wrapped in DDP, or sharded with ``fully_shard``, is used as is. With gradient accumulation the
    non-final micro-batches of a window skip the gradient all-reduce (DDP's ``no_sync``, FSDP2's
    ``set_requires_gradient_sync(False)``).
 4. **Data.** A DataLoader's batch size is the *global* batch; each rank gets its part of every global batch
    (:mod:`loopkit.callbacks.sharding`), validation an unpadded split. ``set_epoch`` is called on the train
    sampler every epoch, the user's own DistributedSampler included. ``shard_data=False`` leaves the data alone.
 
-At ``after_fit`` the learner gets back the model, data and device it was given. The process group stays up
+At ``after_fit`` the learner gets back the model, data and device it was given (a model sharded by
+``shard=...`` stays sharded: ``fully_shard`` changes the module in place; its whole weights are
+``loopkit.resume.sharded.full_state_dict(model)``). The process group stays up
 for whatever the script does next (validate, predict, another fit); if loopkit created it, loopkit destroys
 it when the process exits (or call :func:`destroy_process_group` earlier).
 
@@ -46,6 +50,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ..distributed.ranks import is_distributed
 from ..loop.callback import Callback
 from ..loop.data_cursor import set_epoch
+from ..resume.model import unwrap_model
+from .fsdp import ShardPolicy, check_policy, is_fully_sharded, shard_model, units
 from .sharding import shard_train_loader, shard_valid_loader
 
 _created_by_loopkit = False
@@ -65,11 +71,24 @@ class Distributed(Callback):
             batch). torch runs SyncBatchNorm on CUDA only: on the CPU this is refused when the fit starts.
         find_unused_parameters: passed to ``DistributedDataParallel``.
         static_graph: passed to ``DistributedDataParallel``.
+        shard: shard the model with FSDP2 instead of replicating it with DDP: ``True`` for a unit per block,
+            a module type or tuple of types, or a function ``(name, module) -> bool``
+            (:mod:`loopkit.callbacks.fsdp`). Default ``False``: DDP.
+        param_dtype: with ``shard``, the dtype FSDP gathers the parameters in for forward and backward
+            (``torch.bfloat16``: FSDP's ``MixedPrecisionPolicy``; the sharded parameters and the optimizer
+            stay in their own dtype). Default None: the parameters' dtype. Combined with
+            ``MixedPrecision(torch.bfloat16)``, autocast finds the parameters in bfloat16 already and casts
+            them no second time.
+        reduce_dtype: with ``param_dtype``, the dtype gradients are reduce-scattered in (default float32).
 
     Raises:
         ValueError, TypeError: at ``before_fit``, for data that cannot be split (see
             :mod:`loopkit.callbacks.sharding`), a global batch size the world size does not divide, options
             given for a model the user wrapped in DDP already, or ``sync_batchnorm`` on the CPU.
+        ValueError: when the Learner is built, a ``shard`` policy that matches no module of the model, or
+            DDP-only options (``sync_batchnorm``, ``find_unused_parameters``, ``static_graph``) with ``shard``;
+            at construction, ``param_dtype`` without ``shard``.
+        TypeError: at construction, a ``shard`` that is not a policy.
     """
 
     agrees_across_ranks = True  # sets up the step alike on every rank
@@ -91,6 +110,9 @@ class Distributed(Callback):
         sync_batchnorm: bool = False,
         find_unused_parameters: bool = False,
         static_graph: bool = False,
+        shard: ShardPolicy = False,
+        param_dtype: torch.dtype | None = None,
+        reduce_dtype: torch.dtype = torch.float32,
     ) -> None:
         if not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0:
             raise ValueError(f"Distributed(timeout={timeout!r}) needs a positive datetime.timedelta")
@@ -102,10 +124,27 @@ class Distributed(Callback):
             "static_graph": static_graph,
         }
         self.sync_batchnorm = sync_batchnorm
+        check_policy(shard)
+        if shard is not False and (sync_batchnorm or find_unused_parameters or static_graph):
+            raise ValueError(
+                f"Distributed(shard={shard!r}) shards with FSDP2, and sync_batchnorm, find_unused_parameters and "
+                "static_graph are DDP's options: drop them, or drop shard to train with DDP"
+            )
+        if param_dtype is not None and shard is False:
+            raise ValueError(
+                f"Distributed(param_dtype={param_dtype!r}) sets FSDP2's mixed precision and needs shard=...; under "
+                "DDP use the MixedPrecision callback"
+            )
+        self.shard, self.param_dtype, self.reduce_dtype = shard, param_dtype, reduce_dtype
         self._given: tuple | None = None
         self._no_sync: Any = None  # DDP's no_sync() context, entered while a window's gradients accumulate
 
     # ------------------------------------------------------------------------------------------ set-up
+    def check(self, learner: Any) -> None:
+        model = unwrap_model(learner.model)
+        if self.shard is not False and not is_fully_sharded(model):
+            units(model, self.shard)  # a policy that matches nothing fails when the Learner is built
+
     def before_fit(self, learner: Any) -> None:
         self._given = None
         if not is_distributed():
@@ -119,13 +158,7 @@ class Distributed(Callback):
             learner.device = device
             learner.model.to(device)
             _move_optimizer_state(learner.optimizer, device)
-        learner.model = self._wrap(learner.model, learner.device)
-        if _is_fully_sharded(learner.model) and any(type(cb).__name__ == "Checkpoint" for cb in learner.callbacks):
-            raise ValueError(
-                "Checkpoint cannot save a fully_shard (FSDP2) model yet: its state is sharded over the ranks and "
-                "loopkit's checkpoint holds whole tensors; train without Checkpoint, or save with "
-                "torch.distributed.checkpoint yourself (docs/distributed.md)"
-            )
+        learner.model = self._wrap(learner.model, learner.optimizer, learner.device)
         if self.shard_data:
             learner.train_data = shard_train_loader(
                 learner.train_data, rank=rank, world_size=world_size, seed=self.seed
@@ -145,8 +178,17 @@ class Distributed(Callback):
             atexit.register(destroy_process_group)
         _created_by_loopkit = True
 
-    def _wrap(self, model: torch.nn.Module, device: torch.device | None) -> torch.nn.Module:
-        if isinstance(model, DistributedDataParallel) or _is_fully_sharded(model):
+    def _wrap(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | None
+    ) -> torch.nn.Module:
+        if self.shard is not False and not is_fully_sharded(model):
+            policy = None
+            if self.param_dtype is not None:
+                from torch.distributed.fsdp import MixedPrecisionPolicy
+
+                policy = MixedPrecisionPolicy(param_dtype=self.param_dtype, reduce_dtype=self.reduce_dtype)
+            return shard_model(model, optimizer, self.shard, mixed_precision=policy)
+        if isinstance(model, DistributedDataParallel) or is_fully_sharded(model):
             chosen = {k: v for k, v in self.ddp_options.items() if v}
             if chosen or self.sync_batchnorm:
                 raise ValueError(
@@ -165,6 +207,27 @@ class Distributed(Callback):
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [device] if device is not None and device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=device_ids, **self.ddp_options)
+
+    # ------------------------------------------------------------------------------------------ resuming
+    @property
+    def seeds_train_order(self) -> bool:
+        """Whether this run's train order comes from ``seed`` (the data is split: under torchrun, shard_data)."""
+        return self.shard_data and (is_distributed() or "WORLD_SIZE" in os.environ)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resume at another world size needs to know: the data was split with this shuffle seed."""
+        return {"seed": self.seed, "shard_data": self.shard_data}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass  # the settings are the constructor's; check_state_dict made sure they agree
+
+    def check_state_dict(self, state: dict[str, Any], learner: Any) -> None:
+        if (state.get("seed"), state.get("shard_data")) != (self.seed, self.shard_data):
+            raise ValueError(
+                f"it was written with Distributed(seed={state.get('seed')!r}, shard_data={state.get('shard_data')!r}) "
+                f"and this run has seed={self.seed!r}, shard_data={self.shard_data!r}: the train order would differ; "
+                "resume with the checkpointed run's settings"
+            )
 
     def before_epoch(self, learner: Any) -> None:
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
@@ -207,7 +270,8 @@ class Distributed(Callback):
             self._given = None
 
     def __repr__(self) -> str:
-        return f"Distributed(backend={self.backend!r}, shard_data={self.shard_data})"
+        shard = "" if self.shard is False else f", shard={self.shard!r}"
+        return f"Distributed(backend={self.backend!r}, shard_data={self.shard_data}{shard})"
 
 
 def destroy_process_group() -> None:
@@ -216,15 +280,6 @@ def destroy_process_group() -> None:
     if _created_by_loopkit and dist.is_initialized():
         dist.destroy_process_group()
     _created_by_loopkit = False
-
-
-def _is_fully_sharded(model: torch.nn.Module) -> bool:
-    """Whether ``fully_shard`` (FSDP2) was applied to ``model``."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch before FSDP2
-        return False
-    return isinstance(model, FSDPModule)
 
 
 def _move_optimizer_state(optimizer: torch.optim.Optimizer, device: torch.device) -> None:

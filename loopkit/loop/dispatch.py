@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Iterable
 
 from ..distributed.ranks import is_distributed
-from .agreement import AGREED_EVENTS, agree
+from .agreement import AGREED_EVENTS, LATE_EVENTS, agree, agree_late
 from .callback import callback_name
 from .events import Cancel
 
@@ -71,7 +71,8 @@ def fire(handlers: Handlers, carried: BaseException | None = None) -> None:
         raised = run_all(handlers)
         if carried is not None:
             raised.append(("an earlier event of this level on this rank", carried))
-        outcome = agree(handlers.event, resolve(handlers.event, raised) if raised else None)
+        decide = agree_late if handlers.event in LATE_EVENTS else agree
+        outcome = decide(handlers.event, resolve(handlers.event, raised) if raised else None)
         if outcome is not None:
             outcome.agreed = True  # type: ignore[attr-defined]  # every rank raises it: none carries it further
             raise outcome

@@ -22,7 +22,7 @@ import torch
 
 from ..distributed.collectives import any_rank
 from ..distributed.ranks import is_distributed
-from ..resume.file import load_checkpoint
+from ..resume.load import load_checkpoint
 from ..resume.model import load_model_and_optimizer, restore_group_options
 from ..resume.rng import restore_rng_state
 from . import evaluation

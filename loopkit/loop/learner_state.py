@@ -96,7 +96,7 @@ def check_fits(
         + optimizer_problems(state, learner.optimizer, unwrap_model(learner.model))
         + frozen.problems(state.get("frozen"), unwrap_model(learner.model))
         + position.problems(state["position"], n_epochs, max_steps, resumed_epoch_length(state) or learner.n_batches)
-        + rng.problems(state["rng"], _pass_open(state), rank, world_size)
+        + rng.problems(state["rng"], _pass_open(state) and not _order_is_seeded(state, learner), rank, world_size)
         + data.problems(state.get("data"), valid_every, rank)
     )
     if not problems and state.get("data") is not None and not replaces_train_data(learner):  # else when it opens
@@ -106,6 +106,17 @@ def check_fits(
     if problems:
         listed = "\n  - ".join(problems)
         raise CheckpointError(f"{source} does not fit this learner; nothing was loaded:\n  - {listed}")
+
+
+def _order_is_seeded(state: Mapping, learner: Any) -> bool:
+    """Whether the checkpointed run's train order came from a seed, not from each rank's RNG: ``Distributed``
+    split the data (its samplers draw ``randperm(n)`` from ``seed + epoch``, so global batch ``k`` holds the same
+    samples at every world size). Such a pass resumes at another world size: the new ranks skip the global
+    batches done and take their parts of the next ones (``Distributed.check_state_dict`` refuses another seed)."""
+    callbacks = state.get("callbacks")
+    saved = callbacks.get("Distributed") if isinstance(callbacks, Mapping) else None
+    splits = any(getattr(cb, "seeds_train_order", False) is True for cb in learner.callbacks)  # this run too
+    return splits and isinstance(saved, Mapping) and saved.get("shard_data") is True
 
 
 def _pass_open(state: Mapping) -> bool:

@@ -1,7 +1,8 @@
 """What a checkpoint holds, one module a section, and the file it is written to.
 
 - :mod:`~loopkit.resume.file`: the byte format (a checksummed header, data-only tensors), atomic writes, reading
-  and verifying a file before anything is loaded.
+  and verifying a file before anything is loaded; :mod:`~loopkit.resume.sharded`: sharded checkpoints
+  (torch.distributed.checkpoint, every shard checksummed); :mod:`~loopkit.resume.load`: reading either back.
 - :mod:`~loopkit.resume.model`: the ``model`` and ``optimizer`` sections.
 - :mod:`~loopkit.resume.position`: the ``position`` section (epoch, batch, global step).
 - :mod:`~loopkit.resume.rng`: the ``rng`` section (every generator, per rank).

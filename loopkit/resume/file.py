@@ -26,7 +26,7 @@ Example:
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "ckpt.pt")
     >>> save_atomic({"answer": 42}, path)
-    >>> load_checkpoint(path)["answer"]
+    >>> load_file(path)["answer"]
     42
 """
 
@@ -126,8 +126,9 @@ def replace_atomically(path: str, write: Callable[[IO[bytes]], object]) -> None:
     _fsync_directory(directory)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and verify a checkpoint written by :func:`save_atomic`, on the CPU.
+def load_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and verify a checkpoint file written by :func:`save_atomic`, on the CPU (a sharded checkpoint's
+    directory is read by :func:`loopkit.resume.load.load_checkpoint`).
 
     Raises:
         FileNotFoundError: there is no file at ``path``.

@@ -31,7 +31,8 @@ import torch
 
 from ..callbacks.checkpoint import Checkpoint
 from ..callbacks.export import FORMATS, export_model
-from ..resume.file import CheckpointError, load_checkpoint
+from ..resume.file import CheckpointError
+from ..resume.load import load_checkpoint
 from .parameters import make_params
 from .record import Run, now
 
