@@ -35,9 +35,9 @@ import torch
 
 from loopkit import Learner, Metrics, ProgressBar
 from loopkit.callbacks import GradientAccumulation, MixedPrecision
-from loopkit.hyperparams import LearningRate, Momentum
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import onecycle, onecycle_momentum
+from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.scheduler import Scheduler
 
 N_BATCHES = 2000
 ROUNDS = int(os.environ.get("LOOPKIT_BENCH_ROUNDS", "15"))

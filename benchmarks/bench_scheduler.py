@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from loopkit import Learner
-from loopkit.guard import guarded_view
-from loopkit.hyperparams import LearningRate, Momentum
-from loopkit.scheduler import Scheduler
+from loopkit.loop.guard import guarded_view
 from loopkit.schedules import onecycle, onecycle_momentum
+from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.scheduler import Scheduler
 
 STEPS = 10_000
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from loopkit import Learner, Metrics, Schedule, Scheduler, accuracy, onecycle
-from loopkit.data import BatchSize, ScheduledBatchSampler
+from loopkit import Learner, LearningRate, Metrics, Schedule, Scheduler, accuracy, onecycle
 from loopkit.datasets import spirals
-from loopkit.hyperparams import LearningRate
+from loopkit.scheduling import BatchSize, ScheduledBatchSampler
 
 
 class StepsPerEpoch:

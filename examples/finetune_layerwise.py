@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from loopkit import Learner, Metrics, Scheduler, accuracy
-from loopkit.hyperparams import LearningRate
+from loopkit import Learner, LearningRate, Metrics, Scheduler, accuracy
 from loopkit.param_groups import FreezeUntil, layerwise_groups
 from loopkit.schedules import warmup_linear
 

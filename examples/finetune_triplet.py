@@ -20,8 +20,7 @@ import sys
 
 import torch
 
-from loopkit import Learner, Metrics, Schedule, Scheduler
-from loopkit.hyperparams import Attribute, LearningRate
+from loopkit import Attribute, Learner, LearningRate, Metrics, Schedule, Scheduler
 from loopkit.optimizers import make_optimizer
 from loopkit.runs import param
 from loopkit.runs.registry import make_loss, make_schedule, scheduler_per

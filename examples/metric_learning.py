@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from loopkit import Learner, Schedule, Scheduler, Step
-from loopkit.hyperparams import Attribute
+from loopkit import Attribute, Learner, Schedule, Scheduler, Step
 
 
 def clusters(n_classes: int = 10, per_class: int = 60, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

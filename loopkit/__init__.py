@@ -1,13 +1,16 @@
 """loopkit: a small, fast, callback-based training loop for PyTorch.
 
-The public API, by layer. Nothing is defined here.
+The public API, by floor (docs/contributing.md). Nothing is defined here: each name is defined in its floor's
+package, and this is its one documented import path; names a training script rarely needs are imported from
+their floor's package (``loopkit.callbacks``, ``loopkit.schedules``, ``loopkit.scheduling``, ``loopkit.runs``,
+``loopkit.distributed``, ``loopkit.optim``).
 """
 
 from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .loop.checkpoint import CheckpointError
+from .resume.file import CheckpointError
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -17,7 +20,7 @@ from .loop.ordering import OrderingError
 
 # Hyperparameters, schedules, and the Scheduler that applies them
 from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
-from .scheduling.schedules import Schedule, onecycle, onecycle_momentum, steps
+from .schedules import Schedule, onecycle, onecycle_momentum, steps
 from .scheduling.scheduler import Scheduler
 
 # Stock callbacks
@@ -25,13 +28,18 @@ from .callbacks import (
     Checkpoint,
     Distributed,
     EarlyStopping,
+    GradientAccumulation,
+    GradientClip,
     Metrics,
+    MixedPrecision,
     NaNGuard,
     Preempted,
     Preemption,
     ProgressBar,
+    ReduceLROnPlateau,
     TensorBoard,
     accuracy,
+    lr_find,
 )
 
 __all__ = [
@@ -71,4 +79,9 @@ __all__ = [
     "Preemption",
     "Preempted",
     "Distributed",
+    "MixedPrecision",
+    "GradientAccumulation",
+    "GradientClip",
+    "ReduceLROnPlateau",
+    "lr_find",
 ]

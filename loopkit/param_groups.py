@@ -9,7 +9,7 @@ by one of two conventions for where the decay starts:
   ``lr * decay``, and so on; ``decay=0`` trains the highest block and the head.
 
 ``decay=1`` gives every block the same rate. Biases and normalisation parameters (and, on request, the whole
-head) go to groups without weight decay. The Scheduler's :class:`~loopkit.hyperparams.LearningRate` scales every
+head) go to groups without weight decay. The Scheduler's :class:`~loopkit.scheduling.hyperparams.LearningRate` scales every
 group by its ratio to the largest, so a schedule keeps these ratios all the way through.
 
 Freezing: :func:`set_trainable`, :class:`FreezeUntil` (the head alone for the first epochs, then everything) and
@@ -38,7 +38,7 @@ import torch
 
 from ._validate import whole_number
 from .loop.callback import Callback
-from .loop.frozen import hold_norms_in_eval, norms_held_in_eval  # noqa: F401 - public here since before loop.frozen
+from .resume.frozen import hold_norms_in_eval
 
 _NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.LocalResponseNorm)
 CONVENTIONS = ("timm", "zoobot")

@@ -13,9 +13,9 @@ import time
 import torch
 
 from loopkit import Callback, Learner, Metrics, Scheduler
-from loopkit.hyperparams import LearningRate
 from loopkit.runs import param
 from loopkit.runs.registry import make_schedule
+from loopkit.scheduling.hyperparams import LearningRate
 
 MONITOR, MODE = "valid_loss", "min"
 

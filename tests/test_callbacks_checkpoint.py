@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import loopkit.loop.checkpoint
+import loopkit.resume.file
 from loopkit import Checkpoint, Learner, Metrics, accuracy
-from loopkit.checkpoint import load_checkpoint, save_atomic
+from loopkit.resume.file import load_checkpoint, save_atomic
 
 WORKER = os.path.join(os.path.dirname(__file__), "resume_worker.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,10 +76,10 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
         f.write(b"half a checkpoint")
         raise OSError("disk full")
 
-    monkeypatch.setattr(loopkit.loop.checkpoint.torch, "save", crash_midway)
+    monkeypatch.setattr(loopkit.resume.file.torch, "save", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         save_atomic({"weights": torch.zeros(5)}, path)
-    monkeypatch.setattr(loopkit.loop.checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(loopkit.resume.file.torch, "save", real_save)
     assert torch.equal(load_checkpoint(path)["weights"], torch.arange(5.0))
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
 
@@ -181,7 +181,7 @@ def test_a_kill_between_a_save_and_its_pruning_is_cleaned_up_by_the_resumed_run(
 
 
 def test_temp_files_of_dead_writers_are_removed_after_a_completed_save(tmp_path):
-    from loopkit.loop.checkpoint import _HOST
+    from loopkit.resume.file import _HOST
     from tests.test_checkpoint_file import dead_pid
 
     tmp_path.mkdir(exist_ok=True)

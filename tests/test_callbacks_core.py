@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loopkit import Callback, CallbackError, Learner, OrderingError, UndeclaredWriteError
-from loopkit.ordering import order_callbacks
+from loopkit.loop.ordering import order_callbacks
 
 
 def names(callbacks):

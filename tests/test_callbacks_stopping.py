@@ -129,7 +129,7 @@ def test_a_deferred_check_reports_the_first_bad_step_and_keeps_the_good_checkpoi
     assert any("global step 6" in str(w.message) for w in caught)
     # NaN gradients reached the weights at step 6; the checkpoint stayed at the last good step.
     assert os.path.basename(ckpt.last) == "step-000000006.pt"
-    from loopkit.checkpoint import load_checkpoint
+    from loopkit.resume.file import load_checkpoint
 
     state = load_checkpoint(ckpt.last)
     assert all(torch.isfinite(t).all() for t in state["model"].values())

@@ -7,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from loopkit import Learner, Metrics, Schedule, Scheduler, TensorBoard, accuracy
-from loopkit.hyperparams import HyperParameter, LearningRate
+from loopkit.scheduling.hyperparams import HyperParameter, LearningRate
 
 
 class Temperature(HyperParameter):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-import loopkit.loop.checkpoint as checkpoint_file
+import loopkit.resume.file as checkpoint_file
 from loopkit import Callback, Learner
-from loopkit.loop.checkpoint import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
+from loopkit.resume.file import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
 
 from .test_resume import Snapshot, make_run
 
@@ -238,7 +238,7 @@ def test_a_real_file_size_limit_fails_clearly(tmp_path):
     # RLIMIT_FSIZE makes the kernel refuse the write (EFBIG), as a full disk refuses with ENOSPC.
     script = textwrap.dedent(f"""
         import resource, signal, torch
-        from loopkit.loop.checkpoint import save_atomic, load_checkpoint
+        from loopkit.resume.file import save_atomic, load_checkpoint
         save_atomic({{"w": torch.arange(3.0)}}, {str(tmp_path / "c.pt")!r})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))

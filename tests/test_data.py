@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from loopkit import Learner, Schedule, Scheduler
-from loopkit.data import BatchSize, ScheduledBatchSampler
-from loopkit.hyperparams import LearningRate
+from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
+from loopkit.scheduling.hyperparams import LearningRate
 
 
 class Indexed(torch.utils.data.Dataset):

@@ -289,7 +289,7 @@ def test_a_killed_2_rank_run_resumes_bit_identically_mid_epoch(tmp_path):
 def single_process_learner(train_loader):
     """The `train` scenario's learner in this process (no torchrun: Distributed does nothing)."""
     from loopkit import Distributed, Learner, Metrics, Schedule, Scheduler, accuracy
-    from loopkit.hyperparams import LearningRate, Momentum
+    from loopkit.scheduling.hyperparams import LearningRate, Momentum
 
     net = worker.model()
     momentum = Schedule([0, worker.EPOCHS], [0.9, 0.8], anneal="linear")
@@ -309,7 +309,7 @@ def single_process_learner(train_loader):
 
 
 def test_another_world_size_refuses_a_mid_epoch_checkpoint_and_resumes_from_an_epoch_boundary(two_ranks, monkeypatch):
-    from loopkit.loop.checkpoint import CheckpointError
+    from loopkit.resume.file import CheckpointError
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     out, (r0, _) = two_ranks

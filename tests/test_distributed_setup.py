@@ -10,10 +10,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from loopkit import Learner, Scheduler
-from loopkit.distributed import Distributed
-from loopkit.distributed.samplers import ShardedBatchSampler, UnpaddedShard, shard_train_loader, shard_valid_loader
+from loopkit.callbacks import Distributed
+from loopkit.callbacks.sharding import ShardedBatchSampler, UnpaddedShard, shard_train_loader, shard_valid_loader
+from loopkit.schedules import Schedule
 from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
-from loopkit.scheduling.schedules import Schedule
 
 
 def dataset(n):
@@ -228,7 +228,7 @@ def test_a_stream_keeps_valid_every_as_the_epoch_length_the_schedule_is_laid_ove
     # valid_every batches, and the Scheduler (after it) lays a step schedule over n_epochs * valid_every steps:
     # one that ends past the fit is refused, as in one process.
     from loopkit import Schedule, Scheduler
-    from loopkit.hyperparams import LearningRate
+    from loopkit.scheduling.hyperparams import LearningRate
 
     seen = []
 

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from loopkit.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
+from loopkit.scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
 
 
 def fake_learner(optimizer=None, **attrs):

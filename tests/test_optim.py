@@ -23,8 +23,8 @@ import torch
 
 import loopkit.optim._base as base
 from loopkit import Learner, Scheduler, onecycle
-from loopkit.hyperparams import LearningRate, Momentum, WeightDecay
 from loopkit.optim import FusedAdamW, FusedSGD, _cuda
+from loopkit.scheduling.hyperparams import LearningRate, Momentum, WeightDecay
 
 from . import cuda_on_host
 

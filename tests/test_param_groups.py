@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from loopkit import Callback, Learner, Scheduler, onecycle
-from loopkit.hyperparams import LearningRate
-from loopkit.param_groups import FreezeUntil, layerwise_groups, norms_held_in_eval, set_trainable
+from loopkit.param_groups import FreezeUntil, layerwise_groups, set_trainable
+from loopkit.resume.frozen import norms_held_in_eval
+from loopkit.scheduling.hyperparams import LearningRate
 
 
 def network():

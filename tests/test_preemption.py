@@ -12,7 +12,7 @@ import torch
 
 from loopkit import Callback, Checkpoint, Learner, Preempted, Preemption
 from loopkit.callbacks import GradientAccumulation
-from loopkit.loop.checkpoint import load_checkpoint
+from loopkit.resume.file import load_checkpoint
 
 from .test_resume import LossLog, assert_identical, make_run
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from loopkit import Callback, Learner, LearningRate, Schedule, Scheduler
-from loopkit.loop.checkpoint import CheckpointError
+from loopkit.resume.file import CheckpointError
 
 from .test_resume import Snapshot
 
@@ -222,7 +222,8 @@ def test_a_resume_restores_the_norm_layers_a_freezing_helper_held_or_released():
     # set_trainable(..., False) holds the backbone's BatchNorm in eval; the run unfreezes it with
     # set_trainable(..., True), which releases it. The script that builds the resumed learner freezes it again:
     # the checkpoint's "frozen" entry must release it again, or its running statistics stop moving.
-    from loopkit.param_groups import norms_held_in_eval, set_trainable
+    from loopkit.param_groups import set_trainable
+    from loopkit.resume.frozen import norms_held_in_eval
 
     class Release(Callback):
         reads = ("epoch",)

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from loopkit import Callback, Checkpoint, Learner, Scheduler, onecycle
-from loopkit.hyperparams import LearningRate
-from loopkit.loop.checkpoint import CheckpointError, load_checkpoint
 from loopkit.optim import FusedAdamW
+from loopkit.resume.file import CheckpointError, load_checkpoint
+from loopkit.scheduling.hyperparams import LearningRate
 
 from .test_resume import LossLog, Snapshot, assert_identical, make_run, run_resumed, run_straight
 

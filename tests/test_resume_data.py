@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from loopkit import Callback, Learner
-from loopkit.loop.checkpoint import CheckpointError
+from loopkit.resume.file import CheckpointError
 
 from .test_resume import LossLog as Losses, Snapshot
 
@@ -147,7 +147,7 @@ def test_a_batch_size_schedule_resumes_mid_epoch_with_the_sizes_its_pass_was_dra
     # Batch sizes ramp per step from 2 to 8: the finished batches of the pass were drawn at other sizes than the
     # one in force at the resume, and with workers the prefetched ones too. The pass is drawn again with them.
     from loopkit import Schedule, Scheduler
-    from loopkit.data import BatchSize, ScheduledBatchSampler
+    from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
 
     def run(resume_from=None, snapshot=None):
         model, opt = model_and_optimizer(0 if resume_from is None else 9)
@@ -384,7 +384,7 @@ def test_a_stateful_loader_over_a_sampler_of_its_own_warns_that_its_order_is_dra
     # torchdata fast-forwards a sampler that does not save its own place by drawing it again when the first
     # batch is fetched: loopkit cannot give it the random state the pass began with then. It says so.
     torchdata = pytest.importorskip("torchdata.stateful_dataloader")
-    from loopkit.data import ScheduledBatchSampler
+    from loopkit.scheduling.batch_size import ScheduledBatchSampler
 
     def loader():
         return torchdata.StatefulDataLoader(Counted(), batch_sampler=ScheduledBatchSampler(60, 8, shuffle=True))
@@ -399,7 +399,7 @@ def test_a_per_step_batch_size_schedule_resumes_with_the_epochs_length_as_it_beg
     # Epoch-unit knots: the schedule is laid over each epoch's length, counted when the epoch begins from the
     # batch size then in force; the resumed epoch must keep that length, not count it at the sampler's first size.
     from loopkit import Schedule, Scheduler
-    from loopkit.data import BatchSize, ScheduledBatchSampler
+    from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
 
     def run(resume_from=None, snapshot=None):
         model, opt = model_and_optimizer(0 if resume_from is None else 9)
@@ -427,7 +427,7 @@ def test_a_per_step_batch_size_schedule_resumes_with_the_epochs_length_as_it_beg
 
 
 def test_a_scheduled_sampler_pass_longer_than_smaller_data_is_refused_before_loading():
-    from loopkit.data import ScheduledBatchSampler
+    from loopkit.scheduling.batch_size import ScheduledBatchSampler
 
     snap = Snapshot(at_step=6)
     train(torch.utils.data.DataLoader(Counted(n=80), batch_sampler=ScheduledBatchSampler(80, 8)), 1, snap)

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from loopkit.loop.checkpoint import load_checkpoint
+from loopkit.resume.file import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs
 from loopkit.runs.runner import resume_run, run_task

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from loopkit import Learner, Scheduler
-from loopkit.hyperparams import LearningRate
 from loopkit.runs.registry import SCHEDULES, make_loss, make_schedule, scheduler_per
 from loopkit.schedules import onecycle
+from loopkit.scheduling.hyperparams import LearningRate
 
 EPOCHS, BATCHES = 2, 10
 N = EPOCHS * BATCHES

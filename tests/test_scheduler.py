@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from loopkit import Callback, Learner
-from loopkit.hyperparams import Attribute, HyperParameter, LearningRate, Momentum, WeightDecay
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import Schedule, steps
+from loopkit.scheduling.hyperparams import Attribute, HyperParameter, LearningRate, Momentum, WeightDecay
+from loopkit.scheduling.scheduler import Scheduler
 
 
 class SeenLR(Callback):

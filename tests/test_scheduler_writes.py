@@ -9,10 +9,18 @@ import pytest
 import torch
 
 from loopkit import Callback, Learner, UndeclaredWriteError
-from loopkit.data import BatchSize, ScheduledBatchSampler
-from loopkit.hyperparams import Attribute, Domain, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import Schedule
+from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
+from loopkit.scheduling.hyperparams import (
+    Attribute,
+    Domain,
+    DropoutRate,
+    HyperParameter,
+    LearningRate,
+    Momentum,
+    WeightDecay,
+)
+from loopkit.scheduling.scheduler import Scheduler
 
 
 def learner_for(optimizer_factory, n_batches=2, callbacks=(), model=None, data=None):

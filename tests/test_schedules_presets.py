@@ -15,8 +15,6 @@ import pytest
 import torch
 
 from loopkit import Learner
-from loopkit.hyperparams import LearningRate
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import (
     cosine_restarts,
     onecycle,
@@ -26,6 +24,8 @@ from loopkit.schedules import (
     warmup_cosine,
     warmup_linear,
 )
+from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.scheduler import Scheduler
 
 REL = 1e-12
 

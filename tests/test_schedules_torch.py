@@ -17,8 +17,6 @@ import torch
 from torch.optim import lr_scheduler as L
 
 from loopkit import Learner
-from loopkit.hyperparams import LearningRate
-from loopkit.scheduler import Scheduler
 from loopkit.schedules import (
     constant_lr,
     exponential_lr,
@@ -28,6 +26,8 @@ from loopkit.schedules import (
     product,
     step_lr,
 )
+from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.scheduler import Scheduler
 
 BASE = 0.05
 

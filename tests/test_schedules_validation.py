@@ -44,7 +44,7 @@ from loopkit.schedules import (
     warmup_cosine,
     warmup_linear,
 )
-from loopkit.scheduling.schedules.anneal import linear
+from loopkit.schedules.anneal import linear
 
 NAN, INF = float("nan"), float("inf")
 CYCLE = Schedule([0, 10], [1.0, 0.1], anneal="cos", unit="step")

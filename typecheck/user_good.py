@@ -24,7 +24,7 @@ from loopkit import (
     onecycle,
     onecycle_momentum,
 )
-from loopkit.hyperparams import WeightDecay  # an old module path, kept as a re-export
+from loopkit.scheduling.hyperparams import WeightDecay  # an old module path, kept as a re-export
 
 
 class PrintLoss(Callback):

@@ -1,7 +1,7 @@
 """Stock callbacks, one concern per module. Each declares its state access like any user's callback."""
 
-from ..distributed.callback import Distributed
 from .checkpoint import Checkpoint
+from .distributed import Distributed, destroy_process_group
 from .early_stopping import EarlyStopping
 from .gradient_accumulation import GradientAccumulation
 from .gradient_clip import ClipThreshold, GradientClip
@@ -16,6 +16,7 @@ from .tensorboard import TensorBoard
 
 __all__ = [
     "Distributed",
+    "destroy_process_group",
     "Metrics",
     "accuracy",
     "TensorBoard",

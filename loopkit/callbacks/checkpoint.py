@@ -2,7 +2,7 @@
 
 A checkpoint is ``learner.state_dict()``: model, optimizer, every callback's state (Scheduler included), the
 RNG states (torch, numpy, python, CUDA) and the position in the loop. It is written with
-:func:`loopkit.loop.checkpoint.save_atomic` (a temporary file renamed over the target, a SHA-256 checksum of
+:func:`loopkit.resume.file.save_atomic` (a temporary file renamed over the target, a SHA-256 checksum of
 the content in the header), so a crash while saving leaves the previous file intact. The callback runs after
 every other callback (``run_after=("*",)``), so the state it saves includes what they did for this batch.
 
@@ -29,8 +29,8 @@ import torch
 from .._validate import whole_number
 from ..distributed import is_main_process
 from ..loop.callback import Callback
-from ..loop.checkpoint import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
-from ..loop.resume import unwrap_model
+from ..resume.file import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
+from ..resume.model import unwrap_model
 from ._monitor import monitored_metrics
 from .metrics import Metrics
 

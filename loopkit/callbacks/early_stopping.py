@@ -8,7 +8,7 @@ from typing import Any
 from .._validate import whole_number
 from ..loop.callback import Callback
 from ..loop.events import CancelFit
-from ..loop.resume import unwrap_model
+from ..resume.model import unwrap_model
 from ._monitor import monitored_metrics
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..loop.callback import Callback
-from ..loop.resume import unwrap_model
+from ..resume.model import unwrap_model
 from ..scheduling.hyperparams import Domain, HyperParameter
 
 

@@ -44,7 +44,7 @@ from .._validate import whole_number
 from ..loop.callback import Callback
 from ..loop.events import CancelFit
 from ..loop.learner import Learner
-from ..loop.rng import capture_rng_state, restore_rng_state
+from ..resume.rng import capture_rng_state, restore_rng_state
 from .gradient_accumulation import GradientAccumulation
 from .gradient_clip import GradientClip
 from .mixed_precision import MixedPrecision

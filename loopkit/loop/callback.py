@@ -1,6 +1,6 @@
 """The Callback base class: what a callback may declare, and the checks made when a Learner is built.
 
-A callback is any object whose methods are named after events (``loopkit.events.EVENTS``); each such method
+A callback is any object whose methods are named after events (``loopkit.loop.events.EVENTS``); each such method
 takes the learner as its one argument. Subclassing :class:`Callback` is optional but gives the declarations
 their defaults and a ``state_dict`` pair.
 

@@ -37,17 +37,20 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from ..distributed.samplers import set_epoch
-from .checkpoint import CheckpointError
+from ..resume.data import data_generators, fit_problems, is_stateful, stateful_samplers
+from ..resume.file import CheckpointError
+from ..resume.rng import capture_rng_state, restore_rng_state
 from .checks import length
-from .rng import capture_rng_state, restore_rng_state
 
 _END = object()
 
 
-def is_stateful(data: object) -> bool:
-    """Whether ``data`` saves and loads its own position (torchdata's ``StatefulDataLoader`` protocol)."""
-    return callable(getattr(data, "state_dict", None)) and callable(getattr(data, "load_state_dict", None))
+def set_epoch(loader: object, epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on the loader's sampler and batch sampler where they have one."""
+    for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        set_sampler_epoch = getattr(sampler, "set_epoch", None)
+        if callable(set_sampler_epoch):
+            set_sampler_epoch(epoch)
 
 
 def can_seek(data: object) -> bool:
@@ -182,7 +185,7 @@ class DataCursor:
         rng_at_start, entry = pending
         self._epoch_length = None
         if self._check_at_open:
-            problems = fit_problems(entry, data)
+            problems = fit_problems(entry, data, length(data))
             if problems:
                 raise CheckpointError(
                     "the checkpoint does not fit the train data this fit uses (set up in before_fit): "
@@ -229,33 +232,6 @@ def _only_finished_pass(state: Any) -> bool:
         and state.get("dataset_state") is None
         and state.get("fetcher_state") is None
     )
-
-
-def data_generators(data: object) -> list[torch.Generator]:
-    """The random generators ``data`` holds itself, each once: the loader's ``generator`` and its samplers'."""
-    holders = [data, getattr(data, "sampler", None), getattr(data, "batch_sampler", None)]
-    holders.append(getattr(holders[2], "sampler", None))
-    found: dict[int, torch.Generator] = {}
-    for holder in holders:
-        generator = getattr(holder, "generator", None)
-        if isinstance(generator, torch.Generator):
-            found.setdefault(id(generator), generator)
-    return list(found.values())
-
-
-def stateful_samplers(data: object) -> list[Any]:
-    """The samplers of ``data`` that keep what a pass needs to be drawn again (``pass_state()``,
-    ``check_pass_state(state)`` and ``load_pass_state(state)``, as
-    :class:`~loopkit.scheduling.batch_size.ScheduledBatchSampler`), unless ``data`` saves its place itself."""
-    if is_stateful(data):
-        return []
-    found: dict[int, Any] = {}
-    for sampler in (getattr(data, "batch_sampler", None), getattr(data, "sampler", None)):
-        if sampler is not None and all(
-            callable(getattr(sampler, name, None)) for name in ("pass_state", "check_pass_state", "load_pass_state")
-        ):
-            found.setdefault(id(sampler), sampler)
-    return list(found.values())
 
 
 def _set_generators(data: object, states: list[torch.Tensor] | None) -> None:
@@ -322,63 +298,3 @@ class _SkipFirst:
 
     def __len__(self) -> int:
         return max(len(self.inner) - self.n, 0)
-
-
-def data_entry(positions: list[dict[str, Any]], valid_every: int | None) -> dict[str, Any]:
-    """The checkpoint's ``data`` entry from every rank's :meth:`DataCursor.position`."""
-    return {"valid_every": valid_every, "world_size": len(positions), "ranks": positions}
-
-
-def data_problems(entry: Any, valid_every: int | None, rank: int) -> list[str]:
-    """Why a checkpoint's ``data`` entry cannot be resumed in a fit with ``valid_every`` on ``rank`` (its form;
-    :func:`fit_problems` checks it against the train data)."""
-    if entry is None:
-        return []
-    if not isinstance(entry, Mapping) or not isinstance(entry.get("ranks"), list) or not entry["ranks"]:
-        return ["its data entry is not {'valid_every': N, 'world_size': W, 'ranks': [...]}"]
-    if entry.get("valid_every") != valid_every:
-        return [
-            f"it was taken in a fit with valid_every={entry.get('valid_every')!r} and this fit has "
-            f"valid_every={valid_every!r}: the loop's epochs would not line up; resume with "
-            f"valid_every={entry.get('valid_every')!r}"
-        ]
-    mine = entry["ranks"][rank] if rank < len(entry["ranks"]) else entry["ranks"][0]
-    if not isinstance(mine, Mapping) or not {"batches", "passes", "state"} <= set(mine):
-        return [f"its data entry for rank {rank} lacks 'batches', 'passes' or 'state'"]
-    generators = mine.get("generators")
-    if generators is not None and not (isinstance(generators, Mapping) and isinstance(generators.get("now"), list)):
-        return [f"its data entry for rank {rank} has generators={generators!r}, not {{'now': [...], 'at_start': ...}}"]
-    return []
-
-
-def fit_problems(mine: Mapping[str, Any], data: Any) -> list[str]:
-    """Why this rank's data position ``mine`` (checked by :func:`data_problems`) cannot be restored into ``data``:
-    a pass longer than the data, or other samplers or generators than the checkpointed run's."""
-    samplers, generators = stateful_samplers(data), mine.get("generators")
-    saved_samplers = mine.get("samplers")
-    if isinstance(saved_samplers, list):
-        if len(saved_samplers) != len(samplers):
-            return [
-                f"its train data had {len(saved_samplers)} sampler(s) that keep their pass (a ScheduledBatchSampler) "
-                f"and this learner's has {len(samplers)}: build the train data as the checkpointed run did"
-            ]
-        for sampler, state in zip(samplers, saved_samplers):
-            try:
-                sampler.check_pass_state(state)
-            except ValueError as error:
-                return [str(error)]
-    n = length(data)
-    if not samplers and n is not None and isinstance(mine["batches"], int) and mine["batches"] > n:
-        return [
-            f"it was taken {mine['batches']} batches into a pass over the train data, which now has {n} batches; "
-            "resume with the checkpointed run's train data"
-        ]
-    if generators is not None:
-        saved, own = len(generators["now"]), len(data_generators(data))
-        if saved != own:
-            return [
-                f"its train data held {saved} random generator(s) of its own (DataLoader(generator=...), a "
-                f"sampler's generator) and this learner's holds {own}: build the train data as the checkpointed "
-                "run did, so its shuffle continues where it stood"
-            ]
-    return []

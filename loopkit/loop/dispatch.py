@@ -8,7 +8,7 @@ over ``CancelStep``). So a callback that stops the fit in ``after_epoch`` never 
 logger from seeing that epoch.
 
 :func:`resolve` is the one place where an event's outcome is decided; at the phase-level events of a distributed
-run :func:`fire` then makes every rank take the same outcome (:mod:`loopkit.distributed.agreement`).
+run :func:`fire` then makes every rank take the same outcome (:mod:`loopkit.loop.agreement`).
 
 Attached errors: ``error.add_note(...)`` (Python 3.11+), or the same strings appended to ``error.__notes__``
 on Python 3.10, one note per further exception naming the event and the callback that raised it.
@@ -33,8 +33,8 @@ import functools
 import traceback
 from collections.abc import Callable, Iterable
 
-from ..distributed.agreement import AGREED_EVENTS, agree
 from ..distributed.ranks import is_distributed
+from .agreement import AGREED_EVENTS, agree
 from .callback import callback_name, handled_events
 from .events import BATCH_EVENTS, EVENTS, Cancel
 from .guard import guarded_view
@@ -44,7 +44,7 @@ class Handlers(tuple):
     """The handlers of one event, in run order, with the event's name for error messages.
 
     ``agreed``: the event's outcome is agreed across ranks in a distributed run: the phase-level events
-    (:data:`loopkit.distributed.agreement.AGREED_EVENTS`) always, a train batch-level event when one of its
+    (:data:`loopkit.loop.agreement.AGREED_EVENTS`) always, a train batch-level event when one of its
     callbacks does not declare ``agrees_across_ranks`` (the Learner passes ``agreed=True``).
     """
 
@@ -65,7 +65,7 @@ def fire(handlers: Handlers, carried: BaseException | None = None) -> None:
     """Run every handler of one event; then raise what :func:`resolve` decides, if any handler raised.
 
     At an agreed event of a distributed run, what is raised is the outcome every rank agreed on
-    (:func:`loopkit.distributed.agreement.agree`): it runs even when no handler raised, so every rank joins.
+    (:func:`loopkit.loop.agreement.agree`): it runs even when no handler raised, so every rank joins.
     ``carried``: a cancel this rank raised earlier in the level, which it brings to the agreement as if a
     handler of this event had raised it (only at an agreed event of a distributed run).
     """

@@ -1,14 +1,11 @@
 """The Learner: owns model, optimizer, data and loop state, and runs the event loop.
 
-The loop reads top to bottom, ``fit`` -> ``_epoch_body`` -> ``_train_phase``/``_valid_phase`` -> one batch, and
-one primitive, :func:`~loopkit.loop.dispatch.run_level`, wraps every level (epoch, phase, batch): ``before_X`` handlers, the body,
-then ``after_X`` handlers, which also fire when the body is cancelled with that level's ``Cancel*`` exception.
-``fit`` wraps the whole run in the same shape, with one difference: ``after_fit`` fires even when an error
-escapes, so loggers flush and files close before it propagates. What one train batch does, and the optimizer
-step it may close with, is :mod:`loopkit.loop.train_step`; resuming is :mod:`loopkit.loop.resuming`.
-
-The hot path is precomputed: the handlers for each event are a tuple of bound callables built once in
-``__init__``; with no callbacks an event costs one empty ``for`` loop or no call at all.
+The loop reads top to bottom: ``fit`` -> ``_epoch_body`` -> ``_train_phase``/``_valid_phase`` -> one batch. One
+primitive, :func:`~loopkit.loop.dispatch.run_level`, wraps every level (epoch, phase, batch): ``before_X``
+handlers, the body, then ``after_X`` handlers, which also fire when the body is cancelled with that level's
+``Cancel*``. ``fit`` has the same shape, except that ``after_fit`` fires even when an error escapes, so loggers
+flush and files close before it propagates. One train batch, and the optimizer step it may close with, is
+:mod:`loopkit.loop.train_step`; resuming is :mod:`loopkit.loop.resuming`. Handlers are bound once in ``__init__``.
 """
 
 from __future__ import annotations
@@ -53,7 +50,7 @@ class Learner:
     Args:
         model: the ``torch.nn.Module`` to train.
         train_data: an iterable of batches, re-iterated every epoch (a ``DataLoader``, a list, ...).
-            By default a batch is ``(xb, yb)``; see :class:`loopkit.step.Step` for other shapes.
+            By default a batch is ``(xb, yb)``; see :class:`loopkit.loop.step.Step` for other shapes.
         optimizer: a ``torch.optim.Optimizer`` over the model's parameters (and the loss's, if it has any).
         loss_fn: called as ``loss_fn(pred, yb)``; must return a scalar tensor. ``None`` (the default): the model
             computes its own loss, as nanoGPT's and Hugging Face models do: it is called as ``model(xb, yb)`` and
@@ -61,8 +58,8 @@ class Learner:
             element (see :class:`~loopkit.loop.step.Step`).
         valid_data: optional iterable of batches evaluated after each epoch's train phase, without gradients.
         callbacks: callback instances; their run order is derived from their declarations
-            (see :mod:`loopkit.ordering`), not from this list, except among callbacks left unordered.
-        step: a :class:`loopkit.step.Step` that customises unpacking, forward and loss.
+            (see :mod:`loopkit.loop.ordering`), not from this list, except among callbacks left unordered.
+        step: a :class:`loopkit.loop.step.Step` that customises unpacking, forward and loss.
         device: if given (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``), the model is moved there and
             every batch is moved there by the default step; a device this machine lacks is a ``ValueError``
             that says which and why. Default: leave the model where it is and batches as they come.
@@ -90,6 +87,8 @@ class Learner:
         >>> torch.nn.functional.mse_loss(model(x), y).item() < 1e-3
         True
     """
+
+    autocast: Any  # the step's autocast region, or None (loopkit.loop.train_step.init_step_state sets it)
 
     def __init__(
         self,
@@ -183,7 +182,7 @@ class Learner:
             resume_from: a checkpoint path (or a loaded ``state_dict``) to continue from: model, optimizer,
                 callback states, RNG states and the position in the loop are restored, so the run continues
                 exactly as if it had never stopped. The whole checkpoint is verified and checked against this
-                learner and fit first: a :class:`~loopkit.loop.checkpoint.CheckpointError` (a damaged file, a
+                learner and fit first: a :class:`~loopkit.resume.file.CheckpointError` (a damaged file, a
                 model or optimizer that does not match, a checkpoint at or past the end of this fit) leaves
                 the learner exactly as it was.
 

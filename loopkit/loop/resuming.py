@@ -12,20 +12,19 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..resume.file import load_checkpoint
+from ..resume.model import load_model_and_optimizer, restore_group_options
+from ..resume.rng import restore_rng_state
 from .callback import callback_name
-from .checkpoint import load_checkpoint
-from .resume import (
+from .learner_state import (
     build_state,
     check_fits,
     data_of_this_rank,
-    load_model_and_optimizer,
     rank_and_world_size,
     replaces_train_data,
-    restore_group_options,
     resumed_epoch_length,
     rng_of_this_rank,
 )
-from .rng import restore_rng_state
 
 
 def begin_resume(

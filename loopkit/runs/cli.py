@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
 
 from .parameters import params_from_namespace, parser_for
 from .record import STALE_AFTER_S, Run, check_name, list_runs
 from .runner import load_task, resume_run, run_task
+from .table import table
 
 
 def _add_run_options(parser: argparse.ArgumentParser, experiment: str) -> None:
@@ -66,21 +65,6 @@ def run_task_main(
     run = run_task(module, params, experiment=args.experiment, root=args.runs_root, name=args.run_name)
     print_run(run)
     return run
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return "" if value is None else str(value)
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """A plain-text table, columns left-aligned to their widest cell."""
-    cells = [list(map(str, header))] + [[_fmt(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def print_run(run: Run, stale_after: float = STALE_AFTER_S) -> None:

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..loop.checkpoint import replace_atomically
+from ..resume.file import replace_atomically
 
 CREATED, STARTED, FINISHED, FAILED, PRUNED = "CREATED", "STARTED", "FINISHED", "FAILED", "PRUNED"
 FINAL_STATES = (FINISHED, FAILED, PRUNED)
@@ -54,7 +54,7 @@ _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 
 def write_atomic(path: str, text: str) -> None:
     """Replace ``path`` whole with ``text`` (UTF-8): a crash leaves the old file or the new one, and the rename
-    survives a power cut (:func:`loopkit.loop.checkpoint.replace_atomically`)."""
+    survives a power cut (:func:`loopkit.resume.file.replace_atomically`)."""
     data = text.encode()
     replace_atomically(path, lambda f: f.write(data))
 

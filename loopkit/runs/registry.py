@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from ..scheduling.schedules import Schedule, cosine_restarts, onecycle
+from ..schedules import Schedule, cosine_restarts, onecycle
 
 
 def _fraction(name: str, value: Any, *, closed_low: bool = True) -> float:

@@ -44,6 +44,7 @@ from .parameters import ParameterError, make_params, to_dict
 from .record import FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
 from .runner import load_task, resume_run, run_task, task_id
 from .space import Dimension, SpaceError, apply, grid, space
+from .table import table
 
 SAMPLERS = ("grid", "random", "tpe")
 _HEARTBEAT_ATTR = "loopkit_heartbeat"
@@ -522,8 +523,6 @@ class Sweep:
 
     def table(self) -> str:
         """The results as a text table, best first."""
-        from .cli import table
-
         names = list(self.dimensions)
         rows = [
             [

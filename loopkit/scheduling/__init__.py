@@ -1,2 +1,32 @@
-"""Scheduling: hyperparameters, pure schedules of training time, the Scheduler callback that applies them,
-and the scheduled batch size. Public names are re-exported from :mod:`loopkit`."""
+"""Scheduling: hyperparameters (what a value touches and how it is set), the Scheduler callback that moves them
+along schedules, and the scheduled batch size. The schedules themselves are pure functions in
+:mod:`loopkit.schedules`, the floor below."""
+
+from .batch_size import BatchSize, ScheduledBatchSampler
+from .hyperparams import (
+    Attribute,
+    Domain,
+    DropoutRate,
+    HyperParameter,
+    LearningRate,
+    Momentum,
+    OptimizerHyperParameter,
+    Target,
+    WeightDecay,
+)
+from .scheduler import Scheduler
+
+__all__ = [
+    "HyperParameter",
+    "OptimizerHyperParameter",
+    "LearningRate",
+    "Momentum",
+    "WeightDecay",
+    "DropoutRate",
+    "Attribute",
+    "Domain",
+    "Target",
+    "Scheduler",
+    "BatchSize",
+    "ScheduledBatchSampler",
+]

@@ -432,7 +432,9 @@ class Attribute(HyperParameter):
 
     def __init__(self, path: str, *, domain: Domain = ANY) -> None:
         if not isinstance(domain, Domain):
-            raise TypeError(f"Attribute(domain={domain!r}): pass a loopkit.hyperparams.Domain, e.g. Domain(0.0)")
+            raise TypeError(
+                f"Attribute(domain={domain!r}): pass a loopkit.scheduling.hyperparams.Domain, e.g. Domain(0.0)"
+            )
         self.domain = domain
         if (
             not isinstance(path, str)

@@ -26,7 +26,7 @@ the fit (a warmup, say) holds its last value; that is what such a schedule means
 Example:
     >>> import torch
     >>> from loopkit import Learner
-    >>> from loopkit.hyperparams import LearningRate
+    >>> from loopkit.scheduling.hyperparams import LearningRate
     >>> from loopkit.schedules import Schedule
     >>> model = torch.nn.Linear(2, 1)
     >>> data = [(torch.randn(4, 2), torch.randn(4, 1))] * 4
@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 
 from ..loop.callback import Callback, UndeclaredWriteError
+from ..schedules.anneal import ANNEALS
+from ..schedules.schedule import BoundSchedule
 from .hyperparams import HyperParameter, OptimizerHyperParameter
-from .schedules.anneal import ANNEALS
-from .schedules.schedule import BoundSchedule
 
 _POLICIES = ("error", "stretch", "hold")
 BLOCK = 1024  # steps evaluated per vectorised call: large enough to amortise numpy's call cost (~10 us)
@@ -60,7 +60,7 @@ class Scheduler(Callback):
     """Move hyperparameters along schedules.
 
     Args:
-        schedules: a mapping from a :class:`~loopkit.hyperparams.HyperParameter` (a class, instantiated with
+        schedules: a mapping from a :class:`~loopkit.scheduling.hyperparams.HyperParameter` (a class, instantiated with
             no arguments, or an instance such as ``LearningRate(group=1)``) to a schedule
             (:class:`loopkit.schedules.Schedule` or anything with the same ``bind`` method).
         per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once per epoch, at
@@ -124,7 +124,7 @@ class Scheduler(Callback):
             if not isinstance(hp, HyperParameter):
                 raise TypeError(
                     f"Scheduler key {key!r} is not a HyperParameter; use LearningRate, Momentum, WeightDecay, "
-                    "Attribute('path.to.value') or a subclass of loopkit.hyperparams.HyperParameter"
+                    "Attribute('path.to.value') or a subclass of loopkit.scheduling.hyperparams.HyperParameter"
                 )
             kind = type(hp).__name__
             if type(hp).set is HyperParameter.set:

@@ -19,7 +19,7 @@ torch's own tests); with ``unit="epoch"`` and ``Scheduler(per="step")`` the smoo
 polynomial) also move within an epoch, where torch, stepped per epoch, holds: use ``per="epoch"`` for that.
 
 ``step_lr`` and ``exponential_lr`` never end, like torch's: they are closed forms of time, cut by the end of
-the fit. The others are plain :class:`~loopkit.scheduling.schedules.schedule.Schedule` objects. A product of
+the fit. The others are plain :class:`~loopkit.schedules.schedule.Schedule` objects. A product of
 torch's "chainable" schedulers is the product of their factors, so ``ChainedScheduler([LinearLR(opt, 0.4,
 total_iters=3), MultiStepLR(opt, [4, 8, 10])])`` on lr 0.05 is
 ``product(linear_lr(0.05, 0.4, total_iters=3), multistep_lr(1.0, [4, 8, 10]))``.

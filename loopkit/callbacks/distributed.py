@@ -13,7 +13,7 @@ What it does, at ``before_fit`` (it runs before every other callback):
    non-final micro-batches of a window skip the gradient all-reduce (DDP's ``no_sync``, FSDP2's
    ``set_requires_gradient_sync(False)``).
 4. **Data.** A DataLoader's batch size is the *global* batch; each rank gets its part of every global batch
-   (:mod:`loopkit.distributed.samplers`), validation an unpadded split. ``set_epoch`` is called on the train
+   (:mod:`loopkit.callbacks.sharding`), validation an unpadded split. ``set_epoch`` is called on the train
    sampler every epoch, the user's own DistributedSampler included. ``shard_data=False`` leaves the data alone.
 
 At ``after_fit`` the learner gets back the model, data and device it was given. The process group stays up
@@ -43,9 +43,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..distributed.ranks import is_distributed
 from ..loop.callback import Callback
-from .ranks import is_distributed
-from .samplers import set_epoch, shard_train_loader, shard_valid_loader
+from ..loop.data_cursor import set_epoch
+from .sharding import shard_train_loader, shard_valid_loader
 
 _created_by_loopkit = False
 
@@ -67,7 +68,7 @@ class Distributed(Callback):
 
     Raises:
         ValueError, TypeError: at ``before_fit``, for data that cannot be split (see
-            :mod:`loopkit.distributed.samplers`), a global batch size the world size does not divide, options
+            :mod:`loopkit.callbacks.sharding`), a global batch size the world size does not divide, options
             given for a model the user wrapped in DDP already, or ``sync_batchnorm`` on the CPU.
     """
 

@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from ..loop.events import Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .collectives import collective_device
-from .ranks import is_distributed, rank, world_size
+from ..distributed.collectives import collective_device
+from ..distributed.ranks import is_distributed, rank, world_size
+from .events import Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 
 #: Events whose outcome every rank agrees on in a distributed run (after_fit is not: an error may have left
 #: other ranks inside a collective, so teardown runs no collective).

@@ -7,7 +7,7 @@ A snapshot is plain data (tensors, ints, floats, tuples, dicts), so a checkpoint
 ``torch.load(weights_only=True)``: numpy's state array is kept as an int64 tensor, not a numpy array.
 
 In a checkpoint, the snapshots form one entry per rank: ``{"world_size": W, "ranks": [rank 0's, ...]}``
-(:func:`rng_entry`); a single process writes ``W = 1``. Under ``torch.distributed`` the distributed layer
+(:func:`entry`); a single process writes ``W = 1``. Under ``torch.distributed`` the distributed layer
 gathers every rank's snapshot into that list.
 
 Example:
@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -60,7 +61,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def rng_entry(snapshots: list[dict[str, Any] | None]) -> dict[str, Any]:
+def entry(snapshots: list[dict[str, Any] | None]) -> dict[str, Any]:
     """The checkpoint's RNG entry: one snapshot per rank (``None`` where there is none), and the world size."""
     return {"world_size": len(snapshots), "ranks": list(snapshots)}
 
@@ -82,4 +83,25 @@ def check_rng_state(state: Any, where: str) -> list[str]:
     p = state["python"]
     if not isinstance(p, (tuple, list)) or len(p) != 3 or not isinstance(p[1], (tuple, list)) or len(p[1]) != 625:
         problems.append(f"{where}['python'] is not a state of Python's random module")
+    return problems
+
+
+def problems(rng: Any, pass_open: bool, rank: int, world_size: int) -> list[str]:
+    if not isinstance(rng, Mapping) or not isinstance(rng.get("ranks"), list) or "world_size" not in rng:
+        return ["its rng entry is not {'world_size': W, 'ranks': [...]}"]
+    saved_world = rng["world_size"]
+    if saved_world != len(rng["ranks"]):
+        return [f"its rng entry says world_size={saved_world} but holds {len(rng['ranks'])} ranks"]
+    if saved_world != world_size and pass_open:
+        return [
+            f"it was written by {saved_world} processes and this run has {world_size}: a checkpoint taken inside "
+            "a pass over the data (mid-epoch, or mid-stream with valid_every) resumes exactly only at the same "
+            "world size; resume from an end-of-epoch checkpoint"
+        ]
+    entry = rng["ranks"][rank] if rank < saved_world else rng["ranks"][0]
+    if not isinstance(entry, Mapping) or "now" not in entry or "phase_start" not in entry:
+        return [f"its rng entry for rank {rank} lacks 'now' or 'phase_start'"]
+    problems = check_rng_state(entry["now"], f"rng of rank {rank}")
+    if pass_open:
+        problems += check_rng_state(entry["phase_start"], f"rng at the phase start of rank {rank}")
     return problems

@@ -120,7 +120,7 @@ def check_knots(
 ) -> None:
     """Raise ``ValueError`` unless the knots (one axis, non-decreasing) and values can be evaluated to finite
     numbers everywhere: finite knots and values, finite gaps between knots, and each annealing defined
-    between its segment's two values (:func:`loopkit.scheduling.schedules.anneal.check`). ``owner`` names the
+    between its segment's two values (:func:`loopkit.schedules.anneal.check`). ``owner`` names the
     caller in the message (a function to build that name only when needed)."""
 
     def name() -> str:
@@ -154,7 +154,7 @@ class Schedule:
         knots: strictly increasing times, numbers in ``unit`` or :class:`Time` markers (``steps(500)``).
         values: the value at each knot, finite numbers, as many as knots.
         anneal: one annealing for every segment, or a sequence with one per segment: a name from
-            :data:`loopkit.scheduling.schedules.anneal.ANNEALS` (``"linear"``, ``"cos"``, ``"sin"``, ``"exp"``,
+            :data:`loopkit.schedules.anneal.ANNEALS` (``"linear"``, ``"cos"``, ``"sin"``, ``"exp"``,
             ``"step"``), a function ``f`` on [0, 1], or ``"pchip"`` for one smooth monotone cubic through all
             knots (scipy's ``PchipInterpolator``).
         unit: the unit of plain-number knots: ``"epoch"``, ``"step"`` or ``"fraction"``.
@@ -367,7 +367,7 @@ class BoundSchedule:
         knots, values: the knots on that axis and the values at them.
         horizon: the last knot; after it the last value holds.
         open_from: the fit may end the schedule anywhere from this time on, cutting it short (the start of
-            :func:`~loopkit.scheduling.schedules.presets.cosine_restarts`' last cycle; torch's schedulers
+            :func:`~loopkit.schedules.presets.cosine_restarts`' last cycle; torch's schedulers
             never end either). Equal to ``horizon`` for a schedule that must be played to its end.
 
     Times are finite real numbers; NaN, infinities and non-numbers raise (``ValueError``/``TypeError``).

@@ -151,7 +151,7 @@ def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: 
 
     Args:
         schedule: a piecewise :class:`Schedule` starting at time 0, all knots in its unit.
-        cycles: a whole number >= 1; at most :data:`~loopkit.scheduling.schedules._args.MAX_KNOTS` knots in all.
+        cycles: a whole number >= 1; at most :data:`~loopkit.schedules._args.MAX_KNOTS` knots in all.
         period_mult: a finite number > 0.
         decay: a finite number > 0.
 

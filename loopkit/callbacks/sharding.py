@@ -206,14 +206,6 @@ def shard_valid_loader(loader: object, *, rank: int, world_size: int) -> DataLoa
     )
 
 
-def set_epoch(loader: object, epoch: int) -> None:
-    """Call ``set_epoch(epoch)`` on the loader's sampler and batch sampler where they have one."""
-    for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        set_sampler_epoch = getattr(sampler, "set_epoch", None)
-        if callable(set_sampler_epoch):
-            set_sampler_epoch(epoch)
-
-
 def _check_loader(loader: object, name: str) -> DataLoader:
     if not isinstance(loader, DataLoader):
         raise TypeError(
@@ -263,7 +255,6 @@ __all__ = [
     "ShardedBatchSampler",
     "UnpaddedShard",
     "check_divisible",
-    "set_epoch",
     "shard_train_loader",
     "shard_valid_loader",
 ]

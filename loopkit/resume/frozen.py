@@ -3,8 +3,8 @@
 Freezing helpers (:func:`loopkit.param_groups.set_trainable`, ``FreezeUntil``, ``layerwise_groups``) hold the
 batch-norm layers of a frozen block in eval mode, so their running statistics stay put whatever
 ``model.train()`` does. Neither flag is in a model's ``state_dict``, so a checkpoint records both
-(``"frozen"``: :func:`frozen_state`) and a resume restores exactly what the run had frozen
-(:func:`restore_frozen`): a backbone the run unfroze trains on, though the script that builds the learner
+(``"frozen"``: :func:`entry`) and a resume restores exactly what the run had frozen
+(:func:`restore`): a backbone the run unfroze trains on, though the script that builds the learner
 freezes it.
 """
 
@@ -51,7 +51,7 @@ def norms_held_in_eval(module: torch.nn.Module) -> list[str]:
     return [name for name, layer in module.named_modules() if layer in _HELD]
 
 
-def frozen_state(model: torch.nn.Module) -> dict[str, list[str]]:
+def entry(model: torch.nn.Module) -> dict[str, list[str]]:
     """``{"parameters": names with requires_grad=False, "norms": norm layers held in eval}`` of ``model``."""
     return {
         "parameters": [name for name, p in model.named_parameters() if not p.requires_grad],
@@ -59,7 +59,7 @@ def frozen_state(model: torch.nn.Module) -> dict[str, list[str]]:
     }
 
 
-def frozen_problems(saved: Any, model: torch.nn.Module) -> list[str]:
+def problems(saved: Any, model: torch.nn.Module) -> list[str]:
     """Why a checkpoint's ``frozen`` entry cannot be restored into ``model`` (an empty list if it can)."""
     if saved is None:
         return []
@@ -79,9 +79,9 @@ def frozen_problems(saved: Any, model: torch.nn.Module) -> list[str]:
     return []
 
 
-def restore_frozen(saved: Mapping[str, list[str]] | None, model: torch.nn.Module) -> None:
+def restore(saved: Mapping[str, list[str]] | None, model: torch.nn.Module) -> None:
     """Freeze exactly the parameters and hold exactly the norm layers ``saved`` names (checked by
-    :func:`frozen_problems`); unfreeze and release the others."""
+    :func:`problems`); unfreeze and release the others."""
     if saved is None:
         return
     frozen, held = set(saved["parameters"]), set(saved["norms"])

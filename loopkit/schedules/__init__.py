@@ -1,13 +1,13 @@
 """Schedules: pure functions of training time, with annealing functions, composition and presets.
 
-- :mod:`~loopkit.scheduling.schedules.schedule`: :class:`Schedule` (knots, values, annealing per segment), time units
+- :mod:`~loopkit.schedules.schedule`: :class:`Schedule` (knots, values, annealing per segment), time units
   and markers (:func:`steps`, :func:`epochs`, :func:`fraction`), :func:`epoch_position`;
-- :mod:`~loopkit.scheduling.schedules.anneal`: the annealing functions;
-- :mod:`~loopkit.scheduling.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
+- :mod:`~loopkit.schedules.anneal`: the annealing functions;
+- :mod:`~loopkit.schedules.compose`: :func:`join`, :func:`repeat`, :func:`shift`, :func:`stretch`,
   :func:`scale`;
-- :mod:`~loopkit.scheduling.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
+- :mod:`~loopkit.schedules.presets`: one-cycle (fastai's and torch's), warmup + linear or cosine decay,
   cosine with warm restarts;
-- :mod:`~loopkit.scheduling.schedules.torch_lr`: torch's decay schedulers with torch's argument names, and
+- :mod:`~loopkit.schedules.torch_lr`: torch's decay schedulers with torch's argument names, and
   :func:`product` (torch's ``ChainedScheduler``).
 
 Every function here checks every argument (finite, in range, bounded work: ``_args``), and every schedule it

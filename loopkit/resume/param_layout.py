@@ -6,7 +6,7 @@ group, the names of its parameters in the unwrapped model, ``None`` for a parame
 
 - a resume checks that every group holds the same parameters as at the checkpoint, not only as many, and
 - a run that added groups during the fit (``optimizer.add_param_group``, to unfreeze a backbone half-way) resumes
-  in an optimizer built as at the start: :func:`readd_groups` adds the missing groups, by name, before torch's
+  in an optimizer built as at the start: :func:`restore` adds the missing groups, by name, before torch's
   ``load_state_dict`` restores their options and state.
 """
 
@@ -20,17 +20,17 @@ import torch
 Layout = list[list[str | None]]
 
 
-def param_layout(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Layout:
+def entry(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Layout:
     """For each param group of ``optimizer``, the names of its parameters in ``model`` (None: not in the model).
 
-    ``model`` is the unwrapped module (:func:`loopkit.loop.resume.unwrap_model`); a parameter shared under two
+    ``model`` is the unwrapped module (:func:`loopkit.loop.learner_state.unwrap_model`); a parameter shared under two
     names (tied weights) has the first name ``named_parameters`` gives.
     """
     names = _names(model)
     return [[names.get(id(p)) for p in group["params"]] for group in optimizer.param_groups]
 
 
-def layout_problems(saved: Any, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[str]:
+def problems(saved: Any, optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[str]:
     """Why the checkpoint's ``param_layout`` cannot be restored into ``optimizer`` (an empty list if it can).
 
     The optimizer's groups must hold the checkpoint's first groups' parameters, in order; each further group of
@@ -38,7 +38,7 @@ def layout_problems(saved: Any, optimizer: torch.optim.Optimizer, model: torch.n
     """
     if not _is_layout(saved):
         return ["its param_layout entry is not a list of lists of parameter names"]
-    own = param_layout(optimizer, model)
+    own = entry(optimizer, model)
     if len(saved) < len(own):
         return [
             f"the optimizer has {len(own)} param groups, the checkpoint {len(saved)}: build the optimizer with the "
@@ -68,9 +68,9 @@ def layout_problems(saved: Any, optimizer: torch.optim.Optimizer, model: torch.n
     return problems
 
 
-def readd_groups(saved_layout: Layout, saved_groups: Sequence[Mapping[str, Any]], optimizer: Any, model: Any) -> None:
+def restore(saved_layout: Layout, saved_groups: Sequence[Mapping[str, Any]], optimizer: Any, model: Any) -> None:
     """Add to ``optimizer`` the groups the checkpoint has beyond its own, by parameter name, with their saved
-    options (torch's ``load_state_dict`` sets them again, with the state). Call after :func:`layout_problems`
+    options (torch's ``load_state_dict`` sets them again, with the state). Call after :func:`problems`
     found none."""
     params = dict(model.named_parameters())
     for i in range(len(optimizer.param_groups), len(saved_layout)):
