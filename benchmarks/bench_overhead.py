@@ -16,7 +16,7 @@ momentum, one thread. Three groups, each a hand-written loop and the Learner doi
 
 ``test_interleaved_ratios`` times every case back to back in each round and reports the median over rounds of
 each Learner case's ratio to its group's hand-written loop: on a shared machine that cancels the drift between
-cases. ``test_calls_per_step`` counts Python calls per step with cProfile (deterministic). Run:
+cases. ``test_calls_per_step`` counts Python calls per step with cProfile (deterministic: tqdm's clock is frozen). Run:
 
     pytest benchmarks/bench_overhead.py --benchmark-only --benchmark-columns=median,iqr,rounds -s
 """
@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import copy
 import cProfile
+import itertools
 import os
 import pstats
 import statistics
 import time
+from unittest import mock
 
 import pytest
 import torch
@@ -114,10 +116,14 @@ BASELINE = {
 
 
 def _calls_per_step(run) -> float:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    run()
-    profiler.disable()
+    # tqdm redraws on its wall clock (every 0.1 s), so with a drawing bar the count would follow the machine's
+    # speed and load. Its clock is frozen here: the bar's per-step bookkeeping and its every-20-steps postfix
+    # are counted, its time-driven redraws are not (the interleaved timings include them).
+    with mock.patch("tqdm.std.time", itertools.repeat(0.0).__next__):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run()
+        profiler.disable()
     return pstats.Stats(profiler).total_calls / N_BATCHES
 
 
