@@ -56,6 +56,10 @@ class GradientAccumulation(Callback):
     agrees_across_ranks = True  # its windows follow the batch count every rank shares
 
     writes = ("micro_batches_per_step",)
+    # Distributed runs before every other callback unless one names it here. Its before_batch reads
+    # `accumulate`, which the step decides before before_batch whatever the order, but its before_fit would then
+    # see micro_batches_per_step before this callback sets it; kept ahead of it so the policy is in place first.
+    run_before = ("Distributed",)
 
     def __init__(self, k: int) -> None:
         whole_number("GradientAccumulation", "k", k)
