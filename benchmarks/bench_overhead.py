@@ -38,7 +38,7 @@ import torch
 from loopkit import Learner, Metrics, ProgressBar
 from loopkit.callbacks import GradientAccumulation, MixedPrecision
 from loopkit.schedules import onecycle, onecycle_momentum
-from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 from loopkit.scheduling.scheduler import Scheduler
 
 N_BATCHES = 2000

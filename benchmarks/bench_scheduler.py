@@ -25,7 +25,7 @@ import torch
 from loopkit import Learner
 from loopkit.loop.guard import guarded_view
 from loopkit.schedules import onecycle, onecycle_momentum
-from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 from loopkit.scheduling.scheduler import Scheduler
 
 STEPS = 10_000

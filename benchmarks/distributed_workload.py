@@ -30,7 +30,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from loopkit import Distributed, Learner, Metrics, ProgressBar, Scheduler, onecycle, onecycle_momentum
-from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 
 N_BATCHES, BATCH, ROUNDS = 400, 16, 7
 

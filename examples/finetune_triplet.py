@@ -1,5 +1,6 @@
-"""A Finetuner-style job as a parameter set: fine-tune an embedding with a triplet loss and a hard-negative
-miner whose margin is a parameter and may be scheduled.
+"""A Finetuner-style job as a parameter set: fine-tune an embedding with a triplet loss and a miner, both by
+name from pytorch-metric-learning, layer-wise learning rates, and a miner margin that is a parameter and may
+be scheduled.
 
 This file is a task for :mod:`loopkit.runs` (``Params`` and ``build``), so it runs, records and sweeps from the
 command line::
@@ -7,8 +8,8 @@ command line::
     python -m loopkit.runs run examples/finetune_triplet.py --epochs=10 --miner_margin=0.1 --miner_margin_end=0.3
     python -m loopkit.runs sweep examples/finetune_triplet_sweep.yaml
 
-The data, the miner and the step come from ``examples/metric_learning.py`` (clusters in 4 informative
-dimensions under 12 of nuisance noise). Quality is recall@1 on held-out points.
+The data comes from ``examples/metric_learning.py`` (clusters in 4 informative dimensions under 12 of nuisance
+noise). Quality is recall@1 on held-out points. It needs the ``metric-learning`` extra.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import torch
 
 from loopkit import Attribute, Learner, LearningRate, Metrics, Schedule, Scheduler
 from loopkit.optimizers import make_optimizer
+from loopkit.param_groups import layerwise_groups
 from loopkit.runs import param
-from loopkit.runs.registry import make_loss, make_schedule, scheduler_per
+from loopkit.runs.registry import make_loss, make_miner, make_schedule, scheduler_per
 
 MONITOR, MODE = "valid_recall_at_1", "max"
 
@@ -44,14 +46,17 @@ metric_learning = _sibling("metric_learning")
 class Params:
     epochs: int = param(10, help="epochs to train", low=1)
     batch_size: int = param(64, low=2)
-    learning_rate: float = param(1e-2, low=0)
+    learning_rate: float = param(1e-2, low=0, help="the head's learning rate")
+    lr_decay: float = param(1.0, low=0, high=1, help="layer-wise rate decay per block below the head")
     optimizer: str = param("adam")
     optimizer_options: dict = param({})
     scheduler: str = param("constant", help="learning-rate schedule by name")
     scheduler_options: dict = param({})
     scheduler_step: str = param("batch", choices=("batch", "epoch"))
-    loss: str = param("triplet_margin", help="a torch.nn triplet loss by name")
+    loss: str = param("pml:triplet_margin", help="a loss by name (pml: for pytorch-metric-learning's)")
     loss_options: dict = param({"margin": 0.2})
+    miner: str = param("triplet_margin", help="a pytorch-metric-learning miner by name")
+    miner_options: dict = param({"type_of_triplets": "semihard"})
     miner_margin: float = param(0.05, help="the miner's margin (at the start, when scheduled)", low=0)
     miner_margin_end: float | None = param(None, help="if given, the miner's margin moves to this by a cosine", low=0)
     embedding: int = param(8, low=1)
@@ -71,19 +76,19 @@ def build(params: Params, callbacks=()) -> Learner:
     test = torch.arange(len(y)) % 4 == 0  # a quarter of every class held out
     train = torch.utils.data.TensorDataset(x[~test], y[~test])
     model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, params.embedding))
-    step = metric_learning.MinedTripletStep(metric_learning.HardNegativeMiner(margin=params.miner_margin))
+    miner = make_miner(params.miner, {"margin": params.miner_margin, **params.miner_options})
     schedules = {LearningRate: make_schedule(params.scheduler, params.learning_rate, params.scheduler_options)}
     if params.miner_margin_end is not None:
-        schedules[Attribute("step_logic.miner.margin")] = Schedule(
+        schedules[Attribute("loss_fn.miner.margin")] = Schedule(
             [0, 1], [params.miner_margin, params.miner_margin_end], anneal="cos", unit="fraction"
         )
+    groups = layerwise_groups([model[0], model[2]], lr=params.learning_rate, decay=params.lr_decay)
     return Learner(
         model,
         torch.utils.data.DataLoader(train, batch_size=params.batch_size, shuffle=True),
-        make_optimizer(params.optimizer, model.parameters(), {"lr": params.learning_rate, **params.optimizer_options}),
-        make_loss(params.loss, params.loss_options),
+        make_optimizer(params.optimizer, groups, {"lr": params.learning_rate, **params.optimizer_options}),
+        make_loss(params.loss, params.loss_options, miner=miner),
         valid_data=[(x[test], y[test])],  # one batch: recall@1 over all held-out points
-        step=step,
         callbacks=[
             Scheduler(schedules, per=scheduler_per(params.scheduler_step)),
             Metrics(recall_at_1),

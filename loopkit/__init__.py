@@ -10,7 +10,7 @@ from ._version import __version__
 
 # The loop
 from .loop.events import EVENTS, Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
-from .resume.file import CheckpointError
+from .resume.file import CheckpointError, load_checkpoint
 from .loop.learner import Learner
 from .loop.step import Step
 
@@ -19,17 +19,22 @@ from .loop.callback import Callback, CallbackError, UndeclaredWriteError
 from .loop.ordering import OrderingError
 
 # Hyperparameters, schedules, and the Scheduler that applies them
-from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
+from .scheduling.hyperparams import Attribute, DropoutRate, HyperParameter
+from .scheduling.optimizer_hyperparams import LearningRate, Momentum, WeightDecay
 from .schedules import Schedule, onecycle, onecycle_momentum, steps
 from .scheduling.scheduler import Scheduler
 
 # Stock callbacks
 from .callbacks import (
     Checkpoint,
+    ClipThreshold,
     Distributed,
     EarlyStopping,
+    Export,
+    ExportError,
     GradientAccumulation,
     GradientClip,
+    LRFinderResult,
     Metrics,
     MixedPrecision,
     NaNGuard,
@@ -39,6 +44,7 @@ from .callbacks import (
     ReduceLROnPlateau,
     TensorBoard,
     accuracy,
+    export_model,
     lr_find,
 )
 
@@ -53,6 +59,7 @@ __all__ = [
     "CancelPhase",
     "Learner",
     "CheckpointError",
+    "load_checkpoint",
     "Step",
     "Callback",
     "CallbackError",
@@ -82,6 +89,11 @@ __all__ = [
     "MixedPrecision",
     "GradientAccumulation",
     "GradientClip",
-    "ReduceLROnPlateau",
+    "ClipThreshold",
     "lr_find",
+    "LRFinderResult",
+    "ReduceLROnPlateau",
+    "Export",
+    "ExportError",
+    "export_model",
 ]

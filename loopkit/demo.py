@@ -26,7 +26,7 @@ from .loop.learner import Learner
 from .optimizers import make_optimizer
 from .runs.parameters import ParameterError, param
 from .runs.registry import make_loss, make_schedule, scheduler_per
-from .scheduling.hyperparams import LearningRate
+from .scheduling.optimizer_hyperparams import LearningRate
 from .scheduling.scheduler import Scheduler
 
 MONITOR, MODE = "valid_accuracy", "max"  # what a sweep of this task optimises by default

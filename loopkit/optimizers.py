@@ -57,6 +57,11 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """Return ``OptimizerClass(params, **options, **more)`` for the optimizer called ``name``.
 
+    The options are the optimizer's defaults, so they apply to every param group that does not set its own
+    value on purpose: ``make_optimizer("adamw", layerwise_groups(blocks, lr, decay), {"weight_decay": 0.01})``
+    decays every decayed group by 0.01 (each group keeps its own ``lr``, and the no-decay groups their 0.0).
+    :func:`optimizer_settings` reads back what each group really got.
+
     Args:
         name: the optimizer's class name, any case (``"adamw"``, ``"SGD"``).
         params: parameters or parameter-group dicts, as for any torch optimizer.
@@ -86,3 +91,34 @@ def make_optimizer(
             f"{cls.__name__} has no option(s) {', '.join(map(repr, unknown))}; its options are {', '.join(accepted)}"
         )
     return cls(params, **kwargs)
+
+
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """What ``optimizer`` really uses, read from its ``param_groups``: its class name and, per group, every
+    setting (``lr``, ``weight_decay``, ``betas``, ..., a group's ``name`` if it has one) and its parameter count.
+
+    Values that are not plain numbers, strings, booleans or None (a tensor ``lr``) are given as ``repr``; tuples
+    become lists, so the result is JSON as it stands (a run record holds it).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> groups = [{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}]
+        >>> s = optimizer_settings(make_optimizer("adamw", groups, {"lr": 0.1, "weight_decay": 0.01}))
+        >>> [(g["lr"], g["weight_decay"], g["n_params"]) for g in s["groups"]]
+        [(0.1, 0.01, 2), (0.1, 0.0, 1)]
+    """
+
+    def plain(value: Any) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return repr(value)
+
+    groups = []
+    for group in optimizer.param_groups:
+        settings = {k: plain(v) for k, v in group.items() if k != "params"}
+        settings["n_params"] = sum(p.numel() for p in group["params"])
+        groups.append(settings)
+    return {"name": type(optimizer).__name__, "groups": groups}

@@ -9,7 +9,7 @@ by one of two conventions for where the decay starts:
   ``lr * decay``, and so on; ``decay=0`` trains the highest block and the head.
 
 ``decay=1`` gives every block the same rate. Biases and normalisation parameters (and, on request, the whole
-head) go to groups without weight decay. The Scheduler's :class:`~loopkit.scheduling.hyperparams.LearningRate` scales every
+head) go to groups without weight decay. The Scheduler's :class:`~loopkit.scheduling.optimizer_hyperparams.LearningRate` scales every
 group by its ratio to the largest, so a schedule keeps these ratios all the way through.
 
 Freezing: :func:`set_trainable`, :class:`FreezeUntil` (the head alone for the first epochs, then everything) and
@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +61,7 @@ def layerwise_groups(
     lr: float,
     decay: float,
     *,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     no_decay_bias_and_norm: bool = True,
     no_decay_head: bool = False,
     convention: str = "timm",
@@ -72,7 +73,9 @@ def layerwise_groups(
         blocks: modules from the bottom of the network to the head, each parameter in exactly one.
         lr: the head's learning rate.
         decay: factor per block going down, in [0, 1].
-        weight_decay: weight decay of the decayed groups.
+        weight_decay: weight decay of the decayed groups; None (the default) leaves it out of them, so the
+            optimizer's own ``weight_decay`` option (``make_optimizer("adamw", groups, {"weight_decay": 0.01})``)
+            applies to them. The no-decay groups set 0.0 on purpose.
         no_decay_bias_and_norm: put biases and norm-layer parameters in groups with weight decay 0.
         no_decay_head: no weight decay anywhere in the head.
         convention: ``"timm"``: the block ``k`` places below the head at ``lr * decay**k``; ``"zoobot"``: the
@@ -106,6 +109,8 @@ def layerwise_groups(
             f"layerwise_groups(convention={convention!r}): use 'timm' (the block below the head at lr * decay) "
             "or 'zoobot' (the highest block at lr, as the head)"
         )
+    if weight_decay is not None and (not _real(weight_decay) or weight_decay < 0):
+        raise ValueError(f"weight_decay must be a finite number >= 0 or None, got weight_decay={weight_decay!r}")
     if not isinstance(freeze_norms, bool):
         raise TypeError(f"layerwise_groups(freeze_norms={freeze_norms!r}): pass True or False")
     seen: set[int] = set()
@@ -131,7 +136,10 @@ def layerwise_groups(
             (plain if no_decay else decayed).append(param)
         for suffix, params, wd in (("", decayed, weight_decay), ("/no_decay", plain, 0.0)):
             if params:
-                groups.append({"params": params, "lr": block_lr, "weight_decay": wd, "name": name + suffix})
+                group = {"params": params, "lr": block_lr, "name": name + suffix}
+                if wd is not None:  # a group sets only what it means to: the optimizer's options fill the rest
+                    group["weight_decay"] = wd
+                groups.append(group)
     return groups
 
 
@@ -174,7 +182,7 @@ class FreezeUntil(Callback):
         ValueError: an ``epoch`` that is not a whole number >= 0.
     """
 
-    reads = ("epoch",)
+    reads = ("epoch", "n_epochs")
     writes = ("model.requires_grad",)
 
     def __init__(self, modules: Sequence[torch.nn.Module], epoch: int, *, freeze_norms: bool = True) -> None:
@@ -186,6 +194,16 @@ class FreezeUntil(Callback):
         if not self.modules or not all(isinstance(m, torch.nn.Module) for m in self.modules):
             raise TypeError(f"FreezeUntil needs a non-empty list of modules, got {modules!r}")
         self.epoch = epoch
+
+    def before_fit(self, learner: Any) -> None:
+        if learner.n_epochs is not None and self.epoch >= learner.n_epochs:
+            warnings.warn(
+                f"FreezeUntil(epoch={self.epoch}) in a fit of n_epochs={learner.n_epochs} (epochs 0 to "
+                f"{learner.n_epochs - 1}): the modules stay frozen for the whole fit; give an epoch below "
+                f"{learner.n_epochs}, or train longer",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def before_epoch(self, learner: Any) -> None:
         set_trainable(self.modules, learner.epoch >= self.epoch, freeze_norms=self.freeze_norms)

@@ -33,7 +33,7 @@ from loopkit import (
 from loopkit.callbacks import GradientAccumulation
 from loopkit.distributed import rank
 from loopkit.loop.callback import callback_name
-from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 
 N_TRAIN, N_VALID, BATCH, EPOCHS = 96, 37, 16, 3
 LR = Schedule([0, EPOCHS], [0.2, 0.02], anneal="linear")

@@ -20,7 +20,7 @@ import time
 import torch
 
 from loopkit import Checkpoint, Learner, Metrics, Preemption, Scheduler, accuracy, onecycle, onecycle_momentum
-from loopkit.scheduling.hyperparams import LearningRate, Momentum
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 
 EPOCHS = 6
 

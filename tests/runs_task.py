@@ -15,7 +15,7 @@ import torch
 from loopkit import Callback, Learner, Metrics, Scheduler
 from loopkit.runs import param
 from loopkit.runs.registry import make_schedule
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 MONITOR, MODE = "valid_loss", "min"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from loopkit import CancelStep, Learner, Metrics, Schedule, Scheduler, accuracy
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 
 def classification(n=50, batch=16, seed=0):

@@ -23,7 +23,7 @@ def test_forced_bar_shows_epochs_loss_and_lr():
     out = io.StringIO()
     fit_with(ProgressBar(file=out, force=True, refresh_every=2))
     text = out.getvalue()
-    assert "epoch 1/2" in text and "epoch 2/2" in text
+    assert "epoch 0 (1/2)" in text and "epoch 1 (2/2)" in text  # numbered from 0, as in Metrics.history
     assert "5/5" in text and "loss=" in text and "lr=0.05" in text
 
 
@@ -42,7 +42,7 @@ def test_one_line_per_epoch_when_not_a_terminal():
     assert not bar.enabled and bar.lines and len(lines) == 2
     for epoch, (line, row) in enumerate(zip(lines, metrics.history)):
         pattern = (
-            rf"epoch {epoch + 1}/2  train_loss {row['train_loss']:.4g}  valid_loss {row['valid_loss']:.4g}  "
+            rf"epoch {epoch} \({epoch + 1}/2\)  train_loss {row['train_loss']:.4g}  valid_loss {row['valid_loss']:.4g}  "
             r"lr 0.05  time \d+\.\ds"
         )
         assert re.fullmatch(pattern, line), line
@@ -51,7 +51,7 @@ def test_one_line_per_epoch_when_not_a_terminal():
 def test_without_metrics_the_line_shows_the_last_loss():
     out = io.StringIO()
     fit_with(ProgressBar(file=out), epochs=1)
-    assert re.fullmatch(r"epoch 1/1  loss \d+\.?\d*(e-?\d+)?  lr 0.05  time \d+\.\ds\n", out.getvalue())
+    assert re.fullmatch(r"epoch 0 \(1/1\)  loss \d+\.?\d*(e-?\d+)?  lr 0.05  time \d+\.\ds\n", out.getvalue())
 
 
 def test_with_only_a_step_budget_the_line_counts_steps():
@@ -64,7 +64,7 @@ def test_with_only_a_step_budget_the_line_counts_steps():
         callbacks=[ProgressBar(file=out)],
     ).fit(max_steps=12)  # fmt: skip
     labels = [line.split("  ")[0] for line in out.getvalue().splitlines()]
-    assert labels == ["epoch 1 (step 5/12)", "epoch 2 (step 10/12)", "epoch 3 (step 12/12)"]
+    assert labels == ["epoch 0 (step 5/12)", "epoch 1 (step 10/12)", "epoch 2 (step 12/12)"]
 
 
 def test_quiet_shows_nothing_and_a_forced_bar_writes_no_lines():

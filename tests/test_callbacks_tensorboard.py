@@ -7,7 +7,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from loopkit import Learner, Metrics, Schedule, Scheduler, TensorBoard, accuracy
-from loopkit.scheduling.hyperparams import HyperParameter, LearningRate
+from loopkit.scheduling.hyperparams import HyperParameter
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 
 class Temperature(HyperParameter):
@@ -119,3 +120,41 @@ def test_bad_set_up_fails_at_construction(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ImportError, match="pip install tensorboard"):
         TensorBoard("runs/x")
+
+
+def test_a_plateau_cut_is_logged_as_the_optimizer_used_it_and_equals_torchs(tmp_path):
+    # The lr each step used is read from the optimizer after the step, so a ReduceLROnPlateau cut (which no
+    # Scheduler's history holds) appears in hparams/lr, per group; it must equal torch's ReduceLROnPlateau stepped
+    # with the same metric sequence.
+    from loopkit.callbacks import ReduceLROnPlateau
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    data = [(torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g)) for _ in range(3)]
+    model = torch.nn.Linear(4, 3)
+    groups = [{"params": [model.weight], "lr": 0.4}, {"params": [model.bias], "lr": 0.1}]
+    metrics = Metrics()
+    kwargs = {"mode": "min", "factor": 0.5, "patience": 0, "threshold": 0.1}  # cuts unless the loss drops by 10%
+    Learner(
+        model,
+        data,
+        torch.optim.SGD(groups, lr=0.4),
+        torch.nn.functional.cross_entropy,
+        callbacks=[metrics, ReduceLROnPlateau("train_loss", **kwargs), TensorBoard(tmp_path, flush_every=4)],
+    ).fit(6)
+
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    reference = torch.optim.SGD([{"params": [params[0]], "lr": 0.4}, {"params": [params[1]], "lr": 0.1}])
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(reference, **kwargs)
+    expected = {0: [], 1: []}
+    for row in metrics.history:  # the rates of an epoch's steps, then the epoch's metric steps torch's scheduler
+        for i, group in enumerate(reference.param_groups):
+            expected[i] += [group["lr"]] * len(data)
+        plateau.step(row["train_loss"])
+
+    acc = read(tmp_path)
+    for i, tag in enumerate(("hparams/lr", "hparams/lr/group1")):
+        logged = scalars(acc, tag)
+        assert [s for s, _ in logged] == list(range(18))
+        assert [v for _, v in logged] == pytest.approx(expected[i], rel=1e-6)  # float32 event files
+    assert len(set(expected[0])) > 2  # the run really cut, more than once

@@ -7,7 +7,7 @@ import torch
 
 from loopkit import Learner, Schedule, Scheduler
 from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 
 class Indexed(torch.utils.data.Dataset):

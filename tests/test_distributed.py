@@ -140,7 +140,7 @@ def test_one_writer_rank_0_writes_every_file_and_the_learner_gets_its_model_back
     assert (out / "saves-1.txt").read_text() == ""  # rank 1 never wrote a checkpoint
     assert sorted(os.listdir(out / "ckpt")) == ["epoch-0002.pt", "epoch-0003.pt", "step-000000016.pt"]  # keep_last=3
     assert len({name.split(".")[-2] for name in os.listdir(out / "tb")}) == 1  # one writing process (by pid)
-    assert (out / "bar-1.txt").read_text() == "" and "epoch 3/3" in (out / "bar-0.txt").read_text()
+    assert (out / "bar-1.txt").read_text() == "" and "epoch 2 (3/3)" in (out / "bar-0.txt").read_text()
     assert r0["model_restored"] and r1["model_restored"]
 
 
@@ -289,7 +289,7 @@ def test_a_killed_2_rank_run_resumes_bit_identically_mid_epoch(tmp_path):
 def single_process_learner(train_loader):
     """The `train` scenario's learner in this process (no torchrun: Distributed does nothing)."""
     from loopkit import Distributed, Learner, Metrics, Schedule, Scheduler, accuracy
-    from loopkit.scheduling.hyperparams import LearningRate, Momentum
+    from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
 
     net = worker.model()
     momentum = Schedule([0, worker.EPOCHS], [0.9, 0.8], anneal="linear")

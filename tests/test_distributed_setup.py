@@ -228,7 +228,7 @@ def test_a_stream_keeps_valid_every_as_the_epoch_length_the_schedule_is_laid_ove
     # valid_every batches, and the Scheduler (after it) lays a step schedule over n_epochs * valid_every steps:
     # one that ends past the fit is refused, as in one process.
     from loopkit import Schedule, Scheduler
-    from loopkit.scheduling.hyperparams import LearningRate
+    from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
     seen = []
 

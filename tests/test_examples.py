@@ -58,10 +58,10 @@ def test_triplet_finetuning_from_parameters_with_a_scheduled_miner_margin(tmp_pa
     margins = []
 
     class Watch:
-        reads = ("step_logic",)
+        reads = ("loss_fn",)
 
         def after_epoch(self, learner):
-            margins.append(learner.step_logic.miner.margin)
+            margins.append(learner.loss_fn.miner.margin)
 
     run = run_task(
         task,
@@ -74,7 +74,7 @@ def test_triplet_finetuning_from_parameters_with_a_scheduled_miner_margin(tmp_pa
     assert rows[0]["valid_recall_at_1"] < 0.6 and run.info["final"]["valid_recall_at_1"] > 0.7  # chance 0.1
     # the margin follows cos from 0.05 to 0.3 over the fit: after epoch e (of 6), at the fit's last step of e
     assert margins == sorted(margins) and margins[0] > 0.05 and 0.29 < margins[-1] < 0.3
-    assert run.info["params"]["loss"] == "triplet_margin" and run.info["params"]["loss_options"] == {"margin": 0.2}
+    assert run.info["params"]["loss"] == "pml:triplet_margin" and run.info["params"]["loss_options"] == {"margin": 0.2}
 
 
 @pytest.mark.parametrize("spec", ["digits_sweep.yaml", "finetune_triplet_sweep.yaml"])

@@ -7,7 +7,8 @@ import types
 import pytest
 import torch
 
-from loopkit.scheduling.hyperparams import Attribute, DropoutRate, HyperParameter, LearningRate, Momentum, WeightDecay
+from loopkit.scheduling.hyperparams import Attribute, DropoutRate, HyperParameter
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum, WeightDecay
 
 
 def fake_learner(optimizer=None, **attrs):

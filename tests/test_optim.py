@@ -24,7 +24,7 @@ import torch
 import loopkit.optim._base as base
 from loopkit import Learner, Scheduler, onecycle
 from loopkit.optim import FusedAdamW, FusedSGD, _cuda
-from loopkit.scheduling.hyperparams import LearningRate, Momentum, WeightDecay
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum, WeightDecay
 
 from . import cuda_on_host
 

@@ -73,3 +73,46 @@ def test_loopkits_fused_optimizers_build_by_name():
     model = torch.nn.Linear(2, 1)
     assert type(make_optimizer("fusedadamw", model.parameters(), {"lr": 1e-3})) is FusedAdamW
     assert type(make_optimizer("FusedSGD", model.parameters(), {"lr": 1e-3, "momentum": 0.9})) is FusedSGD
+
+
+def test_options_reach_every_layerwise_group_that_does_not_set_its_own():
+    from loopkit.optimizers import optimizer_settings
+    from loopkit.param_groups import layerwise_groups
+
+    torch.manual_seed(0)
+    blocks = [torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2)]
+    ours = make_optimizer("AdamW", layerwise_groups(blocks, lr=1e-2, decay=0.5), {"lr": 1e-2, "weight_decay": 0.01})
+    # The reference: torch.optim.AdamW built by hand, groups written out, weight decay only where it is meant.
+    theirs = torch.optim.AdamW(
+        [
+            {"params": [blocks[0].weight], "lr": 2.5e-3},
+            {"params": [blocks[0].bias], "lr": 2.5e-3, "weight_decay": 0.0},
+            {"params": [blocks[1].weight, blocks[1].bias], "lr": 5e-3, "weight_decay": 0.0},
+            {"params": [blocks[2].weight], "lr": 1e-2},
+            {"params": [blocks[2].bias], "lr": 1e-2, "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+        weight_decay=0.01,
+    )
+    assert len(ours.param_groups) == len(theirs.param_groups)
+    for a, b in zip(ours.param_groups, theirs.param_groups):
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]]
+        assert {k: v for k, v in a.items() if k not in ("params", "name")} == {
+            k: v for k, v in b.items() if k != "params"
+        }
+    settings = optimizer_settings(ours)
+    assert settings["name"] == "AdamW"
+    assert [g["weight_decay"] for g in settings["groups"]] == [g["weight_decay"] for g in theirs.param_groups]
+    assert [g["weight_decay"] for g in settings["groups"]] == [0.01, 0.0, 0.0, 0.01, 0.0]
+    assert [g["n_params"] for g in settings["groups"]] == [16, 4, 8, 8, 2]
+    assert settings["groups"][0]["betas"] == [0.9, 0.999]
+
+
+def test_an_explicit_layerwise_weight_decay_is_kept_over_the_options():
+    from loopkit.param_groups import layerwise_groups
+
+    blocks = [torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)]
+    opt = make_optimizer(
+        "adamw", layerwise_groups(blocks, lr=1e-2, decay=0.5, weight_decay=0.05), {"weight_decay": 0.01}
+    )
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0, 0.05, 0.0]

@@ -14,7 +14,7 @@ import torch
 from loopkit import Callback, Checkpoint, Learner, Scheduler, onecycle
 from loopkit.optim import FusedAdamW
 from loopkit.resume.file import CheckpointError, load_checkpoint
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 from .test_resume import LossLog, Snapshot, assert_identical, make_run, run_resumed, run_straight
 

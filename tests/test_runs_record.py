@@ -80,7 +80,8 @@ def test_a_finished_run_records_everything(tmp_path):
     assert repro["loopkit"] and repro["executable"] == sys.executable
     assert repro["command"] == shlex.join(sys.orig_argv)  # as typed, "python -m ..." included
     # the checkpoint of the last epoch and a TensorBoard hparams entry holding the user's parameters
-    assert os.listdir(tmp_path / "exp" / "r1" / "checkpoints") == ["epoch-0003.pt"]
+    # the last epoch's checkpoint, and the best monitored epoch's
+    assert sorted(os.listdir(tmp_path / "exp" / "r1" / "checkpoints")) == ["best.pt", "epoch-0003.pt"]
     hp = hparams_of(tmp_path / "exp" / "r1" / "tensorboard")
     assert hp["lr"] == 0.1 and hp["seed"] == 7 and hp["scheduler"] == "constant" and hp["scheduler_options"] == "{}"
 

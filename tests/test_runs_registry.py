@@ -10,7 +10,7 @@ import torch
 from loopkit import Learner, Scheduler
 from loopkit.runs.registry import SCHEDULES, make_loss, make_schedule, scheduler_per
 from loopkit.schedules import onecycle
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 
 EPOCHS, BATCHES = 2, 10
 N = EPOCHS * BATCHES
@@ -98,3 +98,58 @@ def test_losses_by_any_spelling_compute_torchs_loss():
         loss = make_loss(name, {"label_smoothing": 0.1})
         assert torch.equal(loss(pred, target), torch.nn.functional.cross_entropy(pred, target, label_smoothing=0.1))
     assert make_loss("TripletMargin", {"margin": 0.3}).margin == 0.3
+
+
+def test_metric_learning_losses_and_miners_by_name_are_pytorch_metric_learnings():
+    from pytorch_metric_learning import losses, miners
+
+    from loopkit.runs.registry import MinedLoss, make_miner
+
+    torch.manual_seed(0)
+    embeddings, labels = torch.randn(32, 8), torch.randint(0, 4, (32,))
+    ours = make_loss("pml:TripletMarginLoss", {"margin": 0.2}, miner=make_miner("triplet_margin", {"margin": 0.1}))
+    assert isinstance(ours, MinedLoss) and isinstance(ours.miner, miners.TripletMarginMiner)
+    # The reference: the library called directly, as its documentation shows.
+    miner, loss = miners.TripletMarginMiner(margin=0.1), losses.TripletMarginLoss(margin=0.2)
+    assert torch.equal(ours(embeddings, labels), loss(embeddings, labels, miner(embeddings, labels)))
+    assert torch.equal(make_loss("pml:contrastive")(embeddings, labels), losses.ContrastiveLoss()(embeddings, labels))
+    # The miner's margin is an attribute a Scheduler writes: a new value mines other triplets, as the library's.
+    ours.miner.margin = 0.5
+    wide = miners.TripletMarginMiner(margin=0.5)(embeddings, labels)
+    assert all(torch.equal(a, b) for a, b in zip(ours.miner(embeddings, labels), wide))
+    assert len(wide[0]) != len(miner(embeddings, labels)[0])
+
+
+def test_a_scheduled_miner_margin_moves_in_a_fit():
+    from loopkit import Attribute, Learner, Schedule, Scheduler
+    from loopkit.runs.registry import make_miner
+
+    model = torch.nn.Linear(4, 3)
+    loss = make_loss("pml:triplet_margin", miner=make_miner("triplet_margin", {"margin": 0.0}))
+    data = [(torch.randn(8, 4), torch.arange(8) % 2)] * 4
+    scheduler = Scheduler({Attribute("loss_fn.miner.margin"): Schedule([0, 1], [0.0, 0.3], unit="fraction")})
+    Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.01), loss, callbacks=[scheduler]).fit(1)
+    # linear from 0 to 0.3 over 4 steps, set before each: 0, 0.075, 0.15, 0.225 (steps count from 0)
+    assert scheduler.history["loss_fn.miner.margin"] == pytest.approx([0.0, 0.075, 0.15, 0.225], rel=1e-12)
+    assert loss.miner.margin == pytest.approx(0.225, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda: make_loss("pml:triplet_margn"), r"unknown pytorch-metric-learning loss 'pml:triplet_margn'"),
+        (lambda: make_loss("cross_entropy", miner=object()), r"torch's, which takes no miner"),
+    ],
+)
+def test_metric_learning_name_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_an_unknown_miner_or_option_is_refused():
+    from loopkit.runs.registry import make_miner
+
+    with pytest.raises(ValueError, match=r"unknown miner 'hardest'; valid names: .*TripletMarginMiner"):
+        make_miner("hardest")
+    with pytest.raises(ValueError, match="miner 'triplet_margin': bad option"):
+        make_miner("triplet_margin", {"marign": 0.1})

@@ -11,7 +11,8 @@ import torch
 
 from loopkit import Callback, Learner
 from loopkit.schedules import Schedule, steps
-from loopkit.scheduling.hyperparams import Attribute, HyperParameter, LearningRate, Momentum, WeightDecay
+from loopkit.scheduling.hyperparams import Attribute, HyperParameter
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum, WeightDecay
 from loopkit.scheduling.scheduler import Scheduler
 
 
@@ -284,8 +285,8 @@ def test_bad_scheduler_arguments(schedules, error, message):
 
 
 def test_bad_options_are_quoted():
-    with pytest.raises(ValueError, match="per='batch'"):
-        Scheduler({LearningRate: Schedule([0, 1], [0, 1])}, per="batch")
+    with pytest.raises(ValueError, match="per='batches'"):
+        Scheduler({LearningRate: Schedule([0, 1], [0, 1])}, per="batches")
     with pytest.raises(ValueError, match="on_mismatch='drift'"):
         Scheduler({LearningRate: Schedule([0, 1], [0, 1])}, on_mismatch="drift")
 
@@ -365,7 +366,7 @@ def test_per_epoch_is_applied_before_the_epoch_and_once():
 # ----------------------------------------------------------------------------------------------- long epochs
 def test_long_epochs_are_evaluated_in_blocks_with_the_same_values():
     # 3,000 batches an epoch: values come in blocks of BLOCK, and equal Schedule.values bit for bit.
-    from loopkit.scheduling.scheduler import BLOCK
+    from loopkit.scheduling.tracks import BLOCK
 
     sched = Schedule([0, 0.3, 1], [0.0, 1.0, 1e-3], anneal=["linear", "cos"])
     scheduler = Scheduler({LearningRate: sched})

@@ -11,15 +11,9 @@ import torch
 from loopkit import Callback, Learner, UndeclaredWriteError
 from loopkit.schedules import Schedule
 from loopkit.scheduling.batch_size import BatchSize, ScheduledBatchSampler
-from loopkit.scheduling.hyperparams import (
-    Attribute,
-    Domain,
-    DropoutRate,
-    HyperParameter,
-    LearningRate,
-    Momentum,
-    WeightDecay,
-)
+from loopkit.scheduling.domain import Domain
+from loopkit.scheduling.hyperparams import Attribute, DropoutRate, HyperParameter
+from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum, WeightDecay
 from loopkit.scheduling.scheduler import Scheduler
 
 

@@ -24,7 +24,7 @@ from loopkit.schedules import (
     warmup_cosine,
     warmup_linear,
 )
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 from loopkit.scheduling.scheduler import Scheduler
 
 REL = 1e-12

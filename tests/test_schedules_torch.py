@@ -26,7 +26,7 @@ from loopkit.schedules import (
     product,
     step_lr,
 )
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 from loopkit.scheduling.scheduler import Scheduler
 
 BASE = 0.05

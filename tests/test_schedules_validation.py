@@ -21,19 +21,23 @@ from loopkit.schedules import (
     Schedule,
     Time,
     constant_lr,
+    cosine,
     cosine_restarts,
     epoch_position,
     epochs,
     exponential_lr,
     fraction,
+    inverse_sqrt,
     join,
     linear_lr,
+    linear_onecycle,
     multistep_lr,
     onecycle,
     onecycle_momentum,
     onecycle_torch,
     onecycle_torch_momentum,
     polynomial_lr,
+    power,
     product,
     repeat,
     scale,
@@ -43,6 +47,8 @@ from loopkit.schedules import (
     stretch,
     warmup_cosine,
     warmup_linear,
+    warmup_polynomial,
+    warmup_stable_decay,
 )
 from loopkit.schedules.anneal import linear
 
@@ -363,6 +369,65 @@ BUILDERS = {
     "constant_lr": st.builds(lambda b, f, t: constant_lr(b, f, t), pos, frac, count),
     "polynomial_lr": st.builds(lambda b, t, p: polynomial_lr(b, t, p), pos, count, pos),
     "product": st.builds(lambda p, b, g: product(plain(*p), step_lr(b, 2, g, unit=p[3])), piece(), pos, frac),
+    # issue 25: the newer decays, shape annealings, limits and growth, composition of endless schedules
+    "warmup_polynomial": st.builds(
+        lambda w, t, p, e, pw, s: warmup_polynomial(w, t, p, end=e, power=pw, warmup_start=s),
+        count,
+        count,
+        real,
+        real,
+        pos,
+        real,
+    ),
+    "warmup_stable_decay": st.builds(
+        lambda w, s, d, p, f, up, down: warmup_stable_decay(w, s, d, p, floor=f, warmup=up, decay=down),
+        count,
+        count,
+        count,
+        real,
+        real,
+        mostly(st.sampled_from(["linear", "cos", "1-sqrt"])),
+        mostly(st.sampled_from(["linear", "cos", "1-sqrt"])),
+    ),
+    "inverse_sqrt": st.builds(lambda p, w, ts: inverse_sqrt(p, w, timescale=ts), real, count, pos),
+    "linear_onecycle": st.builds(
+        lambda n, p, a, b, d, fd: linear_onecycle(n, p, pct_start=a, pct_final=b, div_factor=d, final_div_factor=fd),
+        mostly(st.integers(min_value=1, max_value=200)),
+        real,
+        frac,
+        frac,
+        pos,
+        pos,
+    ),
+    "power and cosine annealings": st.builds(
+        lambda p, e, k, c: Schedule(p[0], p[1], (cosine if c else power)(e, k), p[3]), piece(), pos, pos, st.booleans()
+    ),
+    "exponential_lr with end_value": st.builds(
+        lambda b, g, e, ev: exponential_lr(b, g, every=e, end_value=ev), pos, pos, pos, mostly(st.floats(0, 50))
+    ),
+    "step_lr with end_value": st.builds(lambda b, s, g, ev: step_lr(b, s, g, end_value=ev), pos, count, pos, pos),
+    "cosine_restarts, timm": st.builds(
+        lambda p, c, w, k: cosine_restarts(p, 1.0, cycles=c, warmup=w, warmup_prefix=False, k_decay=k),
+        pos,
+        count,
+        count,
+        pos,
+    ),
+    "join with an endless part": st.builds(
+        lambda p, b, g, at: join([plain(*p), exponential_lr(b, g, unit=p[3])], [at]), piece(), pos, frac, pos
+    ),
+    "repeat an endless schedule": st.builds(
+        lambda b, g, c, per, m, d: repeat(step_lr(b, 2, g), c, period=per, period_mult=m, decay=d),
+        pos,
+        frac,
+        count,
+        pos,
+        pos,
+        pos,
+    ),
+    "shift, stretch, scale an endless schedule": st.builds(
+        lambda b, g, dt, f, k: scale(stretch(shift(exponential_lr(b, g), dt), f), k), pos, frac, real, pos, real
+    ),
 }
 
 

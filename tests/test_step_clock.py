@@ -7,7 +7,7 @@ import torch
 
 from loopkit import CancelStep, Learner, Schedule, Scheduler, steps
 from loopkit.callbacks import GradientAccumulation
-from loopkit.scheduling.hyperparams import LearningRate
+from loopkit.scheduling.optimizer_hyperparams import LearningRate
 from tests.test_step_callbacks import _data, _model, _sgd
 
 

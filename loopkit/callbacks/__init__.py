@@ -3,6 +3,7 @@
 from .checkpoint import Checkpoint
 from .distributed import Distributed, destroy_process_group
 from .early_stopping import EarlyStopping
+from .export import Export, ExportError, export_model
 from .gradient_accumulation import GradientAccumulation
 from .gradient_clip import ClipThreshold, GradientClip
 from .lr_finder import LRFinderResult, lr_find
@@ -33,4 +34,7 @@ __all__ = [
     "Preemption",
     "Preempted",
     "ReduceLROnPlateau",
+    "Export",
+    "ExportError",
+    "export_model",
 ]

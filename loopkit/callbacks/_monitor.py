@@ -1,4 +1,5 @@
-"""Finding a monitored metric at set-up: shared by the callbacks that act on a Metrics key."""
+"""Monitoring a metric: checking at set-up that Metrics produces the key, and reading its latest value from the
+learner's declared state (``learner.metrics``, written by :class:`~loopkit.callbacks.metrics.Metrics`)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ def monitored_metrics(learner: Any, monitor: str, who: str) -> Metrics:
         ValueError: no Metrics callback; a ``valid_*`` key without ``valid_data``; a key Metrics never produces
             (the message lists the ones it does, closest first).
     """
-    metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
-    if metrics is None:
-        raise ValueError(f"{who}(monitor={monitor!r}) needs a Metrics callback in the Learner")
+    try:
+        metrics: Metrics = learner.callback(Metrics)
+    except KeyError:
+        raise ValueError(f"{who}(monitor={monitor!r}) needs a Metrics callback in the Learner") from None
     phases = ("train", "valid") if learner.valid_data is not None else ("train",)
     names = [*metrics.names, *getattr(metrics, "stateful", {})]  # averaged functions, then metric objects
     known = [f"{phase}_{name}" for phase in phases for name in names]
@@ -33,3 +35,11 @@ def monitored_metrics(learner: Any, monitor: str, who: str) -> Metrics:
         f"{who}(monitor={monitor!r}): Metrics never produces that name; it produces {close} "
         "(closest first); monitor one of those, or add the metric function to Metrics"
     )
+
+
+def latest(learner: Any, key: str) -> float:
+    """The latest finished epoch's value of ``key`` from ``learner.metrics``; ``KeyError`` lists the keys."""
+    row = learner.metrics
+    if key not in row:
+        raise KeyError(f"no metric {key!r} after this epoch; known: {sorted(row)}")
+    return row[key]

@@ -31,8 +31,7 @@ from ..distributed import is_main_process
 from ..loop.callback import Callback
 from ..resume.file import CheckpointError, load_checkpoint, save_atomic, stale_temp_files, temp_path_for
 from ..resume.model import unwrap_model
-from ._monitor import monitored_metrics
-from .metrics import Metrics
+from ._monitor import latest, monitored_metrics
 
 
 class Checkpoint(Callback):
@@ -62,7 +61,7 @@ class Checkpoint(Callback):
 
     agrees_across_ranks = True  # saves at global steps every rank shares
 
-    reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "micro_batch")
+    reads = ("model", "optimizer", "callbacks", "global_step", "epoch", "phase", "micro_batch", "metrics")
     run_after = ("*",)
 
     def __init__(
@@ -101,10 +100,18 @@ class Checkpoint(Callback):
             skip_damaged: verify candidates newest first (header and SHA-256, reading each whole) and return
                 the newest intact one; by default the newest file is returned unread, and a damaged one is
                 reported when it is loaded.
+
+        Returns:
+            the path, or None when the directory holds no periodic checkpoint yet.
+
+        Raises:
+            FileNotFoundError: ``dirpath`` is not a directory (a typo would otherwise train from scratch).
         """
         dirpath = os.fspath(dirpath)
         if not os.path.isdir(dirpath):
-            return None
+            raise FileNotFoundError(
+                f"Checkpoint.latest({dirpath!r}): no such directory; give the directory a Checkpoint saved into"
+            )
         paths = [
             os.path.join(dirpath, f)
             for f in os.listdir(dirpath)
@@ -161,8 +168,7 @@ class Checkpoint(Callback):
         if self.every_epoch:
             self._save(learner, f"epoch-{learner.epoch + 1:04d}.pt")
         if self.monitor is not None:
-            metrics = next(cb for cb in learner.callbacks if isinstance(cb, Metrics))
-            value = metrics.latest(self.monitor)
+            value = latest(learner, self.monitor)
             better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
             if better and math.isfinite(value):
                 previous = self.best

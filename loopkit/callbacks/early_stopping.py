@@ -9,7 +9,7 @@ from .._validate import whole_number
 from ..loop.callback import Callback
 from ..loop.events import CancelFit
 from ..resume.model import unwrap_model
-from ._monitor import monitored_metrics
+from ._monitor import latest, monitored_metrics
 
 
 class EarlyStopping(Callback):
@@ -35,7 +35,7 @@ class EarlyStopping(Callback):
             does, closest first), or a ``valid_*`` monitor without ``valid_data``.
     """
 
-    reads = ("epoch", "callbacks")
+    reads = ("epoch", "callbacks", "metrics")
     writes = ("model.parameters",)
     run_after = ("Metrics",)
 
@@ -76,7 +76,7 @@ class EarlyStopping(Callback):
 
     def before_fit(self, learner: Any) -> None:
         # Again: valid_data or the metrics may have changed since the Learner was built.
-        self._metrics = monitored_metrics(learner, self.monitor, "EarlyStopping")
+        monitored_metrics(learner, self.monitor, "EarlyStopping")
         self._reset()
 
     def _improved(self, value: float) -> bool:
@@ -87,7 +87,7 @@ class EarlyStopping(Callback):
         return value > self.best + self.min_delta
 
     def after_epoch(self, learner: Any) -> None:
-        value = self._metrics.latest(self.monitor)
+        value = latest(learner, self.monitor)
         if self.check_finite and not math.isfinite(value):
             self.stopped_epoch, self.reason = learner.epoch, "non-finite"
             raise CancelFit

@@ -82,6 +82,7 @@ class Metrics(Callback):
     agrees_across_ranks = True  # only accumulates; it cancels nothing
 
     reads = ("loss", "pred", "yb", "xb", "phase", "epoch", "callbacks", "global_step", "micro_batch")
+    writes = ("metrics",)  # learner.metrics: the latest epoch's row, which the monitors read
 
     def __init__(self, *fns: Callable[[Any, Any], torch.Tensor], names: list[str] | None = None) -> None:
         for fn in fns:
@@ -110,6 +111,7 @@ class Metrics(Callback):
         self.history = []
         self.hyperparams = {}
         self._learner = learner
+        learner.metrics = {}
         for cb in learner.callbacks:
             if isinstance(cb, Scheduler):
                 self.hyperparams.update(cb.history)
@@ -212,6 +214,7 @@ class Metrics(Callback):
 
     def after_epoch(self, learner: Any) -> None:
         self.history.append(dict(self._row))
+        learner.metrics = self.history[-1]
 
     def state_dict(self) -> dict[str, Any]:
         learner = getattr(self, "_learner", None)

@@ -18,8 +18,8 @@ from typing import Any
 
 from .._validate import whole_number
 from ..loop.callback import Callback
-from ..scheduling.hyperparams import _put
-from ._monitor import monitored_metrics
+from ..scheduling.optimizer_hyperparams import write_option
+from ._monitor import latest, monitored_metrics
 
 
 class ReduceLROnPlateau(Callback):
@@ -58,7 +58,7 @@ class ReduceLROnPlateau(Callback):
         0.2
     """
 
-    reads = ("epoch", "callbacks")
+    reads = ("epoch", "callbacks", "metrics")
     writes = ("optimizer.lr",)
     run_after = ("Metrics",)
 
@@ -113,7 +113,7 @@ class ReduceLROnPlateau(Callback):
             )
 
     def before_fit(self, learner: Any) -> None:
-        self._metrics = monitored_metrics(learner, self.monitor, "ReduceLROnPlateau")
+        monitored_metrics(learner, self.monitor, "ReduceLROnPlateau")
         self._reset()
 
     def _better(self, value: float) -> bool:
@@ -123,7 +123,7 @@ class ReduceLROnPlateau(Callback):
         return value > (best * (1.0 + t) if self.threshold_mode == "rel" else best + t)
 
     def after_epoch(self, learner: Any) -> None:
-        value = float(self._metrics.latest(self.monitor))
+        value = float(latest(learner, self.monitor))
         if self._better(value):
             self.best, self.num_bad_epochs = value, 0
         else:
@@ -149,7 +149,7 @@ class ReduceLROnPlateau(Callback):
             old = float(group["lr"])
             new = max(old * self.factor, floor)
             if old - new > self.eps:
-                _put(group, "lr", new)
+                write_option(group, "lr", new)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "num_bad_epochs": self.num_bad_epochs, "cooldown_counter": self.cooldown_counter}

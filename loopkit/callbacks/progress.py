@@ -4,7 +4,7 @@ On a terminal (or when forced) a bar is drawn per train phase; the loss shown is
 ``refresh_every`` steps, so the bar costs one host sync per that many steps, not per step. When the output is not
 a terminal (a job under ``nohup``, CI, a log file) no bar is drawn, and instead one line is written per epoch:
 
-    epoch 3/10  train_loss 0.4321  valid_loss 0.5012  valid_accuracy 0.8125  lr 0.001  time 12.3s
+    epoch 2 (3/10)  train_loss 0.4321  valid_loss 0.5012  valid_accuracy 0.8125  lr 0.001  time 12.3s
 
 with the epoch's values from :class:`~loopkit.callbacks.metrics.Metrics` when there is one (else the last
 batch's loss), the first param group's lr at the epoch's end, and the epoch's wall time. ``quiet`` silences
@@ -20,7 +20,6 @@ from typing import IO, Any
 from .._validate import whole_number
 from ..distributed import is_main_process
 from ..loop.callback import Callback
-from .metrics import Metrics
 
 
 class ProgressBar(Callback):
@@ -40,7 +39,7 @@ class ProgressBar(Callback):
 
     agrees_across_ranks = True  # only draws; it cancels nothing
 
-    reads = ("loss", "phase", "epoch", "n_epochs", "max_steps", "n_batches", "optimizer", "global_step", "callbacks")
+    reads = ("loss", "phase", "epoch", "n_epochs", "max_steps", "n_batches", "optimizer", "global_step", "metrics")
     run_after = ("Metrics",)
 
     def __init__(
@@ -67,7 +66,6 @@ class ProgressBar(Callback):
         return not self.quiet and not self.enabled
 
     def before_fit(self, learner: Any) -> None:
-        self._metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         self._main = is_main_process()
 
     def before_epoch(self, learner: Any) -> None:
@@ -77,8 +75,8 @@ class ProgressBar(Callback):
         if not (self.lines and self._main):
             return
         parts = [_epoch_label(learner)]
-        row = self._metrics.history[-1] if self._metrics is not None and self._metrics.history else None
-        if row is not None and row.get("epoch") == learner.epoch:
+        row = learner.metrics  # the epoch's means, when Metrics is there
+        if row.get("epoch") == learner.epoch:
             parts += [f"{key} {value:.4g}" for key, value in row.items() if key != "epoch"]
         elif learner.loss is not None:
             parts.append(f"loss {learner.loss.item():.4g}")  # one host read per epoch
@@ -127,7 +125,8 @@ class ProgressBar(Callback):
 
 
 def _epoch_label(learner: Any) -> str:
-    """``epoch 3/10``; with only a step budget (``fit(max_steps=N)``) ``epoch 3 (step 120/500)``."""
+    """``epoch 2 (3/10)``: the epoch's number counted from 0, as in ``Metrics.history``, run records and tables,
+    then how far the fit is; with only a step budget (``fit(max_steps=N)``) ``epoch 2 (step 120/500)``."""
     if learner.n_epochs is not None:
-        return f"epoch {learner.epoch + 1}/{learner.n_epochs}"
-    return f"epoch {learner.epoch + 1} (step {learner.global_step}/{learner.max_steps})"
+        return f"epoch {learner.epoch} ({learner.epoch + 1}/{learner.n_epochs})"
+    return f"epoch {learner.epoch} (step {learner.global_step}/{learner.max_steps})"

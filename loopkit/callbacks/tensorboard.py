@@ -1,17 +1,24 @@
-"""TensorBoard: event files with the per-step loss, every scheduled hyperparameter, per-epoch metrics and the
-run's hyperparameters.
+"""TensorBoard: event files with the per-step loss, the optimizer's options each step used, every other
+scheduled hyperparameter, per-epoch metrics and the run's hyperparameters.
 
 tensorboard is imported when the fit starts, not with loopkit. Per-step losses stay on the device in a buffer
 and are written every ``flush_every`` steps with one host read, so logging costs no sync per step.
-Scheduled hyperparameters are read from the Schedulers' histories (already host floats), whatever their type.
+
+The optimizer's options (``lr``, and ``momentum`` / ``weight_decay`` where a callback declares it writes them)
+are read from ``optimizer.param_groups`` after each step: what the optimizer used, whoever set it (a
+Scheduler, a :class:`~loopkit.callbacks.plateau.ReduceLROnPlateau` cut, the user). Other scheduled
+hyperparameters (a loss margin, a dropout rate, custom types) are read from the Schedulers' histories, the
+values they applied.
 
 On resume the writer opens with ``purge_step`` at the resumed step, so TensorBoard discards anything an
 interrupted run wrote past its last checkpoint.
 
 Tags, against the global step: ``train/loss`` (every optimizer step that happened: the step's loss, under
-gradient accumulation the sample-weighted mean over its window, unscaled under mixed precision), ``hparams/<name>`` (every value a per-step
-Scheduler applied, e.g. ``hparams/lr``; a per-epoch Scheduler's go to ``hparams_per_epoch/<name>`` against the
-epoch), ``epoch/<metric>`` (at the step each epoch ends, from
+gradient accumulation the sample-weighted mean over its window, unscaled under mixed precision),
+``hparams/<key>`` and ``hparams/<key>/group<i>`` (the value param group 0, or ``i``, held when each step was
+taken, e.g. ``hparams/lr``; ``momentum`` is ``betas[0]`` for Adam-style optimizers), ``hparams/<name>`` (every
+value a per-step Scheduler applied to any other hyperparameter; a per-epoch Scheduler's go to
+``hparams_per_epoch/<name>`` against the epoch), ``epoch/<metric>`` (at the step each epoch ends, from
 :class:`~loopkit.callbacks.metrics.Metrics`), and at the end a text summary ``run/hyperparameters`` plus an
 entry for TensorBoard's hparams plugin.
 """
@@ -29,8 +36,16 @@ import torch
 from .._validate import whole_number
 from ..distributed import is_main_process
 from ..loop.callback import Callback
+from ..scheduling.optimizer_hyperparams import OptimizerHyperParameter
 from ..scheduling.scheduler import Scheduler
-from .metrics import Metrics
+
+#: The param-group options logged when a callback declares it writes them (``"optimizer.momentum"``); ``lr``
+#: always. The tag's name, and how to read the value from a group.
+_OPTIONS = {
+    "lr": lambda g: g["lr"],
+    "momentum": lambda g: g["betas"][0] if "betas" in g else g["momentum"],
+    "weight_decay": lambda g: g["weight_decay"],
+}
 
 
 class TensorBoard(Callback):
@@ -52,7 +67,7 @@ class TensorBoard(Callback):
 
     agrees_across_ranks = True  # only writes (on rank 0); it cancels nothing
 
-    reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer")
+    reads = ("step_loss", "phase", "global_step", "epoch", "n_epochs", "callbacks", "optimizer", "metrics")
     run_after = ("Metrics",)
 
     def __init__(
@@ -75,6 +90,8 @@ class TensorBoard(Callback):
         self._losses: list[torch.Tensor] = []
         self._loss_steps: list[int] = []
         self._hp_logged: dict[str, int] = {}
+        self._options: list[tuple[int, list[Any]]] = []  # (step, the logged options of every group), buffered
+        self._keys: list[str] = []  # the options logged, from _OPTIONS
 
     def before_fit(self, learner: Any) -> None:
         self.writer = None
@@ -83,9 +100,13 @@ class TensorBoard(Callback):
         from torch.utils.tensorboard import SummaryWriter  # lazily: tensorboard is heavy
 
         self._schedulers = [cb for cb in learner.callbacks if isinstance(cb, Scheduler)]
-        self._metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         self.writer = SummaryWriter(self.logdir, purge_step=learner.global_step or None)
-        self._losses, self._loss_steps, self._hp_logged = [], [], {}
+        self._losses, self._loss_steps, self._hp_logged, self._options = [], [], {}, []
+        written = {
+            w.split(".")[1] for cb in learner.callbacks for w in getattr(cb, "writes", ()) if w.startswith("optimizer.")
+        }
+        first = learner.optimizer.param_groups[0] if learner.optimizer.param_groups else {}
+        self._keys = [k for k in _OPTIONS if (k == "lr" or k in written) and _has(first, k)]
         self._initial_groups = [{k: v for k, v in g.items() if k != "params"} for g in learner.optimizer.param_groups]
 
     def after_step(self, learner: Any) -> None:
@@ -94,6 +115,9 @@ class TensorBoard(Callback):
         if self.writer is not None:  # rank 0 only
             self._losses.append(learner.step_loss.detach())
             self._loss_steps.append(learner.global_step - 1)
+            # What this step used, read after it: a tensor option is copied (read on the host at the flush).
+            values = [_OPTIONS[k](g) for g in learner.optimizer.param_groups for k in self._keys]
+            self._options.append((learner.global_step - 1, [_copy(v) for v in values]))
 
     def after_batch(self, learner: Any) -> None:
         if learner.phase == "train" and len(self._losses) >= self.flush_every:
@@ -103,10 +127,9 @@ class TensorBoard(Callback):
         if self.writer is None:
             return
         self._flush()
-        if self._metrics is not None and self._metrics.history:
-            for key, value in self._metrics.history[-1].items():
-                if key != "epoch":
-                    self.writer.add_scalar(f"epoch/{key}", value, learner.global_step)
+        for key, value in learner.metrics.items():  # the epoch's means, when Metrics is there
+            if key != "epoch":
+                self.writer.add_scalar(f"epoch/{key}", value, learner.global_step)
         self.writer.flush()
 
     def after_fit(self, learner: Any) -> None:
@@ -125,10 +148,22 @@ class TensorBoard(Callback):
             for step, value in zip(self._loss_steps, torch.stack(self._losses).tolist()):
                 self.writer.add_scalar("train/loss", value, step)
             self._losses, self._loss_steps = [], []
+        n = len(self._keys)
+        for step, values in self._options:
+            for j, value in enumerate(values):
+                group = j // n
+                self.writer.add_scalar(
+                    f"hparams/{self._keys[j % n]}" + (f"/group{group}" if group else ""), float(value), step
+                )
+        self._options = []
         for scheduler in self._schedulers:
-            # Value i of a per-step history was applied at step i; of a per-epoch history, in epoch i.
+            # Value i of a per-step history was applied at step i; of a per-epoch history, in epoch i. The
+            # optimizer's options are logged from its param groups instead (above).
             tag = "hparams" if scheduler.per == "step" else "hparams_per_epoch"
-            for name, history in scheduler.history.items():
+            for hp, _ in scheduler.entries:
+                if isinstance(hp, OptimizerHyperParameter):
+                    continue
+                name, history = hp.name, scheduler.history[hp.name]
                 for i in range(self._hp_logged.get(name, 0), len(history)):
                     self.writer.add_scalar(f"{tag}/{name}", history[i], i)
                 self._hp_logged[name] = len(history)
@@ -149,9 +184,7 @@ class TensorBoard(Callback):
         for scheduler in self._schedulers:
             for hp, schedule in scheduler.entries:
                 hparams[f"schedule/{hp.name}"] = repr(schedule)
-        final: dict[str, float] = {}
-        if self._metrics is not None and self._metrics.history:
-            final = {f"final/{k}": v for k, v in self._metrics.history[-1].items() if k != "epoch"}
+        final = {f"final/{k}": v for k, v in learner.metrics.items() if k != "epoch"}
         table = "\n".join(f"| {k} | {v} |" for k, v in hparams.items())
         self.writer.add_text("run/hyperparameters", "| name | value |\n|---|---|\n" + table, learner.global_step)
         self.writer.add_hparams(hparams, final, run_name=".")
@@ -162,9 +195,23 @@ class TensorBoard(Callback):
             "losses": [t.cpu() for t in self._losses],
             "loss_steps": list(self._loss_steps),
             "hp_logged": dict(self._hp_logged),
+            "options": [(step, [float(v) for v in values]) for step, values in self._options],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._losses = list(state["losses"])
         self._loss_steps = list(state["loss_steps"])
         self._hp_logged = dict(state["hp_logged"])
+        self._options = [(int(step), list(values)) for step, values in state.get("options", [])]
+
+
+def _has(group: Any, key: str) -> bool:
+    try:
+        _OPTIONS[key](group)
+    except (KeyError, IndexError, TypeError):
+        return False
+    return True
+
+
+def _copy(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value

@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import functools
 import types
+from collections.abc import Sequence
 from typing import Any
 
 from .events import EVENTS
@@ -145,3 +146,37 @@ def validate_callback(callback: object) -> None:
     agrees = getattr(callback, "agrees_across_ranks", False)
     if not isinstance(agrees, bool):
         raise CallbackError(f"callback {name} declares agrees_across_ranks={agrees!r}; it must be True or False")
+
+
+def learner_state_names(learner: object) -> set[str]:
+    """The state a learner holds for callbacks to read and write: its public attributes and properties."""
+    names = {name for name in vars(learner) if not name.startswith("_")}
+    for klass in type(learner).__mro__:
+        names |= {name for name, value in vars(klass).items() if isinstance(value, property) and name[0] != "_"}
+    return names
+
+
+def check_declared_state(callbacks: Sequence[object], state: set[str]) -> None:
+    """Raise :class:`CallbackError` for a declared read or write that names no learner state.
+
+    Known state is ``state`` (:func:`learner_state_names`: what the Learner holds) and every bare name a callback declares
+    it writes (state a callback adds for others to read, as ``Metrics`` fills ``metrics``; FluxTraining's
+    ``cbstate``). A dotted name (``"optimizer.lr"``) is checked by its first part, which must already exist: an
+    object is mutated in place. So a typo (``"optimzer.lr"``, ``"los"``) fails when the Learner is built, with the
+    closest known names, instead of silently ordering nothing.
+    """
+    known = set(state) | {w for cb in callbacks for w in getattr(cb, "writes", ()) if "." not in w}
+    for cb in callbacks:
+        for decl in ("reads", "writes"):
+            for path in getattr(cb, decl, ()):
+                head = path.split(".")[0]
+                if head in known or (decl == "writes" and head == path):
+                    continue
+                close = difflib.get_close_matches(head, sorted(known), n=3)
+                hint = (
+                    f"did you mean {' or '.join(map(repr, close))}?" if close else f"known: {', '.join(sorted(known))}"
+                )
+                raise CallbackError(
+                    f"callback {callback_name(cb)} declares {decl} {path!r}, but the learner holds no {head!r} and no "
+                    f"callback writes it; {hint} Fix the name in {callback_name(cb)}.{decl}"
+                )

@@ -21,7 +21,7 @@ import torch
 
 from ..distributed.collectives import any_rank
 from . import evaluation
-from .callback import callback_name
+from .callback import callback_name, check_declared_state, learner_state_names
 from .checks import check_arguments, check_budgets, check_count, check_data, is_cancel, length, misplaced
 from .data_cursor import DataCursor
 from .device import resolve_device
@@ -142,6 +142,9 @@ class Learner:
         # The run record this training belongs to, written into checkpoints (set by loopkit.runs).
         self.run: dict[str, Any] | None = None
         init_step_state(self)  # micro_batch, accumulate, skipped_steps and the step's policy
+        #: The latest finished epoch's means (``{"valid_loss": ...}``), written by Metrics, read by the monitors.
+        self.metrics: dict[str, float] = {}
+        check_declared_state(self.callbacks, learner_state_names(self))  # a misspelt reads/writes name fails here
 
         # Callbacks may validate themselves against the built learner (a scheduled attribute must exist).
         for cb in self.callbacks:
@@ -256,8 +259,7 @@ class Learner:
             raise resolve("after_fit", raised)
 
     def _out_of_budget(self) -> bool:
-        # Each rank reads its own clock, so a distributed run agrees on the deadline (any_rank: one all-reduce
-        # per check, only when max_time is given); global_step is the same on every rank.
+        # Ranks agree on the deadline (any_rank: one all-reduce a check, with max_time only); global_step agrees.
         return (self.max_steps is not None and self.global_step >= self.max_steps) or (
             self._deadline is not None and any_rank(time.monotonic() >= self._deadline)
         )
@@ -339,8 +341,7 @@ class Learner:
             fire(h["after_loss"])
 
     def _zero_grad(self) -> None:
-        """Clear the gradients of the optimizer's parameters and of the model's parameters outside it, which
-        ``optimizer.zero_grad`` would leave to pile up step after step (a backbone added to the optimizer later)."""
+        """Clear the optimizer's gradients and those of model parameters outside it (a backbone added later)."""
         self.optimizer.zero_grad(set_to_none=True)
         for p in self._outside:
             p.grad = None
@@ -375,10 +376,8 @@ class Learner:
     # ----------------------------------------------------------------------------------------- inspecting
     @property
     def position(self) -> tuple[int, int] | None:
-        """``(epoch, batches done in its train phase)``: where a run resumed from here would continue.
-
-        ``None`` during validation, where a checkpoint could not be resumed exactly.
-        """
+        """``(epoch, batches done in its train phase)``: where a run resumed from here would continue; ``None``
+        during validation, where a checkpoint could not be resumed exactly."""
         return self._position
 
     def describe(self) -> str:

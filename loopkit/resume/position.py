@@ -31,7 +31,9 @@ def problems(position: Any, n_epochs: int | None, max_steps: int | None, n_batch
     if epoch == n_epochs:
         return [
             f"it was taken {where}, the end of this fit of n_epochs={n_epochs}: resuming would train nothing; "
-            "pass a larger n_epochs to train further"
+            "to train further, pass a larger n_epochs, and give every Scheduler on_mismatch='stretch' (the rest of "
+            "its schedules over the added epochs) or on_mismatch='hold' (a finished schedule stays at its last "
+            "value)"
         ]
     if batch and n_batches is not None and batch > n_batches:
         return [

@@ -2,6 +2,7 @@
 
 - :mod:`~loopkit.runs.parameters`: typed parameters as a dataclass -> command-line flags and config files;
 - :mod:`~loopkit.runs.registry`: schedules and torch losses by name, so a whole job is a parameter set;
+- :mod:`~loopkit.runs.open`: a run's parameters, status, metrics and its best or last model (:func:`open_run`);
 - :mod:`~loopkit.runs.record`: run records under ``runs/<experiment>/<run>`` (status, metrics, reproducibility);
 - :mod:`~loopkit.runs.recorder`: the callback that writes a run's record while it trains;
 - :mod:`~loopkit.runs.runner`: run a task (a module with ``Params`` and ``build``) as a recorded run, resume one;
@@ -14,6 +15,7 @@
 Nothing here imports optuna, yaml or matplotlib until a sweep, a YAML file or a plot needs it.
 """
 
+from .open import OpenedRun, load_model, open_run
 from .parameters import ParameterError, make_params, param, parse_params, to_dict
 
-__all__ = ["ParameterError", "make_params", "param", "parse_params", "to_dict"]
+__all__ = ["OpenedRun", "ParameterError", "load_model", "make_params", "open_run", "param", "parse_params", "to_dict"]

@@ -64,6 +64,26 @@ def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+LOWER_IS_BETTER = ("loss", "error", "err", "mse", "mae", "rmse", "perplexity")
+
+
+def metric_mode(metric: str, monitor: str | None = None, mode: str | None = None) -> str:
+    """Whether a higher (``"max"``) or lower (``"min"``) ``metric`` is better.
+
+    The rule: the run's monitored metric follows the run's ``mode``; any other metric whose name ends in one of
+    :data:`LOWER_IS_BETTER` (``valid_loss``, ``train_error``, ``valid_mse``, ...) is minimised, every other
+    one (accuracy, recall, F1, ...) maximised.
+
+    Example:
+        >>> metric_mode("valid_loss"), metric_mode("valid_accuracy"), metric_mode("score", "score", "min")
+        ('min', 'max', 'min')
+    """
+    if monitor is not None and metric == monitor and mode in ("min", "max"):
+        return mode
+    last = metric.lower().replace("-", "_").rsplit("_", 1)[-1]
+    return "min" if last in LOWER_IS_BETTER else "max"
+
+
 def check_name(kind: str, name: str) -> str:
     """A run or experiment name: letters, digits, ``-``, ``_``, ``.``; not starting with ``.``."""
     if not isinstance(name, str) or not name or name.startswith(".") or not set(name) <= _NAME_CHARS:
@@ -248,13 +268,17 @@ class Run:
             return [json.loads(line) for line in f if line.strip()]
 
     def value(self, metric: str, which: str = "best") -> float | None:
-        """The run's ``best`` (by its own mode) or ``final`` value of ``metric``; None if it never produced it."""
+        """The run's ``best`` or ``final`` value of ``metric``; None if it never produced it.
+
+        The best follows the metric's own direction (:func:`metric_mode`): the lowest ``valid_loss`` and the
+        highest ``valid_accuracy`` of the same run, whichever of them the run monitored.
+        """
         if which == "final":
             return self.info["final"].get(metric)
         rows = [r[metric] for r in self.metrics() if metric in r]
         if not rows:
             return None
-        return max(rows) if self.info["mode"] == "max" else min(rows)
+        return max(rows) if metric_mode(metric, self.info["monitor"], self.info["mode"]) == "max" else min(rows)
 
     # ------------------------------------------------------------------------------------------ writing
     def save(self) -> None:

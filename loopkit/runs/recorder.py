@@ -1,6 +1,7 @@
 """RunRecorder: the callback that keeps a run's record (:mod:`loopkit.runs.record`) while it trains.
 
-At ``before_fit`` the run becomes STARTED and a heartbeat thread starts; after every epoch ``metrics.jsonl``
+At ``before_fit`` the run becomes STARTED, its record takes the optimizer's real per-group settings
+(``optimizer``, :func:`~loopkit.optimizers.optimizer_settings`), and a heartbeat thread starts; after every epoch ``metrics.jsonl``
 and the final and best values are rewritten from :attr:`Metrics.history <loopkit.callbacks.Metrics.history>`;
 at ``after_fit`` the run becomes FINISHED, PRUNED (the error is Optuna's ``TrialPruned``) or FAILED (any
 other error; ``KeyboardInterrupt`` and SIGTERM's ``SystemExit`` give the reason ``"interrupted"``), and the
@@ -15,6 +16,7 @@ from typing import Any
 from ..callbacks.metrics import Metrics
 from ..distributed import is_main_process
 from ..loop.callback import Callback
+from ..optimizers import optimizer_settings
 from .record import FAILED, FINISHED, HEARTBEAT_S, PRUNED, Heartbeat, Run
 
 
@@ -39,7 +41,7 @@ class RunRecorder(Callback):
         beats: more functions the heartbeat thread calls (a sweep adds one that marks its Optuna trial alive).
     """
 
-    reads = ("epoch", "callbacks", "error")
+    reads = ("epoch", "callbacks", "error", "optimizer")
     run_after = ("Metrics",)
 
     def __init__(
@@ -58,6 +60,8 @@ class RunRecorder(Callback):
         self._metrics = next((cb for cb in learner.callbacks if isinstance(cb, Metrics)), None)
         if not is_main_process():
             return
+        # What the optimizer really uses per group, read from it (not the options that were meant for it).
+        self.run.info["optimizer"] = optimizer_settings(learner.optimizer)
         self.run.start(self.repro)
         self._heartbeat = Heartbeat([self.run.beat, *self.beats], self.interval).start()
 

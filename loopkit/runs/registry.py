@@ -1,4 +1,4 @@
-"""Schedules and losses by name and options, as optimizers already are (:func:`loopkit.optimizers.make_optimizer`),
+"""Schedules, losses and miners by name and options, as optimizers already are (:func:`loopkit.optimizers.make_optimizer`),
 so that a whole job (Finetuner's ``scheduler``, ``scheduler_options``, ``scheduler_step``, ``loss``) is a
 parameter set.
 
@@ -28,10 +28,14 @@ Example:
     (0.1, (0.0, 0.1, 0.0))
     >>> type(make_loss("triplet_margin", {"margin": 0.2})).__name__
     'TripletMarginLoss'
+    >>> mined = make_loss("pml:triplet_margin", {"margin": 0.2}, miner=make_miner("triplet_margin", {"margin": 0.1}))
+    >>> type(mined.loss).__module__, mined.miner.margin
+    ('pytorch_metric_learning.losses.triplet_margin_loss', 0.1)
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -167,17 +171,119 @@ def available_losses() -> dict[str, type]:
     return found
 
 
-def make_loss(name: str, options: Mapping[str, Any] | None = None) -> torch.nn.Module:
-    """``torch.nn.<Name>Loss(**options)`` for the loss called ``name`` (any case, snake_case, ``Loss`` optional).
+PML = "pml:"  # the prefix of a pytorch-metric-learning loss's name
+
+
+def _pml(what: str) -> Any:
+    try:
+        return importlib.import_module(f"pytorch_metric_learning.{what}")
+    except ImportError:
+        raise ValueError(
+            f"pytorch-metric-learning's {what} need the metric-learning extra: pip install 'loopkit[metric-learning]'"
+        ) from None
+
+
+def _pml_classes(what: str, suffix: str) -> dict[str, type]:
+    module = _pml(what)
+    found = {}
+    for attr in dir(module):
+        cls = getattr(module, attr)
+        if attr.lower().endswith(suffix) and not attr.startswith("Base") and isinstance(cls, type):
+            key = attr.lower()[: -len(suffix)]
+            found[key] = cls
+    return found
+
+
+def _build(what: str, cls: type, options: Mapping[str, Any] | None) -> Any:
+    options = dict(options or {})
+    signature = inspect.signature(cls)
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        _check_options(what, cls, options)
+        return cls(**options)
+    try:  # the class passes **kwargs on to its bases, which check them
+        return cls(**options)
+    except TypeError as error:
+        accepted = [p for p in signature.parameters if p not in ("self", "kwargs")]
+        raise ValueError(
+            f"{what}: bad option(s) {options!r} ({error}); its own options are {', '.join(accepted)}"
+        ) from None
+
+
+def make_loss(name: str, options: Mapping[str, Any] | None = None, *, miner: Any = None) -> torch.nn.Module:
+    """The loss called ``name`` with ``options``.
+
+    - A ``torch.nn`` loss: any case, snake_case, ``Loss`` optional (``"cross_entropy"``, ``"TripletMarginLoss"``).
+    - A `pytorch-metric-learning <https://kevinmusgrave.github.io/pytorch-metric-learning/>`_ loss (the
+      ``metric-learning`` extra): ``"pml:"`` and its name, the same spellings (``"pml:triplet_margin"``,
+      ``"pml:ContrastiveLoss"``, ``"pml:ntxent"``). It is called as ``loss(embeddings, labels)``, as the Learner's
+      step calls any loss, so a metric-learning job needs no step of its own.
+
+    Args:
+        miner: a miner (:func:`make_miner`) whose tuples the pytorch-metric-learning loss uses: the result is a
+            :class:`MinedLoss`, and the miner is ``loss_fn.miner`` to a Scheduler
+            (``Attribute("loss_fn.miner.margin")`` schedules its margin).
 
     Raises:
-        ValueError: an unknown name (listing the valid ones) or an unknown option (listing the loss's).
+        ValueError: an unknown name (listing the valid ones), an unknown option (listing the loss's), a
+            ``miner`` with a torch loss, or a ``pml:`` name without pytorch-metric-learning installed.
     """
     if not isinstance(name, str):
         raise TypeError(f"loss name must be a string such as 'cross_entropy', got {name!r}")
+    if name.lower().startswith(PML):
+        known = _pml_classes("losses", "loss")
+        cls = known.get(_loss_key(name[len(PML) :]))
+        if cls is None:
+            raise ValueError(
+                f"unknown pytorch-metric-learning loss {name!r}; valid names: "
+                f"{', '.join(PML + c.__name__ for c in sorted(known.values(), key=lambda c: c.__name__))}"
+            )
+        loss = _build(f"loss {name!r}", cls, options)
+        return loss if miner is None else MinedLoss(loss, miner)
+    if miner is not None:
+        raise ValueError(
+            f"loss {name!r} is torch's, which takes no miner; use a pytorch-metric-learning loss "
+            f"('{PML}{name}') with a miner"
+        )
     known = available_losses()
     cls = known.get(_loss_key(name))
     if cls is None:
         raise ValueError(f"unknown loss {name!r}; valid names: {', '.join(sorted(c.__name__ for c in known.values()))}")
     _check_options(cls.__name__, cls, options or {})
     return cls(**(options or {}))
+
+
+def make_miner(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The `pytorch-metric-learning <https://kevinmusgrave.github.io/pytorch-metric-learning/miners/>`_ miner
+    called ``name`` with ``options`` (the ``metric-learning`` extra): any case, snake_case, ``Miner`` optional
+    (``"triplet_margin"`` with ``{"margin": 0.1, "type_of_triplets": "semihard"}``, ``"BatchHardMiner"``,
+    ``"multi_similarity"``). Its options are attributes a Scheduler can move (``Attribute("loss_fn.miner.margin")``
+    when it is given to :func:`make_loss`).
+
+    Raises:
+        ValueError: an unknown name (listing the valid ones), a bad option, or pytorch-metric-learning missing.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"miner name must be a string such as 'triplet_margin', got {name!r}")
+    known = _pml_classes("miners", "miner")
+    key = name.lower().replace("_", "").replace("-", "")
+    cls = known.get(key[: -len("miner")] if key.endswith("miner") else key)
+    if cls is None:
+        raise ValueError(
+            f"unknown miner {name!r}; valid names: {', '.join(sorted(c.__name__ for c in known.values()))}"
+        )
+    return _build(f"miner {name!r}", cls, options)
+
+
+class MinedLoss(torch.nn.Module):
+    """A pytorch-metric-learning ``loss`` computed on the tuples ``miner`` picks from each batch:
+    ``loss(embeddings, labels, miner(embeddings, labels))``.
+
+    Shapes: ``embeddings`` (batch, dim), ``labels`` (batch,) integer classes; returns a scalar.
+    """
+
+    def __init__(self, loss: torch.nn.Module, miner: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss, self.miner = loss, miner
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss(embeddings, labels, self.miner(embeddings, labels))

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -210,8 +211,9 @@ def dimension(name: str, spec: Any) -> Dimension:
         if not isinstance(args, Mapping):
             raise SpaceError(f"search dimension {name!r}: {mode} takes named arguments, got {args!r}")
         return cls(**args)
-    except TypeError as error:
-        raise SpaceError(f"search dimension {name!r}: {mode} {error}") from None
+    except TypeError:
+        wanted = ", ".join(p for p in inspect.signature(cls).parameters if p != "self")
+        raise SpaceError(f"search dimension {name!r}: {mode} takes {wanted}; got {args!r}") from None
     except SpaceError as error:
         raise SpaceError(f"search dimension {name!r}: {error}") from None
 

@@ -42,12 +42,13 @@ import numpy as np
 
 from .parameters import ParameterError, make_params, to_dict
 from .record import FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
-from .runner import load_task, resume_run, run_task, task_id
+from .runner import fit_budget, load_task, resume_run, run_task, task_id
 from .space import Dimension, SpaceError, apply, grid, space
 from .table import table
 
 SAMPLERS = ("grid", "random", "tpe")
 _HEARTBEAT_ATTR = "loopkit_heartbeat"
+_PARAMS_ATTR = "loopkit_params"
 
 
 class SweepError(ValueError):
@@ -137,6 +138,11 @@ class Sweep:
             raise SweepError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
         if sampler != "grid" and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
             raise SweepError(f"sampler={sampler!r} needs a budget: n_trials >= 1, got n_trials={n_trials!r}")
+        if sampler == "grid" and n_trials is not None:
+            raise SweepError(
+                f"n_trials={n_trials!r} with sampler='grid': a grid runs every combination of its dimensions; "
+                "leave n_trials out, or use sampler='random' or 'tpe' for a budget of n_trials"
+            )
         self.module = load_task(task)
         self.task = task_id(self.module)
         self.experiment, self.root = experiment, os.fspath(root)
@@ -180,6 +186,7 @@ class Sweep:
     def _draw_random(self) -> list[dict[str, Any]]:
         import optuna
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
         # Optuna's RandomSampler, seeded, draws every configuration up front, so that the draws do not depend
         # on which worker runs which trial.
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=self.seed))
@@ -198,8 +205,8 @@ class Sweep:
         points = self.points or [{n: d.values(np.random.default_rng(self.seed))[0] for n, d in self.dimensions.items()}]
         for point in points:
             try:
-                make_params(self.module.Params, apply(self.base, point))
-            except (ParameterError, SpaceError) as error:
+                fit_budget(make_params(self.module.Params, apply(self.base, point)))
+            except (ParameterError, SpaceError, ValueError) as error:
                 raise SweepError(f"configuration {point}: {error}") from None
 
     def _check_monitor(self) -> None:
@@ -405,6 +412,9 @@ class Sweep:
         state, value, error = optuna.trial.TrialState.COMPLETE, None, None
         try:
             point = self._params_for(trial)
+            # What the trial really runs with, every dimension included (a Single is never a sampler's
+            # parameter, so trial.params alone leaves it out): results and best_params read this.
+            trial.set_user_attr(_PARAMS_ATTR, point)
             seeds = self.seeds if (self.sampler == "tpe" and self.seeds) else [point.get("seed")]
             resume = list(trial.user_attrs.get("loopkit_resume_runs") or [])
             names = [
@@ -489,7 +499,7 @@ class Sweep:
                 continue
             if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("loopkit_reason") == "interrupted":
                 continue  # retried under a new trial
-            point = dict(t.system_attrs.get("fixed_params") or t.params)
+            point = self.trial_params(t)
             point.pop("seed", None)
             key = json.dumps(point, sort_keys=True, default=repr)
             row = groups.setdefault(
@@ -507,12 +517,27 @@ class Sweep:
         for row in groups.values():
             values = row.pop("values")
             row["mean"] = statistics.fmean(values) if values else None
-            row["std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+            row["std"] = statistics.stdev(values) if len(values) > 1 else None  # no spread from one value
             row["n"] = len(values)
             rows.append(row)
         sign = -1 if self.mode == "max" else 1
         rows.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] if r["mean"] is not None else 0.0)))
         return rows
+
+    def trial_params(self, trial: Any) -> dict[str, Any]:
+        """The searched parameters ``trial`` (an Optuna ``FrozenTrial``) ran with, every dimension included.
+
+        Read from what the trial recorded when it started; a trial that never started (or was recorded by an
+        older loopkit) falls back on its enqueued values, then on its sampler's parameters, and a
+        single-valued dimension is filled in from its one value.
+        """
+        point = dict(trial.user_attrs.get(_PARAMS_ATTR) or trial.system_attrs.get("fixed_params") or trial.params)
+        for name, dim in self.dimensions.items():
+            if name not in point:
+                only = dim.values(np.random.default_rng(self.seed))
+                if len(only) == 1:
+                    point[name] = only[0]
+        return point
 
     def best_params(self) -> dict[str, Any]:
         """The best configuration's parameters (all of them: the searched ones over ``base``)."""
@@ -536,7 +561,7 @@ class Sweep:
             ]
             for r in self.results()
         ]
-        return table(rows, [*names, f"{self.monitor} mean", "std", "finished", "pruned", "failed", "trials"])
+        return table(rows, [*names, f"{self.monitor} mean", "std", "n", "pruned", "failed", "trials"])
 
     def plot(self, path: str | os.PathLike | None = None) -> str:
         """A PNG of the metric against each searched parameter (one panel each; every finished run a dot,
@@ -573,10 +598,8 @@ class Sweep:
         plt.close(fig)
         return path
 
-    @staticmethod
-    def _value_of(trial: Any, name: str) -> Any:
-        fixed = trial.system_attrs.get("fixed_params") or {}
-        return fixed.get(name, trial.params.get(name))
+    def _value_of(self, trial: Any, name: str) -> Any:
+        return self.trial_params(trial).get(name)
 
 
 def from_config(config: Mapping[str, Any], **overrides: Any) -> Sweep:

@@ -136,3 +136,13 @@ def times(ts: Any) -> np.ndarray:
         bad = arr[~np.isfinite(arr)][0]
         raise ValueError(f"cannot evaluate a schedule at time {bad!r}; times are finite numbers of steps or epochs")
     return arr
+
+
+def pct(call: str, pct_start: Any) -> float:
+    return real(call, "pct_start", pct_start, low=0, high=1)
+
+
+def unit(call: str, unit: Any, allowed: tuple[str, ...] = ("epoch", "step", "fraction")) -> str:
+    if not isinstance(unit, str) or unit not in allowed:
+        raise ValueError(f"{call}(unit={show(unit)}): unknown unit; use one of {list(allowed)}")
+    return unit

@@ -18,6 +18,14 @@ step       ``a``                               hold ``a`` until the next knot
 
 A callable ``f`` on [0, 1] with ``f(0) = 0`` and ``f(1) = 1`` gives ``a + (b - a) f(p)``.
 
+Two families take shape exponents (objects, equal when their exponents are):
+
+- :func:`power` ``(exponent, k=1)``: ``b + (a - b) (1 - p**k) ** exponent``: polynomial decay (transformers'
+  ``get_polynomial_decay_schedule_with_warmup``, optax's ``polynomial_schedule``, timm's ``PolyLRScheduler`` with
+  ``k_decay``); ``power(1, k=0.5)`` is the "1-sqrt" cool-down;
+- :func:`cosine` ``(exponent=1, k=1)``: ``b + (a - b) ((1 + cos(pi p**k)) / 2) ** exponent``: optax's cosine
+  ``exponent``, timm's cosine ``k_decay``.
+
 Example:
     >>> ANNEALS["cos"](0.0, 1.0, 0.5)
     0.5
@@ -62,6 +70,83 @@ def exp(a: float, b: float, p: P) -> P:
 
 def step(a: float, b: float, p: P) -> P:
     return a + 0.0 * p
+
+
+class _Shaped:
+    """An annealing with exponents; plain data (equal, hashable, printable by its arguments)."""
+
+    name = ""
+
+    def __init__(self, call: str, exponent: Any, k: Any) -> None:
+        for arg, value in (("exponent", exponent), ("k", k)):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)) or not math.isfinite(value):
+                raise ValueError(f"{call}({arg}={value!r}): {arg} must be a finite number > 0")
+            if value <= 0:
+                raise ValueError(f"{call}({arg}={value!r}): {arg} must be > 0")
+        self.exponent, self.k = float(exponent), float(k)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and (other.exponent, other.k) == (self.exponent, self.k)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.exponent, self.k))
+
+    def __repr__(self) -> str:
+        k = "" if self.k == 1.0 else f", k={self.k!r}"
+        return f"{self.name}({self.exponent!r}{k})"
+
+
+class Power(_Shaped):
+    """``b + (a - b) (1 - p**k) ** exponent``; made by :func:`power`."""
+
+    name = "power"
+
+    @classmethod
+    def exact(cls, exponent: float) -> Power:
+        """Internal: ``(1 - p) ** exponent`` for an exponent the caller checked (>= 0: torch allows 0)."""
+        self = cls.__new__(cls)
+        self.exponent, self.k = float(exponent), 1.0
+        return self
+
+    def __call__(self, a: Any, b: Any, p: Any) -> Any:
+        q = p if self.k == 1.0 else p**self.k
+        return b + (a - b) * (1.0 - q) ** self.exponent
+
+
+class Cosine(_Shaped):
+    """``b + (a - b) ((1 + cos(pi p**k)) / 2) ** exponent``; made by :func:`cosine`."""
+
+    name = "cosine"
+
+    def __call__(self, a: Any, b: Any, p: Any) -> Any:
+        q = p if self.k == 1.0 else p**self.k
+        half = 0.5 * (1.0 + _xp(p).cos(math.pi * q))
+        return b + (a - b) * (half if self.exponent == 1.0 else half**self.exponent)
+
+
+def power(exponent: float = 1.0, k: float = 1.0) -> Power:
+    """Polynomial annealing ``b + (a - b) (1 - p**k) ** exponent`` (``exponent`` and ``k`` finite, > 0).
+
+    ``exponent=1`` is linear, ``2`` falls fast then flattens, ``0.5`` holds high then falls fast (timm's poly
+    default); ``k`` is timm's ``k_decay``; ``power(1, k=0.5)`` is the 1-sqrt cool-down ``a + (b - a) sqrt(p)``.
+
+    Example:
+        >>> power(2)(25.0, 10.0, 0.5)  # optax polynomial_schedule(25, 10, power=2, transition_steps=10) at 5
+        13.75
+    """
+    return Power("power", exponent, k)
+
+
+def cosine(exponent: float = 1.0, k: float = 1.0) -> Cosine:
+    """Cosine annealing with shape exponents: ``b + (a - b) ((1 + cos(pi p**k)) / 2) ** exponent``.
+
+    ``exponent`` is optax's ``cosine_decay_schedule(exponent=...)``, ``k`` timm's ``k_decay``; both finite, > 0.
+
+    Example:
+        >>> round(cosine(2)(0.1, 0.0, 0.5), 12)  # optax cosine_decay_schedule(0.1, 100, exponent=2) at 50
+        0.025
+    """
+    return Cosine("cosine", exponent, k)
 
 
 ANNEALS: dict[str, Callable] = {"linear": linear, "cos": cos, "sin": sin, "exp": exp, "step": step, "const": step}
@@ -119,7 +204,7 @@ def resolve(anneal: str | Callable, a: float, b: float) -> Callable:
             )
         fn = ANNEALS[anneal]
     elif callable(anneal):
-        fn = anneal if isinstance(anneal, Custom) else Custom(anneal)
+        fn = anneal if isinstance(anneal, (Custom, _Shaped)) else Custom(anneal)
     else:
         raise TypeError(f"anneal must be a name or a function on [0, 1], got {anneal!r}")
     check(fn, a, b)

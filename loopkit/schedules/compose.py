@@ -6,7 +6,10 @@
   scaled (``decay``): warm restarts;
 - :func:`shift`, :func:`stretch` and :func:`scale` move a schedule in time or scale its values.
 
-All parts must share one unit (mixed-unit knots are for single schedules).
+All parts must share one unit (mixed-unit knots are for single schedules). Any schedule object composes
+(:mod:`~loopkit.schedules.protocol`): torch's endless decays (:func:`~.torch_lr.step_lr`,
+:func:`~.torch_lr.exponential_lr`), products and a user's own; when every part is a plain :class:`Schedule` the
+result is one too (knots you can read), otherwise a small object that evaluates its parts at moved times.
 
 Example:
     >>> warm = Schedule([0, 100], [0.0, 1.0], unit="step")
@@ -24,7 +27,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _args
+from . import _args, protocol
 from .anneal import step as _hold
 from .schedule import Schedule, _listed
 
@@ -57,26 +60,36 @@ def _common_unit(schedules: Sequence[Schedule], what: str) -> str:
     return units.pop()
 
 
-def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule:
+def join(schedules: Sequence[Any], boundaries: Sequence[float]) -> Any:
     """Schedule ``i`` runs from ``boundaries[i-1]`` (0 for the first), seeing time ``t - boundaries[i-1]``.
 
     Args:
-        schedules: n schedules in one unit.
-        boundaries: n - 1 strictly increasing times at which the next schedule takes over.
+        schedules: n schedules in one unit: plain :class:`Schedule` objects (the result is one too) or any
+            schedule objects (:mod:`~loopkit.schedules.protocol`), such as ``step_lr``, where the
+            result evaluates them at ``t - boundaries[i-1]``.
+        boundaries: n - 1 strictly increasing times at which the next schedule takes over, in the parts' unit.
 
     Raises:
-        TypeError: an item of ``schedules`` that is not a :class:`Schedule`.
+        TypeError: an item of ``schedules`` that is not a schedule.
         ValueError: not one boundary fewer than schedules, boundaries not finite, positive and strictly
-            increasing, a ``"pchip"`` schedule, or schedules in different units or with knots in mixed units.
+            increasing, a ``"pchip"`` Schedule among plain ones, or schedules in different units (for objects
+            that are not plain Schedules, when the result is bound), or in fractions of the fit beside an
+            endless one.
+
+    Example:
+        >>> from loopkit.schedules import exponential_lr, linear_lr
+        >>> s = join([linear_lr(0.1, 0.5, total_iters=4), exponential_lr(0.1, gamma=0.5)], [4])
+        >>> [round(v, 6) for v in s.values(7).tolist()]
+        [0.05, 0.0625, 0.075, 0.0875, 0.1, 0.05, 0.025]
     """
+    if isinstance(schedules, Schedule):
+        raise TypeError(f"join needs a sequence of Schedules, got one Schedule {schedules!r}; wrap it in a list")
+    listed = _listed(schedules, "schedules")
+    if listed and not all(isinstance(s, Schedule) for s in listed):
+        parts = [protocol.checked(s, "join") for s in listed]
+        return protocol.Joined(parts, _boundaries(boundaries, len(parts)))
     schedules = _schedules(schedules, "join")
-    boundaries = [_args.real("join", f"boundaries[{i}]", b) for i, b in enumerate(_listed(boundaries, "boundaries"))]
-    if len(boundaries) != len(schedules) - 1:
-        raise ValueError(
-            f"join needs one boundary fewer than schedules: {len(schedules)} schedules, boundaries={list(boundaries)!r}"
-        )
-    if any(b1 <= b0 for b0, b1 in itertools.pairwise(boundaries)) or any(b <= 0 for b in boundaries[:1]):
-        raise ValueError(f"join boundaries must be positive and strictly increasing, got {list(boundaries)!r}")
+    boundaries = _boundaries(boundaries, len(schedules))
     unit = _common_unit(schedules, "join")
     starts = [0.0, *map(float, boundaries)]
     ends = [*map(float, boundaries), None]
@@ -94,6 +107,8 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
         if local[0][0] > start:  # before its first knot a schedule holds its first value
             local.insert(0, (start, local[0][1]))
             seg_fns.insert(0, _hold)
+        elif local[0][0] < start:  # a schedule shifted to begin before its window: cut what comes before
+            local, seg_fns = _clip_start(local, seg_fns, start)
         if end is not None:
             local, seg_fns = _clip_end(schedule, local, seg_fns, end, start)
         if knots:  # a jump into this schedule: the previous segment ends where this one starts
@@ -102,6 +117,32 @@ def join(schedules: Sequence[Schedule], boundaries: Sequence[float]) -> Schedule
         values += [v for _, v in local]
         anneals += seg_fns
     return Schedule._with_jumps(knots, values, anneals, unit, owner="join", open_from=open_from)
+
+
+def _boundaries(boundaries: Any, n_schedules: int) -> list[float]:
+    out = [_args.real("join", f"boundaries[{i}]", b) for i, b in enumerate(_listed(boundaries, "boundaries"))]
+    if len(out) != n_schedules - 1:
+        raise ValueError(
+            f"join needs one boundary fewer than schedules: {n_schedules} schedules, boundaries={list(boundaries)!r}"
+        )
+    if any(b1 <= b0 for b0, b1 in itertools.pairwise(out)) or any(b <= 0 for b in out[:1]):
+        raise ValueError(f"join boundaries must be positive and strictly increasing, got {list(boundaries)!r}")
+    return out
+
+
+def _clip_start(
+    local: list[tuple[float, float]], seg_fns: list[Callable[..., Any]], start: float
+) -> tuple[list[tuple[float, float]], list[Callable[..., Any]]]:
+    """Cut a schedule's (time, value) knots at ``start``, evaluating it there if a segment straddles ``start``."""
+    after = next((i for i, (k, _) in enumerate(local) if k > start), len(local))
+    if after == len(local):  # every knot is before the window: the last value holds
+        return [(start, local[-1][1])], []
+    if local[after - 1][0] == start:  # a knot (the last of a jump) at the window's start
+        return local[after - 1 :], seg_fns[after - 1 :]
+    (k0, v0), (k1, v1) = local[after - 1], local[after]
+    fn = seg_fns[after - 1]
+    q = (start - k0) / (k1 - k0)
+    return [(start, float(fn(v0, v1, q))), *local[after:]], [_Partial(fn, v0, v1, 1.0, q), *seg_fns[after:]]
 
 
 def _clip_end(
@@ -131,39 +172,65 @@ def _clip_end(
 
 
 class _Partial:
-    """The first fraction ``q`` of an annealing from ``a`` to ``b``, re-expressed on [0, 1]."""
+    """The part from ``q0`` to ``q0 + q`` of an annealing from ``a`` to ``b``, re-expressed on [0, 1]."""
 
-    def __init__(self, fn: Callable[..., Any], a: float, b: float, q: float) -> None:
-        self.fn, self.a, self.b, self.q = fn, a, b, q
+    def __init__(self, fn: Callable[..., Any], a: float, b: float, q: float, q0: float = 0.0) -> None:
+        self.fn, self.a, self.b, self.q, self.q0 = fn, a, b, q - q0 if q0 else q, q0
 
     def __call__(self, a: float, b: float, p: Any) -> Any:
-        return self.fn(self.a, self.b, p * self.q)
+        return self.fn(self.a, self.b, self.q0 + p * self.q if self.q0 else p * self.q)
 
     def __repr__(self) -> str:
-        return f"partial({self.fn!r}, {self.q:g})"
+        where = f"{self.q:g}" if not self.q0 else f"{self.q0:g} to {self.q0 + self.q:g}"
+        return f"partial({self.fn!r}, {where})"
 
 
-def repeat(schedule: Schedule, cycles: int, *, period_mult: float = 1.0, decay: float = 1.0) -> Schedule:
+def repeat(
+    schedule: Any, cycles: int, *, period_mult: float = 1.0, decay: float = 1.0, period: float | None = None
+) -> Any:
     """Play ``schedule`` ``cycles`` times back to back: warm restarts.
 
-    Cycle ``i`` lasts ``period * period_mult**i`` (``period`` = the schedule's last knot) and its values are
-    multiplied by ``decay**i``. After the last cycle the last value holds.
+    Cycle ``i`` lasts ``period * period_mult**i`` and its values are multiplied by ``decay**i``. After the last
+    cycle the last value holds.
 
     Args:
-        schedule: a piecewise :class:`Schedule` starting at time 0, all knots in its unit.
+        schedule: a piecewise :class:`Schedule` starting at time 0, all knots in its unit (a cycle is the whole
+            schedule, up to its last knot), or any schedule object with ``period`` given (a cycle is its first
+            ``period``, seen ``period_mult**i`` times slower in cycle ``i``), such as ``step_lr``.
         cycles: a whole number >= 1; at most :data:`~loopkit.schedules._args.MAX_KNOTS` knots in all.
         period_mult: a finite number > 0.
         decay: a finite number > 0.
+        period: the length of one cycle, a finite number > 0, in the schedule's unit; needed for a schedule
+            that is not a plain :class:`Schedule` (``step_lr`` never ends); for a plain one it cuts each cycle
+            at ``period`` instead of at the last knot (the result is then not a plain Schedule).
 
     Raises:
-        TypeError: a ``schedule`` that is not a :class:`Schedule`, an argument that is not a real number.
+        TypeError: a ``schedule`` that is not a schedule, an argument that is not a real number.
         ValueError: ``cycles`` not a whole number in range, ``period_mult`` or ``decay`` not finite and > 0, a
-            schedule that does not start at 0 or has length 0, a ``"pchip"`` schedule, knots in mixed units, or
-            cycles whose times or values leave the float range.
+            schedule that does not start at 0 or has length 0, a ``"pchip"`` schedule, knots in mixed units,
+            cycles whose times or values leave the float range, or ``period`` missing where it is needed.
+
+    Example:
+        >>> from loopkit.schedules import step_lr
+        >>> s = repeat(step_lr(1.0, step_size=2, gamma=0.5), 2, period=4, decay=0.1)
+        >>> [round(v, 6) for v in s.values(9).tolist()]
+        [1.0, 1.0, 0.5, 0.5, 0.1, 0.1, 0.05, 0.05, 0.025]
 
     Source: the warm restarts of I. Loshchilov and F. Hutter, "SGDR: Stochastic Gradient Descent with Warm
     Restarts", arXiv:1608.03983 (``period_mult`` is their ``T_mult``).
     """
+    if period is not None or not isinstance(schedule, Schedule):
+        protocol.checked(schedule, "repeat")
+        if period is None:
+            raise ValueError(
+                f"repeat({schedule!r}, ...): a schedule that is not a plain Schedule has no last knot to end a "
+                "cycle; pass period=, the length of one cycle in its unit"
+            )
+        period = _args.real("repeat", "period", period, low=0, low_open=True)
+        cycles = _args.count("repeat", "cycles", cycles, 1, _args.MAX_KNOTS)
+        period_mult = _args.real("repeat", "period_mult", period_mult, low=0, low_open=True)
+        decay = _args.real("repeat", "decay", decay, low=0, low_open=True)
+        return protocol.Repeated(schedule, cycles, period, period_mult, decay)
     ks, vs = _plain(schedule, "repeat")
     cycles = _args.count(
         "repeat",
@@ -216,10 +283,13 @@ def _cycles(
     return knots, values, anneals
 
 
-def shift(schedule: Schedule, dt: float) -> Schedule:
+def shift(schedule: Any, dt: float) -> Any:
     """The same schedule ``dt`` later (in its unit; ``dt`` finite, any sign); before its first knot it holds
-    its first value."""
+    its first value (optax's ``transition_begin``). Any schedule object shifts: ``step_lr`` shifted by ``dt``
+    holds ``base_lr`` until ``dt``."""
     dt = _args.real("shift", "dt", dt)
+    if not isinstance(schedule, Schedule):
+        return protocol.Shifted(protocol.checked(schedule, "shift"), dt)
     ks, vs = _plain(schedule, "shift")
     open_from = None if schedule._open_from is None else schedule._open_from + dt
     return Schedule._with_jumps(
@@ -227,13 +297,15 @@ def shift(schedule: Schedule, dt: float) -> Schedule:
     )
 
 
-def stretch(schedule: Schedule, factor: float) -> Schedule:
+def stretch(schedule: Any, factor: float) -> Any:
     """The same schedule running ``factor`` times longer.
 
     Raises:
         ValueError: a ``factor`` that is not finite and > 0, or knots that leave the float range.
     """
     factor = _args.real("stretch", "factor", factor, low=0, low_open=True)
+    if not isinstance(schedule, Schedule):
+        return protocol.Stretched(protocol.checked(schedule, "stretch"), factor)
     ks, vs = _plain(schedule, "stretch")
     open_from = None if schedule._open_from is None else schedule._open_from * factor
     return Schedule._with_jumps(
@@ -241,10 +313,12 @@ def stretch(schedule: Schedule, factor: float) -> Schedule:
     )
 
 
-def scale(schedule: Schedule, factor: float) -> Schedule:
+def scale(schedule: Any, factor: float) -> Any:
     """The same schedule with every value multiplied by ``factor`` (finite, any sign; 0 only without ``exp``
     segments, which cannot reach zero)."""
     factor = _args.real("scale", "factor", factor)
+    if not isinstance(schedule, Schedule):
+        return protocol.Scaled(protocol.checked(schedule, "scale"), factor)
     ks, vs = _plain(schedule, "scale")
     return Schedule._with_jumps(
         ks,

@@ -39,8 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import _args
-from .anneal import ANNEALS
-from .presets import _unit
+from .anneal import ANNEALS, Power
 from .schedule import Schedule, _listed, curve
 
 _UNITS = ("step", "epoch")
@@ -52,10 +51,14 @@ def _base(call: str, base_lr: Any) -> float:
 
 class _Geometric:
     """``base * gamma ** (t // every)`` (``stairs``) or ``base * gamma ** (t / every)`` for ``t >= 0``; ``base``
-    before 0. A closed form with no last knot: ``0 <= gamma <= 1`` keeps every value in ``[0, base]``."""
+    before 0; with ``limit``, never past it (a floor for a decay, a ceiling for a growth). A closed form with
+    no last knot, bounded: by ``base`` and 0 for a decay, by ``limit`` for a growth."""
 
-    def __init__(self, call: str, base: float, gamma: float, every: int, stairs: bool, unit: str) -> None:
+    def __init__(
+        self, call: str, base: float, gamma: float, every: float, stairs: bool, unit: str, limit: float | None = None
+    ) -> None:
         self.call, self.base, self.gamma, self.every, self.stairs, self.unit = call, base, gamma, every, stairs, unit
+        self.limit = limit
 
     def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> _BoundGeometric:
         _args.optional_count("bind", "steps_per_epoch", steps_per_epoch)
@@ -67,24 +70,30 @@ class _Geometric:
         return curve(self, n_steps, steps_per_epoch, n_epochs)
 
     def __repr__(self) -> str:
+        end = "" if self.limit is None else f", end_value={self.limit!r}"
         if self.call == "step_lr":
-            return f"step_lr({self.base!r}, step_size={self.every}, gamma={self.gamma!r}, unit={self.unit!r})"
-        return f"exponential_lr({self.base!r}, gamma={self.gamma!r}, unit={self.unit!r})"
+            return f"step_lr({self.base!r}, step_size={self.every}, gamma={self.gamma!r}{end}, unit={self.unit!r})"
+        every_arg = "" if self.every == 1 else f", every={self.every!r}"
+        return f"exponential_lr({self.base!r}, gamma={self.gamma!r}{every_arg}{end}, unit={self.unit!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Geometric) and vars(self) == vars(other)
 
     def __hash__(self) -> int:
-        return hash((self.call, self.base, self.gamma, self.every, self.unit))
+        return hash((self.call, self.base, self.gamma, self.every, self.unit, self.limit))
 
 
 class _BoundGeometric:
     def __init__(self, schedule: _Geometric) -> None:
-        self.schedule = schedule
-        self.axis = schedule.unit
+        s = self.schedule = schedule
+        self.axis = s.unit
         self.horizon = math.inf
         self.open_from = 0.0
-        self.max_abs = schedule.base
+        self.max_abs = s.base if s.limit is None else max(s.base, s.limit)
+        # The power from which the limit holds, found once: a growth's gamma ** n overflows far beyond it.
+        self._cap = math.inf
+        if s.limit is not None:
+            self._cap = 0.0 if s.limit == s.base else math.log(s.limit / s.base) / math.log(s.gamma)
 
     def _power(self, t: Any) -> Any:
         s = self.schedule
@@ -93,53 +102,104 @@ class _BoundGeometric:
 
     def __call__(self, t: float) -> float:
         t = _args.time(t)
+        s = self.schedule
         if t <= 0:
-            return self.schedule.base
-        return self.schedule.base * self.schedule.gamma ** float(self._power(t))
+            return s.base
+        n = float(self._power(t))
+        if s.limit is None:
+            return s.base * s.gamma**n
+        if n >= self._cap:
+            return s.limit
+        value = s.base * s.gamma**n
+        return max(value, s.limit) if s.gamma < 1 else min(value, s.limit)
 
     def table(self, ts: Any) -> np.ndarray:
         ts = _args.times(ts)
-        out = self.schedule.base * self.schedule.gamma ** self._power(np.maximum(ts, 0.0))
-        return np.asarray(out, dtype=np.float64)
+        s = self.schedule
+        n = self._power(np.maximum(ts, 0.0))
+        if s.limit is None:
+            return np.asarray(s.base * s.gamma**n, dtype=np.float64)
+        below = n < self._cap
+        out = np.full_like(ts, s.limit)
+        value = s.base * s.gamma ** n[below]
+        out[below] = np.maximum(value, s.limit) if s.gamma < 1 else np.minimum(value, s.limit)
+        out[ts <= 0] = s.base
+        return out
 
     def __repr__(self) -> str:
         return f"bound {self.schedule!r}"
 
 
-def _decay_gamma(call: str, gamma: Any) -> float:
-    return _args.real(
-        call, "gamma", gamma, low=0, high=1, hint="a growing lr never ends; grow over a known span with anneal='exp'"
-    )
+def _gamma_and_limit(call: str, base: float, gamma: Any, end_value: Any) -> tuple[float, float | None]:
+    """``gamma`` in [0, 1] without ``end_value``; any ``gamma`` > 0 with one, on the side it moves towards."""
+    if end_value is None:
+        hint = "a growing value never ends: pass end_value=, the ceiling it stops at"
+        return _args.real(call, "gamma", gamma, low=0, high=1, hint=hint), None
+    gamma = _args.real(call, "gamma", gamma, low=0, low_open=True, hint="a floor needs a decay that reaches it")
+    limit = _args.real(call, "end_value", end_value, low=0)
+    wrong_side = (gamma < 1 and limit > base) or (gamma > 1 and limit < base) or (gamma == 1 and limit != base)
+    if wrong_side:
+        side = "floor, <= base_lr" if gamma < 1 else "ceiling, >= base_lr" if gamma > 1 else "never reached"
+        raise ValueError(
+            f"{call}(base_lr={base!r}, gamma={gamma!r}, end_value={limit!r}): end_value would be a {side}; optax "
+            "holds such an end_value from step 0, which is never meant: move end_value past base_lr in the "
+            "direction gamma moves, or leave it out"
+        )
+    if base == 0.0 and gamma > 1:
+        raise ValueError(
+            f"{call}(base_lr=0.0, gamma={gamma!r}): a growth from 0 stays at 0 and never reaches "
+            f"end_value={limit!r}; start from a base_lr > 0"
+        )
+    if limit == 0.0:  # a floor at 0 (gamma <= 1 here: a growth from 0 was refused) never binds: no limit
+        return gamma, None
+    return gamma, limit
 
 
-def step_lr(base_lr: float, step_size: int, gamma: float = 0.1, *, unit: str = "step") -> _Geometric:
+def step_lr(
+    base_lr: float, step_size: int, gamma: float = 0.1, *, end_value: float | None = None, unit: str = "step"
+) -> _Geometric:
     """torch's ``StepLR``: ``base_lr * gamma ** (t // step_size)``, for as long as the fit runs.
+
+    With ``end_value`` it is optax's ``exponential_decay(staircase=True)`` with ``transition_steps=step_size``:
+    a decay (``gamma < 1``) stops at the floor ``end_value``, a growth (``gamma > 1``) at the ceiling. optax's
+    ``transition_begin`` is :func:`~loopkit.schedules.compose.shift`.
 
     Args:
         base_lr: the starting value, a finite number >= 0.
-        step_size: a whole number >= 1 of steps (or epochs) between decays.
-        gamma: the factor per decay, in [0, 1] (a growing schedule would leave the float range).
+        step_size: the time between changes, a whole number >= 1 of steps (or epochs).
+        gamma: the factor per change: in [0, 1] without ``end_value``; any finite number > 0 with it.
+        end_value: None, or the finite value >= 0 the schedule stops at: <= ``base_lr`` for a decay, >= it for
+            a growth.
+        unit: ``"step"`` or ``"epoch"``.
+
+    Raises:
+        ValueError: an argument out of its range, quoting it; ``gamma > 1`` without ``end_value`` (it would
+            leave the float range); an ``end_value`` on the wrong side of ``base_lr`` (optax holds it from
+            step 0).
     """
-    return _Geometric(
-        "step_lr",
-        _base("step_lr", base_lr),
-        _decay_gamma("step_lr", gamma),
-        _args.count("step_lr", "step_size", step_size, 1),
-        True,
-        _unit("step_lr", unit, _UNITS),
-    )
+    base = _base("step_lr", base_lr)
+    gamma, limit = _gamma_and_limit("step_lr", base, gamma, end_value)
+    every = _args.count("step_lr", "step_size", step_size, 1)
+    return _Geometric("step_lr", base, gamma, every, True, _args.unit("step_lr", unit, _UNITS), limit)
 
 
-def exponential_lr(base_lr: float, gamma: float, *, unit: str = "step") -> _Geometric:
-    """torch's ``ExponentialLR``: ``base_lr * gamma ** t``, for as long as the fit runs; ``gamma`` in [0, 1]."""
-    return _Geometric(
-        "exponential_lr",
-        _base("exponential_lr", base_lr),
-        _decay_gamma("exponential_lr", gamma),
-        1,
-        False,
-        _unit("exponential_lr", unit, _UNITS),
-    )
+def exponential_lr(
+    base_lr: float, gamma: float, *, every: float = 1, end_value: float | None = None, unit: str = "step"
+) -> _Geometric:
+    """torch's ``ExponentialLR``: ``base_lr * gamma ** (t / every)``, for as long as the fit runs.
+
+    ``every`` and ``end_value`` make it optax's ``exponential_decay(init_value=base_lr,
+    transition_steps=every, decay_rate=gamma, end_value=end_value)``; a growth (``gamma > 1``) needs an
+    ``end_value``, its ceiling. Arguments and errors as in :func:`step_lr` (``every`` is its ``step_size``).
+
+    Example:
+        >>> [exponential_lr(1.0, 2.0, every=2, end_value=3.0).bind()(t) for t in (0, 2, 3, 4)]
+        [1.0, 2.0, 2.8284271247461903, 3.0]
+    """
+    base = _base("exponential_lr", base_lr)
+    gamma, limit = _gamma_and_limit("exponential_lr", base, gamma, end_value)
+    every = _args.real("exponential_lr", "every", every, low=0, low_open=True)
+    return _Geometric("exponential_lr", base, gamma, every, False, _args.unit("exponential_lr", unit, _UNITS), limit)
 
 
 def multistep_lr(base_lr: float, milestones: Any, gamma: float = 0.1, *, unit: str = "step") -> Schedule:
@@ -167,7 +227,7 @@ def multistep_lr(base_lr: float, milestones: Any, gamma: float = 0.1, *, unit: s
         except OverflowError:
             values.append(math.inf)  # refused below, naming the call
     hold = ANNEALS["step"]
-    return Schedule._with_jumps(knots, values, [hold] * (len(knots) - 1), _unit(call, unit, _UNITS), owner=call)
+    return Schedule._with_jumps(knots, values, [hold] * (len(knots) - 1), _args.unit(call, unit, _UNITS), owner=call)
 
 
 def linear_lr(
@@ -191,7 +251,7 @@ def linear_lr(
     start = _args.real(call, "start_factor", start_factor, low=0, high=1, low_open=True)
     end = _args.real(call, "end_factor", end_factor, low=0, high=1)
     total = _args.count(call, "total_iters", total_iters, 1)
-    return Schedule([0, total], [base * start, base * end], anneal="linear", unit=_unit(call, unit, _UNITS))
+    return Schedule([0, total], [base * start, base * end], anneal="linear", unit=_args.unit(call, unit, _UNITS))
 
 
 def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5, *, unit: str = "step") -> Schedule:
@@ -215,26 +275,7 @@ def constant_lr(base_lr: float, factor: float = 1.0 / 3, total_iters: int = 5, *
         "Schedule([0, total_iters], [0.0, base_lr], anneal='step')",
     )
     total = _args.count(call, "total_iters", total_iters, 1)
-    return Schedule([0, total], [base * factor, base], anneal="step", unit=_unit(call, unit, _UNITS))
-
-
-class _Power:
-    """Annealing ``b + (a - b) * (1 - p) ** power``: PolynomialLR's curve from ``a`` (p = 0) to ``b`` (p = 1)."""
-
-    def __init__(self, power: float) -> None:
-        self.power = power
-
-    def __call__(self, a: Any, b: Any, p: Any) -> Any:
-        return b + (a - b) * (1.0 - p) ** self.power
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Power) and other.power == self.power
-
-    def __hash__(self) -> int:
-        return hash(("power", self.power))
-
-    def __repr__(self) -> str:
-        return f"power({self.power!r})"
+    return Schedule([0, total], [base * factor, base], anneal="step", unit=_args.unit(call, unit, _UNITS))
 
 
 def polynomial_lr(base_lr: float, total_iters: int = 5, power: float = 1.0, *, unit: str = "step") -> Schedule:
@@ -250,7 +291,9 @@ def polynomial_lr(base_lr: float, total_iters: int = 5, power: float = 1.0, *, u
     total = _args.count(call, "total_iters", total_iters, 1)
     power = _args.real(call, "power", power, low=0)
     end = base * 0.0**power  # 0, or base for power 0 (torch: 0 ** 0 = 1, a constant)
-    return Schedule._with_jumps([0, total], [base, end], [_Power(power)], _unit(call, unit, _UNITS), owner=call)
+    return Schedule._with_jumps(
+        [0, total], [base, end], [Power.exact(power)], _args.unit(call, unit, _UNITS), owner=call
+    )
 
 
 def product(*schedules: Any) -> Product:

@@ -3,17 +3,9 @@ along schedules, and the scheduled batch size. The schedules themselves are pure
 :mod:`loopkit.schedules`, the floor below."""
 
 from .batch_size import BatchSize, ScheduledBatchSampler
-from .hyperparams import (
-    Attribute,
-    Domain,
-    DropoutRate,
-    HyperParameter,
-    LearningRate,
-    Momentum,
-    OptimizerHyperParameter,
-    Target,
-    WeightDecay,
-)
+from .domain import Domain, Target
+from .hyperparams import Attribute, DropoutRate, HyperParameter
+from .optimizer_hyperparams import LearningRate, Momentum, OptimizerHyperParameter, WeightDecay
 from .scheduler import Scheduler
 
 __all__ = [

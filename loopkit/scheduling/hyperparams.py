@@ -1,12 +1,27 @@
 """HyperParameters: any state that influences training and is not a parameter of the model.
 
 A hyperparameter is one small class: what learner state it touches (``writes``, which feeds callback
-ordering) and how to set a value (``set``). Optionally ``check`` validates the target when the Learner is
-built, ``bind`` prepares at the start of a fit, and ``get`` reads the current value back for logging.
+ordering) and how to set a value (``set``). Every other hook is declared on :class:`HyperParameter` with a
+default that does nothing, so a subclass overrides only what it needs:
 
-Built in: :class:`LearningRate`, :class:`Momentum`, :class:`WeightDecay` (optimizer param groups),
-:class:`Attribute` (any numeric attribute by dotted path from the learner, e.g. ``"loss_fn.margin"``) and
-:class:`DropoutRate` (the ``p`` of every dropout module in the model).
+============================== ===================================================================
+hook                           when, and what for
+============================== ===================================================================
+``check(learner)``             when the Learner is built: refuse a target that cannot be set
+``bind(learner)``              at ``before_fit``: resolve targets, record base values
+``set(learner, value)``        before each step (or epoch): apply the value (required)
+``get(learner)``               read the value back (optional; ``Scheduler.history`` has every value)
+``applied(values)``            the values the target really takes (an integer target's rounding)
+``targets()``                  where ``set`` writes, at which ratio, in which :class:`Domain`
+``expect_range(low, high)``    told the schedule's range over the rest of the fit (checks later targets)
+``state_dict`` / ``load_...``  what ``bind`` derived that must survive a resume
+============================== ===================================================================
+
+Built in here: :class:`Attribute` (any numeric attribute by dotted path from the learner, e.g.
+``"loss_fn.margin"``) and :class:`DropoutRate` (the ``p`` of every dropout module in the model); the
+optimizer's options (:class:`~loopkit.scheduling.optimizer_hyperparams.LearningRate`, ``Momentum``,
+``WeightDecay``) are in :mod:`loopkit.scheduling.optimizer_hyperparams`, domains in
+:mod:`loopkit.scheduling.domain`.
 
 Example: a custom type in four lines.
     >>> class Temperature(HyperParameter):
@@ -19,64 +34,17 @@ Example: a custom type in four lines.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Domain:
-    """The values a target can take: an interval of finite numbers, each end open or closed.
-
-    Every domain refuses NaN and infinities. ``why`` says whose rule it is, for error messages.
-
-    Example:
-        >>> beta = Domain(0.0, 1.0, high_open=True, why="torch's Adam needs 0 <= betas[0] < 1")
-        >>> str(beta), 0.9 in beta, 1.0 in beta
-        ('[0, 1)', True, False)
-    """
-
-    low: float = -math.inf
-    high: float = math.inf
-    low_open: bool = False
-    high_open: bool = False
-    why: str = ""
-
-    def __contains__(self, value: float) -> bool:
-        return bool(self.outside(np.asarray([value], dtype=np.float64)).size == 0)
-
-    def outside(self, values: np.ndarray) -> np.ndarray:
-        """The indices of ``values`` (a float64 array) that this domain refuses."""
-        ok = np.isfinite(values)
-        if self.low > -math.inf:
-            ok &= values > self.low if self.low_open else values >= self.low
-        if self.high < math.inf:
-            ok &= values < self.high if self.high_open else values <= self.high
-        return np.flatnonzero(~ok)
-
-    def __str__(self) -> str:
-        low = "(-inf" if self.low == -math.inf else f"{'(' if self.low_open else '['}{self.low:g}"
-        high = "inf)" if self.high == math.inf else f"{self.high:g}{')' if self.high_open else ']'}"
-        return f"{low}, {high}"
-
-
-ANY = Domain()
-NON_NEGATIVE = Domain(0.0)
-UNIT = Domain(0.0, 1.0)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One place a hyperparameter writes to: where (for messages), the ratio to the schedule's value, and the
-    domain of the value written there (``ratio * value``, after :meth:`HyperParameter.applied`)."""
-
-    where: str
-    ratio: float
-    domain: Domain
+from .domain import (
+    ANY,
+    Domain as Domain,  # its documented path before domain.py existed (gradient_clip imports it here)
+    Target,
+)
 
 
 class HyperParameter:
@@ -119,6 +87,10 @@ class HyperParameter:
         """Where :meth:`set` writes, after :meth:`bind`: one :class:`Target` per place, for domain checks."""
         return [Target(self.name, 1.0, self.domain)]
 
+    def expect_range(self, low: float, high: float) -> None:
+        """Told by the Scheduler when a fit starts or resumes: the schedule's values from here on lie in
+        [``low``, ``high``] (a built-in schedule's range; not called for a custom one). Default: ignored."""
+
     def state_dict(self) -> dict[str, Any]:
         """What ``bind`` derived that must survive a resume unchanged (default: nothing)."""
         return {}
@@ -128,279 +100,6 @@ class HyperParameter:
 
     def __repr__(self) -> str:
         return f"{self.name}()"
-
-
-class OptimizerHyperParameter(HyperParameter):
-    """A value stored in the optimizer's param groups under ``key``.
-
-    By default the schedule's value is applied to every group scaled by the group's own ratio to the
-    largest group's value at the start of the fit, so layer-wise rates keep their proportions: groups at
-    1e-3 and 1e-4 scheduled to 0.5 become 0.5 and 0.05. ``group=i`` schedules one group alone, unscaled;
-    ``scale_groups=False`` gives every group the schedule's value.
-
-    A group added during the fit (``optimizer.add_param_group``, to unfreeze a backbone half-way) joins at the
-    next step, keeping the ratio it had when it arrived: added at ``x`` while the schedule stood at ``y``, it
-    moves as ``x / y`` times the schedule from then on (with ``scale_groups=False`` it gets the schedule's
-    value; with ``group=i`` it is left alone).
-
-    A write changes only the value it names: a tensor-valued option is filled in place (its dtype and device
-    kept), and a tuple-valued one (Adam's ``betas``) keeps its other members and its container type.
-
-    Args:
-        group: index of the one param group to set, or ``None`` for all groups.
-        scale_groups: with ``group=None``, keep each group's ratio to the largest (default) or not.
-
-    Raises:
-        ValueError: at construction, a ``group`` that is not an index >= 0 or None; when the Learner is built,
-            a ``group`` past the optimizer's param groups, or a param group without this key (an optimizer
-            that has no such hyperparameter).
-    """
-
-    key: str = ""
-    writes: tuple[str, ...] = ()
-
-    def __init__(self, group: int | None = None, *, scale_groups: bool = True) -> None:
-        if group is not None and (isinstance(group, bool) or not isinstance(group, int) or group < 0):
-            raise ValueError(f"{type(self).__name__}(group={group!r}): group must be a param group index >= 0 or None")
-        if not isinstance(scale_groups, bool):
-            raise TypeError(f"{type(self).__name__}(scale_groups={scale_groups!r}): pass True or False")
-        self.group = group
-        self.scale_groups = scale_groups
-        self._ratios: list[float] = []
-        self._groups: list[dict] = []
-
-    @property
-    def name(self) -> str:
-        return self.key if self.group is None else f"{self.key}/group{self.group}"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(group={self.group!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and (other.group, other.scale_groups) == (self.group, self.scale_groups)
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.group, self.scale_groups))
-
-    def _read(self, group: dict) -> float:
-        return float(group[self.key])
-
-    def _write(self, group: dict, value: float) -> None:
-        _put(group, self.key, value)
-
-    def _plain_key(self, group: dict) -> str | None:
-        """The key a plain ``group[key] = value`` can write in ``group``, or None if ``_write`` must do it."""
-        return None if isinstance(group[self.key], torch.Tensor) else self.key
-
-    def _choose_writer(self) -> None:
-        # Performance: most runs hold plain floats under one key, written by one dict store per group; the
-        # general writer (tensors filled in place, betas tuples rebuilt) costs a call per group.
-        keys = {self._plain_key(g) for g in self._groups}
-        self._fast_key = keys.pop() if len(keys) == 1 and None not in keys else None
-        self._pairs = list(zip(self._groups, self._ratios))
-
-    def group_domain(self, group: dict, optimizer: torch.optim.Optimizer) -> Domain:
-        """The values this option may take in ``group`` of ``optimizer`` (torch's own rule)."""
-        return NON_NEGATIVE
-
-    def check(self, learner: Any) -> None:
-        groups = learner.optimizer.param_groups
-        if self.group is not None and self.group >= len(groups):
-            raise ValueError(
-                f"{self!r}: the optimizer has {len(groups)} param group(s); pass a group index below {len(groups)}"
-            )
-        for i, group in enumerate(groups):
-            self._check_group(learner.optimizer, i, group)
-
-    def _check_group(self, optimizer: Any, i: int, group: dict) -> None:
-        try:
-            self._read(group)
-        except KeyError:
-            raise ValueError(
-                f"{self!r}: param group {i} of {type(optimizer).__name__} has no {self.key!r} "
-                f"(it has {sorted(k for k in group if k != 'params')}); this optimizer cannot schedule "
-                f"{self.key}"
-            ) from None
-
-    def bind(self, learner: Any) -> None:
-        self._optimizer = learner.optimizer
-        self._all = learner.optimizer.param_groups  # the optimizer's own list: groups added later show up here
-        bases = [self._read(g) for g in self._all]
-        top = max(bases, key=abs) if bases else 0.0
-        if self.group is not None:
-            self._groups = [self._all[self.group]]
-            self._ratios = [1.0]
-        else:
-            self._groups = list(self._all)
-            if self.scale_groups and top != 0.0:
-                self._ratios = [b / top for b in bases]
-            else:
-                self._ratios = [1.0] * len(bases)
-        self._top = top
-        self._ranges: tuple[float, float] | None = None
-        self._n_all = len(self._all) if self.group is None else -1
-        self._choose_writer()
-
-    def set(self, learner: Any, value: float) -> None:
-        if len(self._all) != self._n_all and self.group is None:
-            self._adopt_new_groups()
-        key = self._fast_key
-        if key is not None:
-            for group, ratio in self._pairs:
-                group[key] = value * ratio
-        else:
-            write = self._write
-            for group, ratio in self._pairs:
-                write(group, value * ratio)
-
-    def _last(self) -> float | None:
-        """The schedule's value last written: what a group of ratio 1 holds (None before any write)."""
-        for group, ratio in zip(self._groups, self._ratios):
-            if ratio == 1.0:
-                return self._read(group)
-        return None
-
-    def _adopt_new_groups(self) -> None:
-        """Groups added with ``optimizer.add_param_group`` since the last write join with their ratio then."""
-        if len(self._all) < len(self._groups):
-            raise RuntimeError(
-                f"{self!r}: the optimizer lost param groups during the fit ({len(self._groups)} -> "
-                f"{len(self._all)}); groups may be added (optimizer.add_param_group) but not removed"
-            )
-        for i in range(len(self._groups), len(self._all)):
-            group = self._all[i]
-            self._check_group(self._optimizer, i, group)
-            x = self._read(group)
-            y = self._last()
-            if not self.scale_groups:
-                ratio = 1.0
-            elif y is not None and y != 0.0:
-                ratio = x / y
-            else:  # no value yet, or the schedule stands at 0: ratio to the largest group at the fit's start
-                ratio = x / self._top if self._top != 0.0 else 1.0
-            domain = self.group_domain(group, self._optimizer)
-            if self._ranges is not None:
-                lo, hi = self._ranges
-                for v in (lo * ratio, hi * ratio):
-                    if v not in domain:
-                        raise ValueError(
-                            f"{self!r}: param group {i}, added during the fit at {self.key}={x:g} while the schedule "
-                            f"stood at {y!r}, follows it at ratio {ratio:g}, so the rest of the schedule would write "
-                            f"{v:g}, outside {domain} ({domain.why}); add the group at a smaller {self.key}"
-                        )
-            self._groups.append(group)
-            self._ratios.append(ratio)
-        self._n_all = len(self._all)
-        self._choose_writer()
-
-    def expect_range(self, low: float, high: float) -> None:
-        """Told by the Scheduler: the schedule's values from here on lie in [low, high] (checks added groups)."""
-        self._ranges = (low, high)
-
-    def targets(self) -> list[Target]:
-        first = self.group or 0
-        return [
-            Target(f"param group {first + i} {self.key}", r, self.group_domain(g, self._optimizer))
-            for i, (g, r) in enumerate(zip(self._groups, self._ratios))
-        ]
-
-    def get(self, learner: Any) -> float:
-        groups = learner.optimizer.param_groups
-        return float(self._read(groups[self.group if self.group is not None else 0]))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"ratios": list(self._ratios)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        # Ratios recomputed from a checkpoint's already-scheduled values can differ in the last bit.
-        ratios = list(state["ratios"])
-        if self.group is None and getattr(self, "_all", None) is not None:  # bound: a fit is under way
-            if len(ratios) > len(self._all):
-                raise ValueError(
-                    f"{self!r}: the checkpoint scheduled {len(ratios)} param groups but the optimizer has "
-                    f"{len(self._all)}; build the optimizer with the groups the checkpointed run had added"
-                )
-            self._groups = list(self._all[: len(ratios)])
-        self._ratios = ratios
-        if getattr(self, "_all", None) is not None:
-            self._n_all = len(self._groups) if self.group is None else -1
-            self._choose_writer()
-
-
-def _put(container: dict, key: Any, value: float) -> None:
-    """``container[key] = value``, but a tensor already there is filled in place (dtype, device and identity
-    kept: a captured CUDA graph or a compiled step keeps reading it)."""
-    old = container[key]
-    if isinstance(old, torch.Tensor):
-        old.fill_(value)
-    else:
-        container[key] = value
-
-
-class LearningRate(OptimizerHyperParameter):
-    """The learning rate, ``param_group["lr"]``, in the optimizer's own units (the step size per unit of update).
-    Domain: >= 0 (torch.optim refuses a negative lr).
-
-    Args and errors: see :class:`OptimizerHyperParameter` (``group``, ``scale_groups``).
-    """
-
-    key = "lr"
-    writes = ("optimizer.lr",)
-
-    def group_domain(self, group: dict, optimizer: Any) -> Domain:
-        return Domain(0.0, why="torch.optim refuses a negative learning rate")
-
-
-class WeightDecay(OptimizerHyperParameter):
-    """The weight decay, ``param_group["weight_decay"]``: the optimizer's coefficient (decoupled for AdamW).
-    Domain: >= 0.
-
-    Args and errors: see :class:`OptimizerHyperParameter` (``group``, ``scale_groups``).
-    """
-
-    key = "weight_decay"
-    writes = ("optimizer.weight_decay",)
-
-    def group_domain(self, group: dict, optimizer: Any) -> Domain:
-        return Domain(0.0, why="torch.optim refuses a negative weight decay")
-
-
-class Momentum(OptimizerHyperParameter):
-    """Momentum: ``param_group["momentum"]`` (SGD, RMSprop; domain >= 0), or ``betas[0]`` for Adam-style
-    optimizers (domain [0, 1); ``betas[1]`` and the container's type are kept).
-
-    Args and errors: see :class:`OptimizerHyperParameter` (``group``, ``scale_groups``).
-    """
-
-    key = "momentum"
-    writes = ("optimizer.momentum",)
-
-    def _read(self, group: dict) -> float:
-        if "betas" in group:
-            return float(group["betas"][0])
-        return float(group["momentum"])
-
-    def _plain_key(self, group: dict) -> str | None:
-        if "betas" in group or isinstance(group["momentum"], torch.Tensor):
-            return None
-        return "momentum"
-
-    def _write(self, group: dict, value: float) -> None:
-        if "betas" not in group:
-            _put(group, "momentum", value)
-            return
-        betas = group["betas"]
-        if isinstance(betas[0], torch.Tensor):
-            betas[0].fill_(value)
-        elif isinstance(betas, list):
-            betas[0] = value
-        else:
-            group["betas"] = (value, *betas[1:])
-
-    def group_domain(self, group: dict, optimizer: Any) -> Domain:
-        if "betas" in group:
-            return Domain(0.0, 1.0, high_open=True, why=f"torch's {type(optimizer).__name__} needs 0 <= betas[0] < 1")
-        return Domain(0.0, why=f"torch's {type(optimizer).__name__} refuses a negative momentum")
 
 
 class Attribute(HyperParameter):
@@ -433,7 +132,7 @@ class Attribute(HyperParameter):
     def __init__(self, path: str, *, domain: Domain = ANY) -> None:
         if not isinstance(domain, Domain):
             raise TypeError(
-                f"Attribute(domain={domain!r}): pass a loopkit.scheduling.hyperparams.Domain, e.g. Domain(0.0)"
+                f"Attribute(domain={describe_value(domain)}): pass a loopkit.scheduling.domain.Domain, e.g. Domain(0.0)"
             )
         self.domain = domain
         if (
@@ -441,7 +140,9 @@ class Attribute(HyperParameter):
             or not path
             or any(not part.isidentifier() and not part.isdigit() for part in path.split("."))
         ):
-            raise ValueError(f"Attribute(path={path!r}): give a dotted path from the learner such as 'loss_fn.margin'")
+            raise ValueError(
+                f"Attribute(path={describe_value(path)}): give a dotted path from the learner such as 'loss_fn.margin'"
+            )
         if "." not in path:
             raise ValueError(
                 f"Attribute(path={path!r}) would rebind a learner attribute; point at a value inside one, "
@@ -482,7 +183,9 @@ class Attribute(HyperParameter):
             or not isinstance(value, (int, float, torch.Tensor))
             or (isinstance(value, torch.Tensor) and value.numel() != 1)
         ):
-            raise TypeError(f"{self!r} points at {value!r}; only a number or a one-element tensor can be scheduled")
+            raise TypeError(
+                f"{self!r} points at {describe_value(value)}; only a number or a one-element tensor can be scheduled"
+            )
 
     def bind(self, learner: Any) -> None:
         self._parent, self._leaf = self._resolve(learner)
@@ -526,6 +229,15 @@ class DropoutRate(HyperParameter):
 
     def get(self, learner: Any) -> float:
         return float(self._modules[0].p)
+
+
+def describe_value(value: Any) -> str:
+    """A value for an error message: a tensor by its shape and dtype (never its elements), anything else by a
+    repr of at most 80 characters."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _dropouts(model: torch.nn.Module) -> Sequence[torch.nn.modules.dropout._DropoutNd]:

@@ -1,32 +1,28 @@
 """The Scheduler callback: the one place where schedules touch learner state.
 
-The Scheduler evaluates each schedule a block of steps at a time (one vectorised call per :data:`BLOCK` steps
-per schedule), so a step costs a list lookup and one ``set`` per hyperparameter, and neither its memory before
-the first step nor its cost per step depends on the epoch's length (a 10^7-batch epoch costs what a
-10^3-batch one does; ``benchmarks/bench_scheduler.py``). Every applied value is appended to
-:attr:`Scheduler.history`, which loggers read instead of recomputing.
+It puts together pure pieces, each in its own module and tested on its own:
 
-The clock: the value at batch ``b`` of epoch ``e`` is the schedule's value at step ``global_step`` (for
-schedules whose knots are all in steps) or at epoch position ``e + b / n_batches`` (otherwise); see
-``docs/schedules.md``.
+- :mod:`~loopkit.scheduling.clock`: where training time stands on a schedule's axis (steps or epochs), per step
+  or per epoch, and how the fit maps onto the schedule (``on_mismatch``: ``"error"``, ``"stretch"``,
+  ``"hold"``; on resume too). A schedule that ends after the fit, or a resumed fit of another length than the
+  checkpointed one, is an error by default, never silent drift; one that ends *before* the fit (a warmup, say)
+  holds its last value, which is what such a schedule means. See ``docs/schedules.md``.
+- :mod:`~loopkit.scheduling.domain`: the values each target can take. At the start of a fit the whole range a
+  built-in schedule takes over the fit is checked, on the value actually written to each target (after a param
+  group's ratio, after an integer target's rounding); a custom schedule is checked block by block.
+- :mod:`~loopkit.scheduling.tracks`: values evaluated :data:`~loopkit.scheduling.tracks.BLOCK` steps at a time
+  and the apply loop, so a step costs a list lookup and one ``set`` per hyperparameter whatever the epoch's
+  length (``benchmarks/bench_scheduler.py``).
+- :mod:`~loopkit.scheduling.hyperparams`: what each value touches and how it is set.
 
-Domains: each hyperparameter declares the values its target can take
-(:class:`~loopkit.scheduling.hyperparams.Domain`). At the start of a fit the whole range a built-in schedule
-takes over the fit is checked against it, on the value actually written to each target (after a param group's
-ratio, after an integer target's rounding); a schedule with a custom annealing function or of a custom type
-is checked block by block, before any of the block's values is written.
-
-Horizon policy (``on_mismatch``): a schedule that ends after the fit does, or a resumed fit of a different
-length than the checkpointed one, is an error by default, never silent drift. ``"stretch"`` lays every
-schedule's whole length over the fit's (compressing a longer one, extending a shorter one) and, on resume,
-maps the rest of the schedule onto the rest of the fit (continuous at the resume point); ``"hold"`` keeps the
-schedule's own timing and holds its last value past its end. Under the default, a schedule that ends *before*
-the fit (a warmup, say) holds its last value; that is what such a schedule means.
+Every applied value is recorded in :attr:`Scheduler.history`; :meth:`Scheduler.simulate` gives the values a fit
+would apply without a model. Loggers log what the optimizer holds, not this history
+(``ReduceLROnPlateau`` moves the rate too).
 
 Example:
     >>> import torch
     >>> from loopkit import Learner
-    >>> from loopkit.scheduling.hyperparams import LearningRate
+    >>> from loopkit.scheduling.optimizer_hyperparams import LearningRate
     >>> from loopkit.schedules import Schedule
     >>> model = torch.nn.Linear(2, 1)
     >>> data = [(torch.randn(4, 2), torch.randn(4, 1))] * 4
@@ -40,20 +36,15 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from ..loop.callback import Callback, UndeclaredWriteError
-from ..schedules.anneal import ANNEALS
-from ..schedules.schedule import BoundSchedule
-from .hyperparams import HyperParameter, OptimizerHyperParameter
-
-_POLICIES = ("error", "stretch", "hold")
-BLOCK = 1024  # steps evaluated per vectorised call: large enough to amortise numpy's call cost (~10 us)
-_KNOWN_ANNEALS = tuple(ANNEALS.values())
+from ..loop.callback import Callback
+from . import clock
+from .domain import check_written, range_points
+from .hyperparams import HyperParameter
+from .optimizer_hyperparams import OptimizerHyperParameter
+from .tracks import Track, apply
 
 
 class Scheduler(Callback):
@@ -63,7 +54,7 @@ class Scheduler(Callback):
         schedules: a mapping from a :class:`~loopkit.scheduling.hyperparams.HyperParameter` (a class, instantiated with
             no arguments, or an instance such as ``LearningRate(group=1)``) to a schedule
             (:class:`loopkit.schedules.Schedule` or anything with the same ``bind`` method).
-        per: ``"step"`` (default) sets values before every train batch; ``"epoch"`` once per epoch, at
+        per: ``"step"`` (default; ``"batch"`` is the same) sets values before every train batch; ``"epoch"`` once per epoch, at
             ``before_epoch`` (before the Learner reads the epoch's length, so a batch size takes effect in that
             epoch): the per-step curve sampled at the epoch's first batch.
         on_mismatch: ``"error"`` (default), ``"stretch"`` or ``"hold"``; see the module docstring.
@@ -109,10 +100,11 @@ class Scheduler(Callback):
                 f"Scheduler needs a non-empty mapping from HyperParameter to schedule, got {schedules!r}; "
                 "e.g. Scheduler({LearningRate: onecycle(10, 0.1)})"
             )
+        per = {"batch": "step"}.get(per, per) if isinstance(per, str) else per  # Finetuner's word for a step
         if per not in ("step", "epoch"):
-            raise ValueError(f"Scheduler(per={per!r}): use 'step' or 'epoch'")
-        if on_mismatch not in _POLICIES:
-            raise ValueError(f"Scheduler(on_mismatch={on_mismatch!r}): use one of {_POLICIES}")
+            raise ValueError(f"Scheduler(per={per!r}): use 'step' (or 'batch', the same) or 'epoch'")
+        if on_mismatch not in clock.POLICIES:
+            raise ValueError(f"Scheduler(on_mismatch={on_mismatch!r}): use one of {clock.POLICIES}")
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"Scheduler(name={name!r}): give a non-empty string, or leave it out")
         self.name = name
@@ -145,7 +137,7 @@ class Scheduler(Callback):
         self.writes = tuple(dict.fromkeys(w for hp, _ in self.entries for w in hp.writes))
         self.reads = tuple(dict.fromkeys(self.reads + tuple(r for hp, _ in self.entries for r in hp.reads)))
         self.history: dict[str, list[float]] = {hp.name: [] for hp, _ in self.entries}
-        self._tracks: list[_Track] = []
+        self._tracks: list[Track] = []
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{hp!r}: {s!r}" for hp, s in self.entries)
@@ -160,7 +152,7 @@ class Scheduler(Callback):
         self._learner = learner
         self._geometry = _geometry(learner)
         self._bound = [self._bind(schedule, *self._geometry) for _, schedule in self.entries]
-        self._maps = [self._fresh_map(hp, bound) for (hp, _), bound in zip(self.entries, self._bound)]
+        self._maps = self._fresh_maps(self._bound, self._geometry)
         for hp, _ in self.entries:
             hp.bind(learner)
         for values in self.history.values():
@@ -174,50 +166,96 @@ class Scheduler(Callback):
         # in the very epoch it is scheduled for.
         if self.per == "epoch":
             self._step0 = learner.global_step
-            self._build_plan(learner)
-            self._apply(learner, 0, 0)
+            self._tracks = self._plan(learner, self._bound, self._maps, self.history.values())
+            apply(self._tracks, learner, 0, 0, learner.epoch)
 
     def before_train(self, learner: Any) -> None:
         if self.per == "step":
             self._step0 = learner.global_step
-            self._build_plan(learner)
+            self._tracks = self._plan(learner, self._bound, self._maps, self.history.values())
 
     def before_batch(self, learner: Any) -> None:
         # Once per optimizer step, before its window's first micro-batch (micro_batch is 0 without accumulation).
         if self.per == "epoch" or learner.phase != "train" or learner.micro_batch:
             return
-        # The hot path: _apply's loop, inlined to save a call per step.
         step = learner.global_step
-        b, s = learner.batch_idx, step - self._step0
-        track = None
-        try:
-            for track in self._tracks:
-                i = s if track.by_step else b
-                j = i - track.start
-                value = track.block[j] if 0 <= j < track.size else track.refill(i)
-                track.set(learner, value)
-                # history[k] is the value step k used: a value applied for a step that was then skipped is replaced.
-                track.history[step:] = (value,)
-        except UndeclaredWriteError as error:
-            raise _undeclared(track, error) from None
+        apply(self._tracks, learner, learner.batch_idx, step - self._step0, step)
 
     def after_train(self, learner: Any) -> None:
         if self.per == "step":  # drop a value applied for a step that never happened (the phase's last, skipped)
             for history in self.history.values():
                 del history[learner.global_step :]
 
-    def _apply(self, learner: Any, b: int, s: int) -> None:
-        """Set every hyperparameter to its value at batch ``b`` / step ``s`` of this phase, and record it."""
-        track = None
-        try:
-            for track in self._tracks:
-                i = s if track.by_step else b
-                j = i - track.start
-                value = track.block[j] if 0 <= j < track.size else track.refill(i)
-                track.set(learner, value)
-                track.history.append(value)
-        except UndeclaredWriteError as error:
-            raise _undeclared(track, error) from None
+    # ------------------------------------------------------------------------------------- simulating
+    def simulate(
+        self,
+        n_steps: int | None = None,
+        *,
+        n_epochs: int | None = None,
+        n_batches: int | None = None,
+        micro_batches_per_step: int = 1,
+    ) -> dict[str, list[float]]:
+        """The values this Scheduler would apply in ``fit(n_epochs, max_steps=n_steps)`` over training data of
+        ``n_batches`` batches an epoch, without a model or an optimizer (Ignite's ``simulate_values``).
+
+        The same clock and the same evaluation as a fit, so the result equals :attr:`history` after that fit
+        (one value per optimizer step for ``per="step"``, per epoch for ``per="epoch"``) when no step is
+        skipped. Nothing is written and the Scheduler's own state is not touched. Domain checks need the
+        optimizer's groups and run when the fit starts, not here; an integer :class:`~loopkit.scheduling.hyperparams.Attribute`
+        is rounded only once a fit has bound it.
+
+        Args:
+            n_steps: optimizer steps to simulate (``max_steps``); None: the whole fit of ``n_epochs``.
+            n_epochs: the fit's epochs; None: as many as ``n_steps`` take.
+            n_batches: batches an epoch (``len(train_data)``); None: data without a length.
+            micro_batches_per_step: batches per optimizer step (gradient accumulation's ``k``).
+
+        Returns:
+            ``{hyperparameter name: [value, ...]}``, as :attr:`history` holds them.
+
+        Raises:
+            ValueError: an argument that is not a whole number >= 1 (or None), an endless fit (neither
+                ``n_steps`` nor ``n_epochs`` with ``n_batches``), or what the fit would refuse at its start (a
+                schedule that ends after the fit under ``on_mismatch="error"``, an epoch-timed schedule
+                without ``n_batches``).
+
+        Example:
+            >>> from loopkit import LearningRate
+            >>> from loopkit.schedules import Schedule
+            >>> Scheduler({LearningRate: Schedule([0, 2], [1.0, 0.0])}).simulate(n_epochs=2, n_batches=4)["lr"]
+            [1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+        """
+        for what, value in (("n_steps", n_steps), ("n_epochs", n_epochs), ("n_batches", n_batches)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"Scheduler.simulate({what}={value!r}): give a whole number >= 1, or None")
+        k = micro_batches_per_step
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"Scheduler.simulate(micro_batches_per_step={k!r}): give a whole number >= 1")
+        if n_steps is None and (n_epochs is None or n_batches is None):
+            raise ValueError(
+                f"Scheduler.simulate(n_steps=None, n_epochs={n_epochs!r}, n_batches={n_batches!r}) would never end; "
+                "give n_steps, or n_epochs and n_batches"
+            )
+        geometry = clock.geometry(n_epochs, n_steps, n_batches, k)
+        bounds = [self._bind(schedule, *geometry) for _, schedule in self.entries]
+        maps = self._fresh_maps(bounds, geometry)
+        history: dict[str, list[float]] = {hp.name: [] for hp, _ in self.entries}
+        fit = _Clock(n_batches)
+        while (n_epochs is None or fit.epoch < n_epochs) and (n_steps is None or fit.global_step < n_steps):
+            tracks = self._plan(fit, bounds, maps, history.values(), simulated=True)
+            steps = range(0, n_batches or 1 << 62, k)  # the batch that opens each optimizer step's window
+            if self.per == "epoch":
+                apply(tracks, fit, 0, 0, fit.epoch)
+                fit.global_step += len(steps) if n_steps is None else min(len(steps), n_steps - fit.global_step)
+            else:
+                step0 = fit.global_step
+                for b in steps:
+                    if n_steps is not None and fit.global_step >= n_steps:
+                        break
+                    apply(tracks, fit, b, fit.global_step - step0, fit.global_step)
+                    fit.global_step += 1
+            fit.epoch += 1
+        return history
 
     # ------------------------------------------------------------------------------------- evaluation
     def _bind(self, schedule: Any, n_epochs: int, n_batches: int | None) -> Any:
@@ -229,89 +267,43 @@ class Scheduler(Callback):
             )
         return bound
 
-    def _fit_end(self, bound: Any, n_epochs: int, n_batches: int | None) -> float | None:
-        if bound.axis == "epoch":
-            return float(n_epochs)
-        return None if n_batches is None else float(n_epochs * n_batches)
+    def _fresh_maps(self, bounds: list[Any], geometry: clock.Geometry) -> list[tuple[float, float]]:
+        return [clock.horizon_map(hp.name, b, geometry, self.on_mismatch) for (hp, _), b in zip(self.entries, bounds)]
 
-    def _fresh_map(self, hp: HyperParameter, bound: Any) -> tuple[float, float]:
-        """(offset, scale): schedule time = offset + fit time * scale."""
-        end = self._fit_end(bound, *self._geometry)
-        if self.on_mismatch == "stretch":
-            if end is None:
-                raise ValueError(
-                    f"Scheduler(on_mismatch='stretch') lays the schedule for {hp.name} over the fit, whose length "
-                    "in steps is unknown: the training data has no length; give the data a length or use "
-                    "on_mismatch='hold'"
-                )
-            # Compress a longer schedule and extend a shorter one: its whole length maps onto the fit's.
-            # A schedule with no end (torch's endless decays: horizon inf) keeps its own timing.
-            return (0.0, bound.horizon / end) if 0 < bound.horizon < float("inf") else (0.0, 1.0)
-        # open_from: the fit may cut the schedule from there on (restarts' last cycle, torch's endless decays).
-        if end is None or bound.horizon <= end or getattr(bound, "open_from", bound.horizon) <= end:
-            return (0.0, 1.0)
-        if self.on_mismatch == "error":
-            raise ValueError(
-                f"the schedule for {hp.name} ends at {bound.horizon:g} {bound.axis}s but the fit ends at "
-                f"{end:g}; shorten the schedule, fit longer, or pass Scheduler(on_mismatch='stretch') to "
-                "compress it onto the fit or on_mismatch='hold' to cut it off"
-            )
-        return (0.0, 1.0)
-
-    def _build_plan(self, learner: Any) -> None:
-        n = learner.n_batches
+    def _plan(self, fit: Any, bounds: list[Any], maps: list, histories: Any, simulated: bool = False) -> list[Track]:
+        """One :class:`Track` per hyperparameter for the phase that starts now (at ``self._step0``, or at
+        ``fit.global_step`` when simulated)."""
+        step0 = fit.global_step if simulated else self._step0
         tracks = []
-        for (hp, schedule), bound, (offset, scale), history in zip(
-            self.entries, self._bound, self._maps, self.history.values()
-        ):
+        for (hp, schedule), bound, (offset, scale), history in zip(self.entries, bounds, maps, histories):
             by_step = bound.axis == "step"
-            if self.per == "epoch":  # one value, at the epoch's first batch
-                origin, divisor, limit = (self._step0 if by_step else learner.epoch), 1, 1
-            else:
-                # An epoch-axis schedule has a length here (_bind refused it otherwise).
-                origin, divisor, limit = (self._step0, 1, n) if by_step else (learner.epoch, n or 1, n)
-            tracks.append(_Track(hp, schedule, bound, offset, scale, origin, divisor, limit, by_step, history))
-        self._tracks = tracks
+            origin, divisor, limit = clock.phase_timeline(self.per, by_step, step0, fit.epoch, fit.n_batches)
+            timeline = (offset, scale, origin, divisor, limit)
+            tracks.append(Track(hp, schedule, bound, timeline, by_step, history, simulated))
+        return tracks
 
     def _check_ranges(self, here: float | None) -> None:
         """Refuse, before training, a built-in schedule whose values over the rest of the fit leave a domain.
 
         ``here``: the fit time the rest starts at, on each schedule's own axis (None: the resume position).
         """
-        n_epochs, per_epoch = self._geometry  # per_epoch: optimizer steps an epoch
         n_batches = self._learner.n_batches  # the epoch axis counts batches: e + b / n_batches
         for (hp, schedule), bound, (offset, scale) in zip(self.entries, self._bound, self._maps):
             by_step = bound.axis == "step"
-            # The time of the fit's last application (or a bound on it; None: unbounded).
-            last: float | None
-            if n_epochs is None:
-                last = None
-            elif self.per == "epoch":
-                epochs_started = math.ceil(n_epochs) - 1
-                last = (None if per_epoch is None else epochs_started * per_epoch) if by_step else epochs_started
-            elif by_step:
-                last = None if per_epoch is None else n_epochs * per_epoch - 1
-            else:
-                last = n_epochs - 1 / n_batches
+            last = clock.last_application(self.per, by_step, self._geometry, n_batches)
             start = here if here is not None else self._here(by_step)
-            points = _known_points(bound, offset + start * scale, None if last is None else offset + last * scale)
+            points = range_points(bound, offset + start * scale, None if last is None else offset + last * scale)
             if points is None:  # a custom annealing or schedule type: checked block by block instead
                 continue
-            times = np.array([t for t, _ in points], dtype=np.float64)
-            values = hp.applied(np.array([v for _, v in points], dtype=np.float64))
-            for target in hp.targets():
-                bad = target.domain.outside(values * target.ratio if target.ratio != 1.0 else values)
-                if bad.size:
-                    k = bad[0]
-                    raise _out_of_domain(hp, schedule, target, values[k], times[k], bound.axis)
-            expect = getattr(hp, "expect_range", None)
-            if callable(expect):
-                expect(float(values.min()), float(values.max()))
+            times, values = points
+            values = hp.applied(values)
+            check_written(hp, schedule, values, times, bound.axis)
+            hp.expect_range(float(values.min()), float(values.max()))
 
     def _here(self, by_step: bool) -> float:
         learner = self._learner
         epoch, batch = learner.position
-        return float(learner.global_step) if by_step else epoch + batch / learner.n_batches
+        return clock.position(by_step, learner.global_step, epoch, batch, learner.n_batches)
 
     # ------------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:
@@ -333,14 +325,7 @@ class Scheduler(Callback):
             )
         saved, now = tuple(state["geometry"]), _geometry(learner)
         if saved != now and self.on_mismatch == "error":
-            raise ValueError(self._mismatch_message(now, saved))
-
-    def _mismatch_message(self, now: tuple, saved: tuple) -> str:
-        return (
-            f"this fit has (n_epochs, n_batches)={now} but the checkpoint's schedule was laid out for "
-            f"{saved}; fit with the same length, or pass Scheduler(on_mismatch='stretch') to map the "
-            "rest of the schedule onto the rest of the fit, or on_mismatch='hold' to keep its timing"
-        )
+            raise ValueError(clock.mismatch_message(now, saved))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         learner = self._learner
@@ -355,15 +340,16 @@ class Scheduler(Callback):
         self._maps = [tuple(m) for m in state["maps"]]
         if saved != now:
             if self.on_mismatch == "error":
-                raise ValueError(self._mismatch_message(now, saved))
+                raise ValueError(clock.mismatch_message(now, saved))
             if self.on_mismatch == "stretch":
                 self._maps = [
-                    self._stretched(bound, m, saved, now, learner) for bound, m in zip(self._bound, self._maps)
+                    clock.stretched_map(bound, m, saved, now, self._here(bound.axis == "step"))
+                    for bound, m in zip(self._bound, self._maps)
                 ]
             self._geometry = now
         if learner.position is not None:
             self._check_ranges(None)
-        self._build_plan(learner)
+        self._tracks = self._plan(learner, self._bound, self._maps, self.history.values())
         # The values in force at the checkpoint, where no other state holds them (a batch size the loader draws
         # its next batch with before the next before_batch, a dropout rate, a loss margin). The optimizer's come
         # back exactly with its state: written again they could change in the last bit (value * ratio).
@@ -371,133 +357,14 @@ class Scheduler(Callback):
             if track.history and not isinstance(track.hp, OptimizerHyperParameter):
                 track.set(learner, track.history[-1])
 
-    def _stretched(self, bound: Any, old_map: tuple, saved: tuple, now: tuple, learner: Any) -> tuple[float, float]:
-        old_end, new_end = self._fit_end(bound, *saved), self._fit_end(bound, *now)
-        if old_end is None or new_end is None:
-            raise ValueError("on_mismatch='stretch' needs training data with a length")
-        epoch, batch = learner.position
-        here = float(learner.global_step) if bound.axis == "step" else epoch + batch / learner.n_batches
-        if new_end <= here:
-            raise ValueError(f"cannot stretch the schedule: the resumed fit ends at {new_end:g}, before now ({here:g})")
-        offset, scale = old_map
-        # Continuous at `here`: the schedule time reached so far is kept; the rest is rescaled to fit.
-        s_here = offset + here * scale
-        s_end = offset + old_end * scale
-        new_scale = (s_end - s_here) / (new_end - here)
-        return (s_here - here * new_scale, new_scale)
+
+def _geometry(learner: Any) -> clock.Geometry:
+    """:func:`clock.geometry` of the learner's fit."""
+    return clock.geometry(learner.n_epochs, learner.max_steps, learner.n_batches, learner.micro_batches_per_step)
 
 
-def _geometry(learner: Any) -> tuple[Any, int | None]:
-    """(epochs, optimizer steps per epoch) over which schedules are laid out.
+class _Clock:
+    """The loop state :meth:`Scheduler.simulate` stands in for the Learner's: where the simulated fit is."""
 
-    Steps per epoch count optimizer steps: ``ceil(n_batches / micro_batches_per_step)`` under gradient
-    accumulation, so ``steps(100)`` is 100 optimizer steps. The epochs are ``n_epochs``, or, for
-    ``fit(max_steps=N)`` without an epoch count, the epochs that N steps take (a fraction of the fit is then a
-    fraction of the N steps).
-    """
-    n, k = learner.n_batches, learner.micro_batches_per_step
-    per_epoch = None if n is None else -(-n // k)
-    if learner.n_epochs is not None or learner.max_steps is None or not per_epoch:
-        return learner.n_epochs, per_epoch
-    return learner.max_steps / per_epoch, per_epoch
-
-
-class _Track:
-    """One hyperparameter's values in the current phase, evaluated :data:`BLOCK` steps at a time.
-
-    Index ``i`` of the phase (a step since the phase began, or a batch) is at fit time ``origin + i / divisor``
-    (``step0 + i`` on the step axis, ``epoch + i / n_batches`` on the epoch axis: the arithmetic of
-    :func:`~loopkit.schedules.epoch_position`, element by element), and at schedule time ``offset + t * scale``.
-    ``limit`` (the phase's length when known) caps a block so that a short epoch computes no more than it uses.
-    """
-
-    __slots__ = (
-        "block",
-        "bound",
-        "by_step",
-        "divisor",
-        "history",
-        "hp",
-        "limit",
-        "offset",
-        "origin",
-        "scale",
-        "schedule",
-        "set",
-        "size",
-        "start",
-    )
-
-    def __init__(
-        self,
-        hp: HyperParameter,
-        schedule: Any,
-        bound: Any,
-        offset: float,
-        scale: float,
-        origin: float,
-        divisor: int,
-        limit: int | None,
-        by_step: bool,
-        history: list[float],
-    ) -> None:
-        self.hp, self.schedule, self.bound, self.offset, self.scale = hp, schedule, bound, offset, scale
-        self.origin, self.divisor, self.limit, self.by_step, self.history = origin, divisor, limit, by_step, history
-        self.set = hp.set
-        self.block: list[float] = []
-        self.start, self.size = 0, 0
-
-    def refill(self, i: int) -> float:
-        """Evaluate the block that starts at index ``i``, check it against the targets' domains, return its
-        first value."""
-        size = BLOCK if self.limit is None or i >= self.limit else min(BLOCK, self.limit - i)
-        index = np.arange(i, i + size, dtype=np.float64)
-        t = self.origin + index if self.divisor == 1 else self.origin + index / self.divisor
-        if (self.offset, self.scale) != (0.0, 1.0):
-            t = self.offset + t * self.scale
-        values = self.hp.applied(np.asarray(self.bound.table(t), dtype=np.float64))
-        for target in self.hp.targets():
-            bad = target.domain.outside(values * target.ratio if target.ratio != 1.0 else values)
-            if bad.size:
-                k = bad[0]
-                raise _out_of_domain(self.hp, self.schedule, target, values[k], t[k], self.bound.axis)
-        self.block, self.start, self.size = values.tolist(), i, size
-        return self.block[0]
-
-
-def _known_points(bound: Any, t0: float, t1: float | None) -> list[tuple[float, float]] | None:
-    """(time, value) pairs whose values bound every value a built-in schedule takes on [t0, t1] (t1=None: on
-    [t0, ever)): the ends and every knot inside. Exact because each built-in annealing is monotone between its
-    knots' values and PCHIP does not overshoot. None for a custom annealing or schedule type."""
-    if not isinstance(bound, BoundSchedule) or not all(a in _KNOWN_ANNEALS for a in bound.anneals):
-        return None
-    points = [(t0, bound(t0))]
-    points += [(k, v) for k, v in zip(bound.knots, bound.values) if k > t0 and (t1 is None or k < t1)]
-    if t1 is None:
-        points.append((max(bound.knots[-1], t0), bound.values[-1]))
-    else:
-        points.append((t1, bound(t1)))
-    return points
-
-
-def _out_of_domain(hp: HyperParameter, schedule: Any, target: Any, value: float, t: float, axis: str) -> ValueError:
-    written = value * target.ratio
-    via = "" if target.ratio == 1.0 else f" (the schedule's {value:g} times the group's ratio {target.ratio:g})"
-    return ValueError(
-        f"the schedule for {hp.name}, {schedule!r}, would write {written:g} to {target.where}{via} at {axis} "
-        f"{t:g} of the schedule, outside its domain {target.domain}"
-        + (f" ({target.domain.why})" if target.domain.why else "")
-        + "; change the schedule's values so that they stay inside it"
-    )
-
-
-def _undeclared(track: _Track | None, error: UndeclaredWriteError) -> UndeclaredWriteError:
-    if track is None:  # not raised by a hyperparameter's set
-        return error
-    kind = type(track.hp).__name__
-    name = getattr(error, "name", None) or "the attribute"
-    return UndeclaredWriteError(
-        f"{kind}.set rebound learner.{name}, which {kind} does not declare; add {name!r} to {kind}.writes "
-        "(a Scheduler's writes are derived from its hyperparameters' writes)",
-        name=getattr(error, "name", None),
-    )
+    def __init__(self, n_batches: int | None) -> None:
+        self.n_batches, self.epoch, self.global_step = n_batches, 0, 0
