@@ -9,12 +9,14 @@ momentum, one thread. Three groups, each a hand-written loop and the Learner doi
   ``ProgressBar``, forced on and writing to a null stream, so its cost is counted);
 - bf16: ``raw_onecycle_bf16`` (the same loop under ``torch.autocast(bfloat16)``) against
   ``learner_realistic_bf16`` (the realistic set plus ``MixedPrecision(torch.bfloat16)``);
-- accumulation: ``raw_onecycle_accum4`` (loss / 4, a step and ``OneCycleLR.step()`` every 4 batches) against
-  ``learner_realistic_accum4`` (the realistic set plus ``GradientAccumulation(4)``).
+- accumulation: ``raw_onecycle_accum4`` (loss / 4, a step and ``OneCycleLR.step()`` every 4 batches, keeping the
+  sample-weighted loss sum on the device and reading the epoch's mean once, as ``Metrics`` does: like for like)
+  against ``learner_realistic_accum4`` (the realistic set plus ``GradientAccumulation(4)``). The model is a
+  regression, so there is no accuracy to sum on either side.
 
 ``test_interleaved_ratios`` times every case back to back in each round and reports the median over rounds of
 each Learner case's ratio to its group's hand-written loop: on a shared machine that cancels the drift between
-cases. ``test_calls_per_step`` counts Python calls per step with cProfile (deterministic). Run:
+cases. ``test_calls_per_step`` counts Python calls per step with cProfile (deterministic: tqdm's clock is frozen). Run:
 
     pytest benchmarks/bench_overhead.py --benchmark-only --benchmark-columns=median,iqr,rounds -s
 """
@@ -23,10 +25,12 @@ from __future__ import annotations
 
 import copy
 import cProfile
+import itertools
 import os
 import pstats
 import statistics
 import time
+from unittest import mock
 
 import pytest
 import torch
@@ -50,19 +54,23 @@ def _problem():
     return model, data
 
 
-def _raw_onecycle(model, data, autocast=False, accumulate=1):
+def _raw_onecycle(model, data, autocast=False, accumulate=1, sums=False):
     loss_fn = torch.nn.functional.mse_loss
 
     def run():
         optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
         sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=LR, total_steps=N_BATCHES // accumulate)
         model.train()
+        loss_sum, count = torch.zeros((), dtype=torch.float64), 0
         for i, (xb, yb) in enumerate(data):
             if autocast:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     loss = loss_fn(model(xb), yb)
             else:
                 loss = loss_fn(model(xb), yb)
+            if sums:  # the epoch's sample-weighted loss sum, on the device, as Metrics keeps it
+                loss_sum += loss.detach() * len(xb)
+                count += len(xb)
             if accumulate > 1:
                 loss = loss / accumulate
             loss.backward()
@@ -70,6 +78,8 @@ def _raw_onecycle(model, data, autocast=False, accumulate=1):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 sched.step()
+        if sums:
+            return loss_sum.item() / count  # one host read an epoch
 
     return run
 
@@ -93,7 +103,7 @@ CASES = {
     "learner_realistic": lambda m, d: _learner(m, d, realistic=True),
     "raw_onecycle_bf16": lambda m, d: _raw_onecycle(m, d, autocast=True),
     "learner_realistic_bf16": lambda m, d: _learner(m, d, realistic=True, extra=[MixedPrecision(torch.bfloat16)]),
-    "raw_onecycle_accum4": lambda m, d: _raw_onecycle(m, d, accumulate=4),
+    "raw_onecycle_accum4": lambda m, d: _raw_onecycle(m, d, accumulate=4, sums=True),
     "learner_realistic_accum4": lambda m, d: _learner(m, d, realistic=True, extra=[GradientAccumulation(4)]),
 }
 BASELINE = {
@@ -106,10 +116,14 @@ BASELINE = {
 
 
 def _calls_per_step(run) -> float:
-    profiler = cProfile.Profile()
-    profiler.enable()
-    run()
-    profiler.disable()
+    # tqdm redraws on its wall clock (every 0.1 s), so with a drawing bar the count would follow the machine's
+    # speed and load. Its clock is frozen here: the bar's per-step bookkeeping and its every-20-steps postfix
+    # are counted, its time-driven redraws are not (the interleaved timings include them).
+    with mock.patch("tqdm.std.time", itertools.repeat(0.0).__next__):
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run()
+        profiler.disable()
     return pstats.Stats(profiler).total_calls / N_BATCHES
 
 

@@ -96,8 +96,7 @@ class Distributed(Callback):
     reads = ("epoch", "optimizer", "phase", "accumulate", "callbacks", "valid_every")
     writes = ("model", "train_data", "valid_data", "device", "n_batches")
     # First, so that every callback meets the wrapped model and the split data from before_fit on; a callback
-    # that names Distributed in its own run_before (GradientAccumulation, which decides `accumulate` in
-    # before_batch) still runs before it.
+    # that names Distributed in its own run_before still runs before it.
     run_before = ("*",)
 
     def __init__(
@@ -137,7 +136,6 @@ class Distributed(Callback):
             )
         self.shard, self.param_dtype, self.reduce_dtype = shard, param_dtype, reduce_dtype
         self._given: tuple | None = None
-        self._no_sync: Any = None  # DDP's no_sync() context, entered while a window's gradients accumulate
 
     # ------------------------------------------------------------------------------------------ set-up
     def check(self, learner: Any) -> None:
@@ -233,39 +231,24 @@ class Distributed(Callback):
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
 
     def before_batch(self, learner: Any) -> None:
-        # Gradient accumulation: the non-final micro-batches of a window skip the all-reduce. The choice must be
-        # made before the forward (DDP prepares the backward's reduction there), so GradientAccumulation, which
-        # sets `accumulate` for this batch, runs before this handler.
-        if self._given is None or learner.phase != "train":
-            return
-        accumulate = learner.accumulate
-        if accumulate == (self._no_sync is not None):
-            return
-        model = learner.model
-        if accumulate:
-            if isinstance(model, DistributedDataParallel):
-                self._no_sync = model.no_sync()
-                self._no_sync.__enter__()
-            else:  # FSDP2
-                model.set_requires_gradient_sync(False)
-                self._no_sync = model
-        else:
-            self._end_no_sync()
+        # Gradient accumulation: the non-final micro-batches of a window skip the gradient reduction. The choice
+        # is made before the forward (DDP prepares the backward's reduction there); the step sets `accumulate`
+        # for the micro-batch before this event. A flag on the model, not a context entered here and left in
+        # another event: DDP's no_sync() sets and restores the same flag.
+        if self._given is not None and learner.phase == "train":
+            self._sync_gradients(learner.model, not learner.accumulate)
 
-    def _end_no_sync(self) -> None:
-        if self._no_sync is None:
-            return
-        if isinstance(self._no_sync, torch.nn.Module):  # FSDP2: a method, not a context manager
-            resume_sync: Any = self._no_sync.set_requires_gradient_sync
-            resume_sync(True)
-        else:
-            self._no_sync.__exit__(None, None, None)
-        self._no_sync = None
+    @staticmethod
+    def _sync_gradients(model: Any, sync: bool) -> None:
+        if isinstance(model, DistributedDataParallel):
+            model.require_backward_grad_sync = sync
+        elif callable(getattr(model, "set_requires_gradient_sync", None)):  # FSDP2
+            model.set_requires_gradient_sync(sync)
 
     # ------------------------------------------------------------------------------------------ teardown
     def after_fit(self, learner: Any) -> None:
-        self._end_no_sync()
         if self._given is not None:
+            self._sync_gradients(learner.model, True)  # a fit cut inside a window leaves the wrapped model as new
             learner.model, learner.train_data, learner.valid_data, learner.device = self._given
             self._given = None
 

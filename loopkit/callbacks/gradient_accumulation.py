@@ -5,7 +5,7 @@ of ``n_i`` samples and (batch-mean) loss ``L_i`` contributes ``n_i * L_i / N`` w
 window of micro-batches of unequal sizes, or a short window at the end of an epoch, gives exactly the gradient
 of one batch made of those samples. ``N`` is only known at the window's end, so backward runs on
 ``L_i * n_i / (k * n_0)`` (``n_0``: the window's first micro-batch size) and the gradients are rescaled by
-``k * n_0 / N`` in ``before_step`` when the window was not ``k`` micro-batches of ``n_0`` samples; a full window
+``k * n_0 / N`` before ``before_step`` when the window was not ``k`` micro-batches of ``n_0`` samples; a full window
 of equal micro-batches (the usual case) is never rescaled, and equals a hand-written loop that backpropagates
 ``loss / k``.
 
@@ -23,20 +23,18 @@ reaches a step.
 Checkpoints are offered only at window boundaries (``Learner.state_dict`` refuses mid-window, and
 ``Checkpoint`` saves only after a step), so a checkpoint never holds half a window and resumes exactly.
 
-Several processes: this callback sets ``learner.accumulate`` in ``before_batch``, before the forward, and runs
-before :class:`~loopkit.callbacks.distributed.Distributed`, which reads it there to skip the gradient all-reduce of the
-non-final micro-batches (DDP's ``no_sync``).
+The callback only declares the policy, ``learner.micro_batches_per_step = k``; the step's shape, all of the
+above included, is :mod:`loopkit.loop.train_step`. It decides ``learner.accumulate`` before ``before_batch``
+fires, so a distributed callback reads it there to skip the gradient all-reduce of the non-final micro-batches
+(DDP's ``no_sync``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from .._validate import whole_number
 from ..loop.callback import Callback
-from ..loop.evaluation import batch_size
 
 
 class GradientAccumulation(Callback):
@@ -57,18 +55,15 @@ class GradientAccumulation(Callback):
 
     agrees_across_ranks = True  # its windows follow the batch count every rank shares
 
-    reads = ("phase", "batch_idx", "n_batches", "micro_batch", "loss", "xb", "yb")
-    writes = ("accumulate", "micro_batches_per_step", "backward_loss", "step_loss", "model.grads")
-    # Before Distributed too (which otherwise runs first): it reads `accumulate` in before_batch to skip the
-    # gradient all-reduce of the non-final micro-batches.
-    run_before = ("MixedPrecision", "GradientClip", "Distributed")
+    writes = ("micro_batches_per_step",)
+    # Distributed runs before every other callback unless one names it here. Its before_batch reads
+    # `accumulate`, which the step decides before before_batch whatever the order, but its before_fit would then
+    # see micro_batches_per_step before this callback sets it; kept ahead of it so the policy is in place first.
+    run_before = ("Distributed",)
 
     def __init__(self, k: int) -> None:
         whole_number("GradientAccumulation", "k", k)
         self.k = k
-        self._losses: list[torch.Tensor] = []
-        self._sizes: list[int] = []
-        self._wanted = True
 
     def __repr__(self) -> str:
         return f"GradientAccumulation({self.k})"
@@ -79,40 +74,3 @@ class GradientAccumulation(Callback):
 
     def before_fit(self, learner: Any) -> None:
         learner.micro_batches_per_step = self.k  # the Scheduler counts optimizer steps per epoch with it
-        # The window's mean loss costs a few tensor operations per step: computed only if a callback reads it.
-        self._wanted = any("step_loss" in getattr(cb, "reads", ()) for cb in learner.callbacks if cb is not self)
-
-    def before_batch(self, learner: Any) -> None:
-        if learner.phase != "train":
-            return
-        if learner.micro_batch == 0:
-            self._losses.clear()
-            self._sizes.clear()
-        last = learner.micro_batch + 1 >= self.k or (
-            learner.n_batches is not None and learner.batch_idx + 1 >= learner.n_batches
-        )
-        learner.accumulate = not last
-
-    def before_backward(self, learner: Any) -> None:
-        n = batch_size(learner)
-        if self._wanted:
-            self._losses.append(learner.loss.detach())
-        self._sizes.append(n)
-        if self.k > 1:
-            learner.backward_loss = learner.backward_loss * (n / (self.k * self._sizes[0]))
-
-    def before_step(self, learner: Any) -> None:
-        sizes = self._sizes
-        total = sum(sizes)
-        nominal = self.k * sizes[0]
-        if total != nominal:  # a short window, or micro-batches of unequal sizes
-            grads = [p.grad for g in learner.optimizer.param_groups for p in g["params"] if p.grad is not None]
-            if grads:
-                torch._foreach_mul_(grads, nominal / total)
-        if not self._wanted:
-            return
-        if len(sizes) == 1:
-            learner.step_loss = self._losses[0]
-        else:
-            weights = torch.tensor(sizes, dtype=torch.float32).to(self._losses[0].device, non_blocking=True)
-            learner.step_loss = torch.stack(self._losses).float() @ weights / total

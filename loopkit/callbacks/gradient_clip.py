@@ -1,7 +1,8 @@
 """GradientClip: clip gradients by their global norm or by value, before the optimizer step.
 
-It runs in ``before_step``, after :class:`GradientAccumulation` completed the window's gradient and after
-:class:`MixedPrecision` unscaled it, so the threshold applies to the true gradient. The threshold is a
+The callback supplies the step's clipping policy, ``learner.clip_gradients``; the step
+(:mod:`loopkit.loop.train_step`) calls it once the window's gradient is complete and unscaled, just before
+``before_step``, so the threshold applies to the true gradient. The threshold is a
 :class:`ClipThreshold` hyperparameter a :class:`~loopkit.scheduling.scheduler.Scheduler` can move like a
 learning rate.
 
@@ -24,11 +25,13 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from ..loop.callback import Callback
+from ..resume.model import unwrap_model
 from ..scheduling.hyperparams import Domain, HyperParameter
 
 
@@ -39,6 +42,10 @@ class GradientClip(Callback):
         max_norm: scale all gradients down together so that their global ``norm_type``-norm is at most this.
         max_value: clamp every gradient element to ``[-max_value, max_value]``.
         norm_type: the norm for ``max_norm`` (2.0 default; ``float("inf")`` for the max-abs norm).
+        parameters: the names (as in ``model.named_parameters()``) of the parameters to clip, in the order
+            their norm is summed; default: the optimizer's parameters in ``model.parameters()`` order (then any
+            it holds outside the model, a loss's), the order a hand-written ``clip_grad_norm_(model.parameters(),
+            ...)`` sums in, so the norm matches it to the last bit.
 
     Attributes:
         norm: the pre-clip global norm of the latest step, a 0-d tensor on the gradients' device (norm mode;
@@ -46,16 +53,23 @@ class GradientClip(Callback):
 
     Raises:
         ValueError: not exactly one of ``max_norm`` and ``max_value``, either not a positive number, or a
-            ``norm_type`` that is not a positive number or ``float("inf")``.
+            ``norm_type`` that is not a positive number or ``float("inf")``; when the Learner is built, a name in
+            ``parameters`` that is not one of the model's parameters.
     """
 
     agrees_across_ranks = True  # clips gradients DDP has already averaged
 
     reads = ("optimizer",)
-    writes = ("model.grads",)
-    run_after = ("GradientAccumulation", "MixedPrecision")
+    writes = ("clip_gradients",)
 
-    def __init__(self, max_norm: float | None = None, *, max_value: float | None = None, norm_type: float = 2.0):
+    def __init__(
+        self,
+        max_norm: float | None = None,
+        *,
+        max_value: float | None = None,
+        norm_type: float = 2.0,
+        parameters: Sequence[str] | None = None,
+    ):
         if (max_norm is None) == (max_value is None):
             raise ValueError(
                 f"GradientClip needs exactly one of max_norm or max_value, got max_norm={max_norm!r}, "
@@ -69,7 +83,12 @@ class GradientClip(Callback):
         self.max_norm = None if max_norm is None else float(max_norm)
         self.max_value = None if max_value is None else float(max_value)
         self.norm_type = float(norm_type)
+        if parameters is not None and (isinstance(parameters, str) or not all(isinstance(n, str) for n in parameters)):
+            raise ValueError(f"GradientClip(parameters={parameters!r}) needs a list of parameter names")
+        self.parameters = None if parameters is None else list(parameters)
         self.norm: torch.Tensor | None = None
+        self._params: list[torch.Tensor] = []
+        self._groups = -1  # the number of optimizer parameters the default order was laid out for
 
     def __repr__(self) -> str:
         if self.max_norm is not None:
@@ -88,11 +107,41 @@ class GradientClip(Callback):
         else:
             self.max_value = value
 
+    def check(self, learner: Any) -> None:
+        if self.parameters is None:
+            return
+        named = dict(unwrap_model(learner.model).named_parameters())
+        unknown = [n for n in self.parameters if n not in named]
+        if unknown:
+            raise ValueError(
+                f"GradientClip(parameters=...) names {unknown[:3]}, which are not parameters of the model; use "
+                f"names from model.named_parameters(), such as {list(named)[:3]}"
+            )
+        self._params = [named[n] for n in self.parameters]
+
     def before_fit(self, learner: Any) -> None:
         self.norm = None
+        self._groups = -1
+        if self.parameters is not None:
+            self.check(learner)  # the model's own parameters (lr_find clips a copy of this callback)
+        learner.clip_gradients = self.clip
 
-    def before_step(self, learner: Any) -> None:
-        params = [p for group in learner.optimizer.param_groups for p in group["params"] if p.grad is not None]
+    def _default_order(self, learner: Any) -> list[torch.Tensor]:
+        """The optimizer's parameters in ``model.parameters()`` order, then those it holds outside the model."""
+        groups = learner.optimizer.param_groups
+        size = sum(len(group["params"]) for group in groups)
+        if size != self._groups:  # laid out again when parameters join the optimizer mid-run
+            held = {id(p): p for group in groups for p in group["params"]}
+            in_model = [p for p in learner.model.parameters() if id(p) in held]
+            seen = {id(p) for p in in_model}
+            self._params = in_model + [p for p in held.values() if id(p) not in seen]
+            self._groups = size
+        return self._params
+
+    def clip(self, learner: Any) -> None:
+        """Clip ``learner``'s gradients in place (the step calls it once the gradient is complete)."""
+        order = self._params if self.parameters is not None else self._default_order(learner)
+        params = [p for p in order if p.grad is not None]
         if not params:
             return
         if self.max_norm is not None:

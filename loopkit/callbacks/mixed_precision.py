@@ -1,12 +1,12 @@
 """MixedPrecision: run forward and loss under ``torch.autocast`` (bfloat16 or float16), on CPU or CUDA.
 
-float16 brings a ``torch.amp.GradScaler``: the loss is scaled before backward (in ``before_backward``, on
-``learner.backward_loss``), the gradients are unscaled in ``before_step`` (so :class:`GradientClip` sees true
-gradients), and when they are not finite the step is skipped with ``CancelStep``: ``global_step`` does not
-advance, schedules evaluate at the steps that happened, and nothing is logged for the skipped step. This is
-torch's own recipe (``scaler.scale(loss).backward(); scaler.unscale_(opt); ...; scaler.step(opt);
-scaler.update()``) step for step: the scaler's inf check is read on the host once per step, as
-``GradScaler.step`` itself does, so noticing a skip costs nothing extra.
+The callback supplies the step's precision policy as learner state (:mod:`loopkit.loop.train_step` owns the
+step): ``learner.autocast``, the autocast context the loop enters lexically around forward, ``after_pred`` and
+loss, in training, validation, ``validate`` and ``predict`` alike; and with float16 ``learner.grad_scaler``, a
+``torch.amp.GradScaler`` the step uses as torch's own recipe does (``scaler.scale(loss).backward();
+scaler.unscale_(opt); clip; scaler.step(opt); scaler.update()``). A step whose gradients are not finite is
+skipped (``CancelStep``): ``global_step`` does not advance, schedules evaluate at the steps that happened, and
+nothing is logged for it. The skip is read from the public scale (it backs off exactly when a step is skipped).
 
 ``learner.loss`` (what Metrics, TensorBoard and the progress bar read) is always the true, unscaled loss. The
 scaler's state is this callback's ``state_dict``, so checkpoints carry it and a resume is exact.
@@ -14,12 +14,12 @@ scaler's state is this callback's ``state_dict``, so checkpoints carry it and a 
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
 
 from ..loop.callback import Callback
-from ..loop.events import CancelStep
 
 _DTYPES = (torch.bfloat16, torch.float16)
 
@@ -40,16 +40,14 @@ class MixedPrecision(Callback):
         skipped: optimizer steps skipped this fit because the gradients were not finite.
 
     Raises:
-        ValueError: at construction, a ``dtype`` other than bfloat16 or float16, an unknown ``device_type``, or
-            ``device_type="cuda"`` without CUDA; on resume, a state saved with the other dtype's scaler.
+        ValueError: at construction, a ``dtype`` other than bfloat16 or float16, an unknown ``device_type``,
+            ``device_type="cuda"`` without CUDA, a ``backoff_factor`` outside (0, 1) or a ``growth_factor`` <= 1; on resume, a state saved with the other dtype's scaler.
     """
 
-    agrees_across_ranks = True  # skips a step on gradients DDP has already averaged
+    agrees_across_ranks = True  # its scaler skips a step on gradients DDP has already averaged
 
-    reads = ("model", "optimizer", "phase")
-    writes = ("backward_loss", "model.grads")
-    run_after = ("GradientAccumulation",)
-    run_before = ("GradientClip",)
+    reads = ("model",)
+    writes = ("autocast", "grad_scaler", "skipped_by_scaler")
 
     def __init__(
         self,
@@ -65,21 +63,33 @@ class MixedPrecision(Callback):
             raise ValueError(f"MixedPrecision(dtype={dtype!r}): use torch.bfloat16 or torch.float16")
         if device_type not in (None, "cpu", "cuda"):
             raise ValueError(f"MixedPrecision(device_type={device_type!r}): use 'cpu', 'cuda' or None (the model's)")
+        if not 0 < backoff_factor < 1 or not growth_factor > 1:
+            raise ValueError(
+                f"MixedPrecision needs 0 < backoff_factor < 1 and growth_factor > 1 (a skipped step is read from the "
+                f"scale backing off), got backoff_factor={backoff_factor!r}, growth_factor={growth_factor!r}"
+            )
         self.dtype, self.device_type = dtype, device_type
         self._scaler_options = (float(init_scale), float(growth_factor), float(backoff_factor), int(growth_interval))
         self.scaler: torch.amp.GradScaler | None = None
-        self.skipped = 0
-        self._autocast: Any = None
-        self._pending_state: dict[str, Any] | None = None
+        # The learner of the latest fit, weakly: its skip count is this callback's state, and a deep copy of the
+        # callback (lr_find's) must not copy the learner.
+        self._learner: Any = lambda: None
+        self._skipped = 0
 
     def __repr__(self) -> str:
         return f"MixedPrecision({self.dtype})"
+
+    @property
+    def skipped(self) -> int:
+        """Optimizer steps this callback's scaler skipped in the latest fit (non-finite gradients)."""
+        learner = self._learner()
+        return learner.skipped_by_scaler if learner is not None else self._skipped
 
     def check(self, learner: Any) -> None:
         device = self._device(learner)
         if device == "cuda" and not torch.cuda.is_available():
             raise ValueError("MixedPrecision(device_type='cuda') but CUDA is not available on this machine")
-        self._autocast = torch.autocast(device_type=device, dtype=self.dtype)  # validate/predict before a fit
+        learner.autocast = torch.autocast(device_type=device, dtype=self.dtype)  # validate/predict before a fit
 
     def _device(self, learner: Any) -> str:
         if self.device_type is not None:
@@ -89,8 +99,9 @@ class MixedPrecision(Callback):
 
     def before_fit(self, learner: Any) -> None:
         device = self._device(learner)
-        self._autocast = torch.autocast(device_type=device, dtype=self.dtype)
-        self.skipped = 0
+        learner.autocast = torch.autocast(device_type=device, dtype=self.dtype)
+        learner.skipped_by_scaler = 0
+        self._learner = weakref.ref(learner)
         if self.dtype == torch.float16:
             init_scale, growth_factor, backoff_factor, growth_interval = self._scaler_options
             self.scaler = torch.amp.GradScaler(
@@ -100,43 +111,7 @@ class MixedPrecision(Callback):
                 backoff_factor=backoff_factor,
                 growth_interval=growth_interval,
             )
-
-    # The autocast region is the forward and the loss; after_batch and after_fit close it if a cancel or an
-    # error skipped after_loss.
-    def before_batch(self, learner: Any) -> None:
-        self._autocast.__enter__()
-        self._entered = True
-
-    def after_loss(self, learner: Any) -> None:
-        self._exit()
-
-    def after_batch(self, learner: Any) -> None:
-        self._exit()
-
-    def after_fit(self, learner: Any) -> None:
-        self._exit()
-
-    def _exit(self) -> None:
-        if getattr(self, "_entered", False):
-            self._entered = False
-            self._autocast.__exit__(None, None, None)
-
-    def before_backward(self, learner: Any) -> None:
-        if self.scaler is not None:
-            learner.backward_loss = self.scaler.scale(learner.backward_loss)
-
-    def before_step(self, learner: Any) -> None:
-        scaler = self.scaler
-        if scaler is None:
-            return
-        optimizer = learner.optimizer
-        scaler.unscale_(optimizer)
-        # The same host read GradScaler.step makes to decide whether to step.
-        found_inf = sum(v.item() for v in scaler._found_inf_per_device(optimizer).values())
-        scaler.update()  # next scale from this step's inf check (torch's order: step, then update; same result)
-        if found_inf:
-            self.skipped += 1
-            raise CancelStep
+        learner.grad_scaler = self.scaler
 
     def state_dict(self) -> dict[str, Any]:
         return {"scaler": self.scaler.state_dict() if self.scaler is not None else None, "skipped": self.skipped}
@@ -149,4 +124,7 @@ class MixedPrecision(Callback):
             )
         if self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
-        self.skipped = state["skipped"]
+        self._skipped = state["skipped"]
+        learner = self._learner()
+        if learner is not None:
+            learner.skipped_by_scaler = state["skipped"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 
 import torch
 
-from .callback import callback_name
+from .callback import callback_name, validate_callback
 from .events import Cancel
 
 
@@ -98,3 +99,51 @@ def check_budgets(n_epochs: object, max_steps: object, max_time: object) -> None
             "fit() needs n_epochs, max_steps or both (whichever comes first ends the fit), e.g. fit(10) or "
             "fit(max_steps=500)"
         )
+
+
+def check_arguments(
+    model: object,
+    train_data: object,
+    optimizer: object,
+    loss_fn: object,
+    valid_data: object,
+    custom_step: object,
+    callbacks: Iterable[object],
+) -> None:
+    """The Learner's arguments, each checked before anything is built; see ``Learner``'s Raises."""
+    check_model(model)
+    check_data(train_data, "train_data")
+    if valid_data is not None:
+        check_data(valid_data, "valid_data")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be callable as loss_fn(pred, target), or None for a model that computes its own loss, "
+            f"got {loss_fn!r}"
+        )
+    if loss_fn is None and custom_step is None and not _takes_targets(model):
+        raise TypeError(
+            f"no loss_fn was given, so the model must compute its own loss as model(xb, yb), but "
+            f"{type(model).__name__}.forward takes one input; pass a loss_fn (torch.nn.functional.mse_loss, ...)"
+        )
+    check_optimizer(optimizer, model, loss_fn)  # type: ignore[arg-type]  # check_model passed
+    if custom_step is not None and not all(
+        callable(getattr(custom_step, m, None)) for m in ("unpack", "forward", "loss")
+    ):
+        raise TypeError(f"step must be a loopkit.Step (with unpack, forward and loss methods), got {custom_step!r}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        validate_callback(cb)
+    check_unique_names(callbacks)
+
+
+def _takes_targets(model: object) -> bool:
+    """Whether ``model(xb, yb)`` binds: its forward takes a second positional argument (or ``*args``)."""
+    try:
+        signature = inspect.signature(model.forward)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return True
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        return False
+    return True

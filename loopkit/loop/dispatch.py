@@ -29,13 +29,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..distributed.ranks import is_distributed
 from .agreement import AGREED_EVENTS, LATE_EVENTS, agree, agree_late
-from .callback import callback_name
-from .events import Cancel
+from .callback import callback_name, handled_events
+from .events import BATCH_EVENTS, EVENTS, Cancel
+from .guard import guarded_view
 
 
 class Handlers(tuple):
@@ -85,6 +87,46 @@ def fire(handlers: Handlers, carried: BaseException | None = None) -> None:
     except BaseException as first:  # every exception is resolved below, none is dropped
         raised = [(handler, first), *run_all(it)]
     raise resolve(handlers.event, raised)
+
+
+def run_level(
+    before: Handlers,
+    body: Callable[[], None],
+    after: Handlers,
+    cancel: type[Exception],
+    *,
+    carry: bool = False,
+    abandon: Callable[[BaseException], None] | None = None,
+) -> None:
+    """The one loop primitive, every level of the loop (epoch, phase, batch) runs through: before handlers, body, after handlers (also after a ``cancel``).
+
+    ``abandon`` (the train batch): called with the exception that leaves the level before it completes (a
+    cancel or an error), to drop what the level held. ``carry`` (the valid phase): in a distributed run, an
+    outer cancel that this rank alone raised in the body (its batch events are not agreed) is carried to the
+    agreed ``after`` event, so every rank reaches that event and takes the cancel there together.
+    """
+    carried = None
+    try:
+        if before or before.agreed:  # no call at all for an event without handlers
+            fire(before)
+        body()
+    except cancel as exc:
+        if abandon is not None:
+            abandon(exc)
+    except BaseException as exc:
+        if abandon is not None:
+            abandon(exc)
+        if (
+            not isinstance(exc, Cancel)
+            or not (carry and after.agreed and is_distributed())
+            or getattr(exc, "agreed", False)
+        ):
+            raise
+        carried = exc
+    try:  # noqa: SIM105 - a try costs nothing here, contextlib.suppress a context manager per level
+        fire(after, carried)
+    except cancel:
+        pass  # raised in the level's own after_ handlers: the level is over, there is nothing to cancel
 
 
 def run_all(handlers: Iterable) -> list[tuple[object, BaseException]]:
@@ -151,3 +193,48 @@ def describe(exc: BaseException) -> str:
         last = frames[-1]
         text += f" (at {last.filename}:{last.lineno} in {last.name})"
     return text
+
+
+def build_handlers(learner: object, callbacks: list[object]) -> tuple[dict[str, Handlers], dict[str, Handlers]]:
+    """The handlers of every event for training and for validation, each bound to its callback's guarded view.
+
+    Validation runs the batch events unagreed: ranks may hold different numbers of valid batches, so a rank's
+    cancel there is carried to the agreed ``after_valid`` (see :func:`loopkit.loop.dispatch.run_level`). In training, a batch event
+    is agreed across ranks when one of its callbacks does not declare ``agrees_across_ranks``.
+    """
+    handlers: dict[str, Handlers] = {event: Handlers(event) for event in EVENTS}
+    for cb in callbacks:
+        view = guarded_view(learner, cb)
+        for event in handled_events(cb):
+            handlers[event] += (functools.partial(getattr(cb, event), view),)
+    valid = dict(handlers)
+    for event in BATCH_EVENTS:
+        if any(not getattr(cb, "agrees_across_ranks", False) for cb in callbacks if event in handled_events(cb)):
+            handlers[event] = Handlers(event, handlers[event], agreed=True)
+    return handlers, valid
+
+
+def describe_handlers(handlers: dict[str, Handlers]) -> str:
+    """For each event that has handlers, the callbacks that run there, in order (``Learner.describe``).
+
+    Example:
+        >>> import torch
+        >>> from loopkit import Learner
+        >>> class Log:
+        ...     reads = ("loss",)
+        ...     def after_loss(self, learner): ...
+        ...     def after_fit(self, learner): ...
+        >>> model = torch.nn.Linear(1, 1)
+        >>> learner = Learner(model, [(torch.ones(1, 1), torch.ones(1, 1))],
+        ...                   torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+        ...                   callbacks=[Log()])
+        >>> print(learner.describe())
+        after_loss: Log
+        after_fit: Log
+    """
+    lines = []
+    for event in EVENTS:
+        names = [callback_name(h.func.__self__) for h in handlers[event]]
+        if names:
+            lines.append(f"{event}: {' -> '.join(names)}")
+    return "\n".join(lines) if lines else "(no callbacks)"

@@ -6,7 +6,8 @@ autocasts here too), in eval mode and under ``torch.no_grad()``, and restore the
 - ``validate`` runs the valid phase's events (``before_valid``, per batch ``before_batch``, ``after_pred``,
   ``after_loss``, ``after_batch``, then ``after_valid``), so Metrics and loggers see it as a validation; it
   returns the sample-weighted mean loss as ``"valid_loss"`` plus every ``valid_*`` value a Metrics callback
-  computed.
+  computed. ``validate(data, name="test")`` runs it as phase ``"test"`` (``learner.phase``), so the results
+  and Metrics' means are named ``test_loss``, ``test_<metric>``.
 - ``predict`` fires ``before_batch``, ``after_pred`` and ``after_batch`` per batch with
   ``learner.phase == "predict"`` (there is no loss: batches may be inputs alone) and returns the predictions,
   concatenated along the first dimension when they are tensors.
@@ -19,7 +20,8 @@ from typing import Any
 
 import torch
 
-from .dispatch import fire
+from .checks import check_data
+from .dispatch import fire, run_level
 from .events import CancelBatch, CancelPhase
 
 
@@ -31,8 +33,22 @@ def batch_size(learner: Any) -> int:
     return 1
 
 
-def validate(learner: Any, data: Iterable) -> dict[str, float]:
-    """Run the valid phase on ``data``; see the module docstring."""
+def validate(learner: Any, data: Iterable | None, name: str = "valid") -> dict[str, float]:
+    """Run the valid phase on ``data`` (``None``: the learner's ``valid_data``) as phase ``name``; see the
+    module docstring."""
+    if not isinstance(name, str) or not name.isidentifier() or name in ("train", "predict"):
+        raise ValueError(
+            f"validate(name={name!r}) needs a name for the results' keys (an identifier such as 'test'), not "
+            "'train' or 'predict'"
+        )
+    if data is None:
+        if learner.valid_data is None:
+            raise TypeError(
+                "validate() has no data: this Learner was built without valid_data; pass the batches to "
+                "evaluate, learner.validate(data), or build the Learner with valid_data=..."
+            )
+        data = learner.valid_data
+    check_data(data, "data")
     h = learner._valid_handlers
     total = torch.zeros((), dtype=torch.float64)
     count = 0
@@ -47,15 +63,15 @@ def validate(learner: Any, data: Iterable) -> dict[str, float]:
     def body() -> None:
         for batch_idx, batch in enumerate(data):
             learner.batch_idx, learner.batch = batch_idx, batch
-            learner._level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
+            run_level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
 
-    with _evaluating(learner, "valid"):
-        learner._level(h["before_valid"], body, h["after_valid"], CancelPhase, carry=True)
-    result = {"valid_loss": total.item() / count if count else float("nan")}
+    with _evaluating(learner, name):
+        run_level(h["before_valid"], body, h["after_valid"], CancelPhase, carry=True)
+    result = {f"{name}_loss": total.item() / count if count else float("nan")}
     for cb in learner.callbacks:  # a Metrics callback's means of this phase
         latest = getattr(cb, "latest_phase", None)
         if isinstance(latest, dict):
-            result.update({k: v for k, v in latest.items() if k.startswith("valid_")})
+            result.update({k: v for k, v in latest.items() if k.startswith(f"{name}_")})
     return result
 
 
@@ -71,14 +87,20 @@ def predict(learner: Any, data: Iterable) -> Any:
             learner.xb, learner.yb = step.unpack(learner, batch)
         else:  # inputs alone
             learner.xb, learner.yb = step.unpack(learner, (batch, None))
-        learner.pred = step.forward(learner)
-        fire(h["after_pred"])
+        autocast = learner.autocast
+        if autocast is None:
+            learner.pred = step.forward(learner)
+            fire(h["after_pred"])
+        else:
+            with autocast:
+                learner.pred = step.forward(learner)
+                fire(h["after_pred"])
         preds.append(learner.pred)
 
     with _evaluating(learner, "predict"):
         for batch_idx, batch in enumerate(data):
             learner.batch_idx, learner.batch = batch_idx, batch
-            learner._level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
+            run_level(h["before_batch"], batch_body, h["after_batch"], CancelBatch)
     if preds and all(isinstance(p, torch.Tensor) for p in preds):
         return torch.cat([p if p.dim() else p.reshape(1) for p in preds])
     return preds

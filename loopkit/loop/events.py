@@ -1,7 +1,7 @@
 """The closed set of events a Learner fires, and the exceptions that cancel a level of the loop.
 
 The loop is nested: fit > epoch > phase (train, then valid) > batch > step. Every level is wrapped the same
-way (see ``Learner._level``): ``before_X`` fires, the body runs, and ``after_X`` fires both when the body
+way (see :func:`loopkit.loop.dispatch.run_level`): ``before_X`` fires, the body runs, and ``after_X`` fires both when the body
 completes and when it is cancelled with the level's ``Cancel*`` exception. The step is the one exception:
 ``after_step`` means an optimizer step was applied, so a cancelled step fires no ``after_step``.
 
