@@ -150,3 +150,37 @@ def test_a_custom_hyperparameter_is_a_few_lines():
     assert learner.loss_fn.temperature == 0.07 and t.name == "Temperature"
     with pytest.raises(NotImplementedError, match=r"Scheduler.history"):
         t.get(learner)
+
+
+def test_a_custom_type_writing_an_attribute_nothing_has_is_refused_when_the_learner_is_built():
+    # F.cross_entropy is a function: setting learner.loss_fn.label_smoothing on it changes nothing the loss reads.
+    # A custom type declaring that write is refused as Attribute("loss_fn.label_smoothing") is.
+    import torch.nn.functional as F
+
+    from loopkit import HyperParameter, Learner, Scheduler
+    from loopkit.schedules import Schedule
+
+    class Smoothing(HyperParameter):
+        writes = ("loss_fn.label_smoothing",)
+
+        def set(self, learner, value):
+            learner.loss_fn.label_smoothing = value
+
+    model = torch.nn.Linear(2, 3)
+    data = [(torch.randn(4, 2), torch.tensor([0, 1, 2, 0]))]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = Schedule([0, 1], [0.0, 0.1])
+    with pytest.raises(ValueError, match=r"writes='loss_fn.label_smoothing'.*no attribute 'label_smoothing'"):
+        Learner(model, data, opt, F.cross_entropy, callbacks=[Scheduler({Smoothing(): schedule})])
+    # The same type on a loss module that has the attribute trains, and the loss reads every value it was given.
+    loss = torch.nn.CrossEntropyLoss()
+    seen = []
+
+    class Watch:
+        reads = ("loss_fn",)
+
+        def after_loss(self, learner):
+            seen.append(learner.loss_fn.label_smoothing)
+
+    Learner(model, data * 4, opt, loss, callbacks=[Scheduler({Smoothing(): schedule}), Watch()]).fit(1)
+    assert seen == pytest.approx([0.0, 0.025, 0.05, 0.075], rel=1e-12)  # linear over one epoch of 4 steps

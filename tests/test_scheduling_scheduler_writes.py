@@ -349,7 +349,7 @@ def test_a_hyperparameter_without_writes_fails_when_the_scheduler_is_built():
 
 def test_an_undeclared_write_points_to_the_hyperparameters_writes():
     class Swap(HyperParameter):
-        writes = ("loss_fn.scale",)
+        writes = ("model.bias",)  # declares a path that exists (one that does not is refused earlier, at check)
 
         def set(self, learner, value):
             learner.loss_fn = torch.nn.functional.l1_loss
@@ -369,7 +369,7 @@ def test_an_undeclared_write_points_to_the_hyperparameters_writes():
 
     with pytest.raises(UndeclaredWriteError, match=r"Swap.set rebound learner.loss_fn.*add 'loss_fn' to Swap.writes"):
         fit()
-    Swap.writes = ("loss_fn", "loss_fn.scale")  # the fix the message names works
+    Swap.writes = ("loss_fn", "model.bias")  # the fix the message names works
     fit()
 
 

@@ -64,7 +64,30 @@ class HyperParameter:
         return type(self).__name__
 
     def check(self, learner: Any) -> None:
-        """Raise if this hyperparameter cannot be set on ``learner`` (called when the Learner is built)."""
+        """Raise if this hyperparameter cannot be set on ``learner`` (called when the Learner is built).
+
+        The default checks each dotted path in ``writes`` as :class:`Attribute` checks its path: every part must
+        exist on the learner now, the last included, so a ``set`` that would write an attribute nothing reads
+        (``learner.loss_fn.label_smoothing`` on ``F.cross_entropy``, a function) is refused here instead of
+        changing nothing, silently.
+
+        Raises:
+            ValueError: a declared path that does not resolve, naming the part that is missing.
+        """
+        for path in self.writes:
+            parts = path.split(".")
+            if len(parts) < 2:  # a learner attribute: the write guard checks those
+                continue
+            obj, where = learner, "learner"
+            for part in parts:
+                if not hasattr(obj, part):
+                    raise ValueError(
+                        f"{self.name} declares writes={path!r}, but {where} ({describe_value(obj)}) has no "
+                        f"attribute {part!r}: a set() writing it would change nothing the training reads; write "
+                        "an attribute that exists (a loss module's, not a function's), or give the object that "
+                        "attribute before building the Learner"
+                    )
+                obj, where = getattr(obj, part), f"{where}.{part}"
 
     def bind(self, learner: Any) -> None:
         """Prepare for a fit (called at ``before_fit``): resolve targets, record base values."""
