@@ -21,8 +21,8 @@ bench=(python3 -m pytest -p no:cacheprovider --benchmark-only --benchmark-column
 
 # 1. Correctness on the GPU: parity with torch.optim (whole beta range, maximize, misaligned views), sync-free
 #    scheduled and GradScaler training, launches on the parameters' device and stream, CUDA-graph replay.
-timeout 120 python3 -m pytest -p no:cacheprovider -q -rs tests/test_optim.py tests/test_learner.py \
-  tests/test_scheduler.py 2>&1 | tee "$OUT/tests.log"
+timeout 120 python3 -m pytest -p no:cacheprovider -q -rs tests/test_optim.py tests/test_loop_learner.py \
+  tests/test_scheduling_scheduler.py 2>&1 | tee "$OUT/tests.log"
 
 # 2. Out-of-bounds and misaligned accesses under compute-sanitizer (memcheck), exit status 1 on any error: the
 #    vector path (parity), the scalar path of misaligned views, low precision, GradScaler's skip and unscale, the

@@ -1,4 +1,4 @@
-"""Runs under torchrun for the 2-rank gloo tests (tests/test_distributed.py); one scenario per launch.
+"""Runs under torchrun for the 2-rank gloo tests (tests/test_callbacks_distributed.py); one scenario per launch.
 
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed_worker.py SCENARIO OUT [...]
 

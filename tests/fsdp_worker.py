@@ -1,4 +1,4 @@
-"""Runs under torchrun for the FSDP2 and sharded-checkpoint tests (tests/test_distributed_fsdp.py).
+"""Runs under torchrun for the FSDP2 and sharded-checkpoint tests (tests/test_callbacks_fsdp.py).
 
     python -m torch.distributed.run --standalone --nproc_per_node=W tests/fsdp_worker.py SCENARIO OUT [...]
 

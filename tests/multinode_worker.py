@@ -1,4 +1,4 @@
-"""Runs under torchrun on each of two "nodes" (network namespaces) for tests/test_distributed_nodes.py.
+"""Runs under torchrun on each of two "nodes" (network namespaces) for tests/test_callbacks_distributed_nodes.py.
 
     ip netns exec NODE env LK_NODE=a|b python -m torch.distributed.run --nnodes=2 --nproc_per_node=2
         --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT ... tests/multinode_worker.py OUT [--kill-at STEP]

@@ -183,7 +183,7 @@ def test_a_kill_between_a_save_and_its_pruning_is_cleaned_up_by_the_resumed_run(
 
 def test_temp_files_of_dead_writers_are_removed_after_a_completed_save(tmp_path):
     from loopkit.resume.file import _HOST
-    from tests.test_checkpoint_file import dead_pid
+    from tests.test_resume_file import dead_pid
 
     tmp_path.mkdir(exist_ok=True)
     dead = tmp_path / f".step-000000009.pt.loopkit-tmp-{_HOST}-{dead_pid()}-0badcafe"

@@ -109,8 +109,11 @@ def save_sharded(state: dict[str, Any], model: torch.nn.Module, optimizer: torch
         outcomes = all_gather(None if error is None else f"{type(error).__name__}: {error}")
         failed = [(r, what) for r, what in enumerate(outcomes) if what is not None]
     if failed:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(temp)  # ours: every rank wrote into it, and none will again
+        # Ours: every rank wrote into it, and none will again. One rank a node deletes it (ranks deleting one
+        # tree at once race each other and leave parts of it); the all_gather above ordered it after every write.
+        if int(os.environ.get("LOCAL_RANK", rank())) == 0:
+            shutil.rmtree(temp, ignore_errors=True)
+        all_gather(None)  # every rank returns once it is gone: no rank sees the failed save's files
         if error is not None:
             raise error
         r, what = failed[0]

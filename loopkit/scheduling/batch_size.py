@@ -16,7 +16,7 @@ When a change takes effect:
   ``num_workers=w`` workers also holds ``prefetch_factor * w`` batches' indices drawn ahead (2w by default), so the
   new size first shows at batch ``k + 1`` with ``num_workers=0`` and at ``k + 1 + prefetch_factor * w`` with
   workers. ``len(loader)`` read at the start of the epoch is then only the epoch's length at the size it started
-  with. Prefer per-epoch batch-size schedules; ``tests/test_data.py`` pins both behaviours.
+  with. Prefer per-epoch batch-size schedules; ``tests/test_scheduling_batch_size.py`` pins both behaviours.
 """
 
 from __future__ import annotations

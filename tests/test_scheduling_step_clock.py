@@ -8,7 +8,7 @@ import torch
 from loopkit import CancelStep, Learner, Schedule, Scheduler, steps
 from loopkit.callbacks import GradientAccumulation
 from loopkit.scheduling.optimizer_hyperparams import LearningRate
-from tests.test_step_callbacks import _data, _model, _sgd
+from tests.test_callbacks_step import _data, _model, _sgd
 
 
 def test_a_warmup_counts_optimizer_steps_under_accumulation():

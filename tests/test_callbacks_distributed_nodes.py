@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tests import distributed_worker as worker
-from tests.test_distributed import reference_run
+from tests.test_callbacks_distributed import reference_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds for a two-node launch; one takes 30-90 s on the loaded 2-core machine
