@@ -27,7 +27,7 @@ them runs a part of the step. The state, with its default (the plain fp32 step):
   the non-final micro-batches (DDP's ``no_sync``, FSDP2's ``set_requires_gradient_sync``).
 
 Closure optimizers (``torch.optim.LBFGS``) re-evaluate the loss themselves: for them the batch has no forward of
-its own; :func:`closure_step` passes LBFGS a closure that is the only forward and backward, with the events
+its own; :func:`make_closure` makes LBFGS a closure that is the only forward and backward, with the events
 inside it.
 """
 
