@@ -10,7 +10,8 @@ import pytest
 
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs, metric_mode
-from loopkit.runs.sweep import Sweep, SweepError
+from loopkit.runs.sweep import Sweep
+from loopkit.runs.sweep_checks import SweepError
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")
 

@@ -9,7 +9,8 @@ import torch
 
 from loopkit.runs import cli
 from loopkit.runs.runner import fit_budget, run_task
-from loopkit.runs.sweep import Sweep, SweepError
+from loopkit.runs.sweep import Sweep
+from loopkit.runs.sweep_checks import SweepError
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_steps_task.py")
 EPOCHS_TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")

@@ -9,7 +9,8 @@ import pathlib
 import pytest
 
 from loopkit.runs import cli
-from loopkit.runs.record import DamagedRun, RecordError, Run, list_runs
+from loopkit.runs.record import DamagedRun, Run, list_runs
+from loopkit.runs.record_check import RecordError
 from loopkit.runs.runner import run_task
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")

@@ -16,7 +16,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from loopkit import demo
-from loopkit.runs.parameters import INT_RANGE, fields, make_params, parse_params, to_dict
+from loopkit.runs.flags import parse_params
+from loopkit.runs.parameters import INT_RANGE, fields, make_params, to_dict
 from loopkit.runs.sweep_cli import sweep_main
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")

@@ -12,7 +12,8 @@ import loopkit
 from loopkit import Callback, CheckpointError
 from loopkit.runs import load_model, open_run
 from loopkit.runs.record import Run
-from loopkit.runs.runner import load_task, run_task
+from loopkit.runs.runner import run_task
+from loopkit.runs.task import load_task
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")
 

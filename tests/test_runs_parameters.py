@@ -8,7 +8,9 @@ from typing import Literal
 
 import pytest
 
-from loopkit.runs.parameters import ParameterError, load_config, make_params, param, parse_params, to_dict
+from loopkit.runs.config_files import load_config
+from loopkit.runs.flags import parse_params
+from loopkit.runs.parameters import ParameterError, make_params, param, to_dict
 
 
 @dataclasses.dataclass

@@ -11,8 +11,9 @@ from loopkit.runs import cli
 from loopkit.runs.paths import MAX_NAME, PathError, check_name, inside
 from loopkit.runs.record import Run, list_runs
 from loopkit.runs.runner import resume_run, run_task
-from loopkit.runs.sweep import SweepError, from_config
+from loopkit.runs.sweep_checks import SweepError
 from loopkit.runs.sweep_cli import sweep_main
+from loopkit.runs.sweep_config import from_config
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")
 BAD_NAMES = ["", ".", "..", "../x", "a/b", "/abs", "a\x00b", "a\\b", ".hidden", "x" * (MAX_NAME + 1), "a b", 5]

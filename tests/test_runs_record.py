@@ -19,7 +19,8 @@ import torch
 from loopkit.resume.load import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs
-from loopkit.runs.runner import RunError, resume_run, run_task
+from loopkit.runs.runner import resume_run, run_task
+from loopkit.runs.task import RunError
 
 HERE = pathlib.Path(__file__).resolve().parent
 TASK = str(HERE / "runs_task.py")

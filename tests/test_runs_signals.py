@@ -17,7 +17,7 @@ import pytest
 
 from loopkit.runs import cli
 from loopkit.runs.record import Run
-from loopkit.runs.sweep import open_storage
+from loopkit.runs.storage import open_storage
 
 HERE = pathlib.Path(__file__).resolve().parent
 TIMEOUT = 120  # seconds per child; a hang fails the test
@@ -79,7 +79,7 @@ def test_a_signalled_resume_is_preempted_too(tmp_path, monkeypatch):
 
 
 def _record():
-    from loopkit.runs.runner import load_task, task_record
+    from loopkit.runs.task import load_task, task_record
 
     return task_record(load_task("tests/runs_task.py"))
 

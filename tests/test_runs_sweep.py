@@ -12,7 +12,9 @@ import pytest
 
 from loopkit.runs import cli
 from loopkit.runs.record import Run, list_runs
-from loopkit.runs.sweep import Sweep, SweepError, from_config
+from loopkit.runs.sweep import Sweep
+from loopkit.runs.sweep_checks import SweepError
+from loopkit.runs.sweep_config import from_config
 
 TASK = str(pathlib.Path(__file__).resolve().parent / "runs_task.py")
 COMPLETE, PRUNED, FAIL = (

@@ -14,7 +14,10 @@ import time
 import optuna
 import pytest
 
-from loopkit.runs.sweep import Sweep, SweepError, from_config, open_storage
+from loopkit.runs.storage import open_storage
+from loopkit.runs.sweep import Sweep
+from loopkit.runs.sweep_checks import SweepError
+from loopkit.runs.sweep_config import from_config
 
 HERE = pathlib.Path(__file__).resolve().parent
 TASK = str(HERE / "runs_task.py")

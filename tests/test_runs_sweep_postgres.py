@@ -17,7 +17,7 @@ import uuid
 import optuna
 import pytest
 
-from loopkit.runs.sweep import open_storage
+from loopkit.runs.storage import open_storage
 from tests.test_runs_sweep_workers import TIMEOUT, S, start, wait_all
 
 URL = os.environ.get("LOOPKIT_TEST_POSTGRES_URL")

@@ -16,7 +16,7 @@ import pytest
 
 from loopkit.runs.record import Run
 from loopkit.runs.runner import run_task
-from loopkit.runs.sweep import open_storage
+from loopkit.runs.storage import open_storage
 
 HERE = pathlib.Path(__file__).resolve().parent
 TASK = str(HERE / "runs_task.py")

@@ -15,7 +15,8 @@ from loopkit.resume.file import save_atomic
 from loopkit.resume.load import load_checkpoint
 from loopkit.runs import cli
 from loopkit.runs.record import Run
-from loopkit.runs.runner import RunError, resume_run, run_task, task_record, trusted_task
+from loopkit.runs.runner import resume_run, run_task
+from loopkit.runs.task import RunError, task_record, trusted_task
 
 HERE = pathlib.Path(__file__).resolve().parent
 TASK = str(HERE / "runs_task.py")
@@ -23,7 +24,7 @@ TASK = str(HERE / "runs_task.py")
 
 @pytest.fixture()
 def task_module():
-    from loopkit.runs.runner import load_task
+    from loopkit.runs.task import load_task
 
     return load_task(TASK)
 

@@ -33,13 +33,16 @@ import torch
 from ..callbacks.export import FORMATS
 from ..callbacks.preemption import Preempted
 from .console import LOG_FILE
+from .flags import params_from_namespace, parser_for
 from .open import open_run
-from .parameters import ParameterError, fields, params_from_namespace, parser_for
+from .parameters import ParameterError, fields
 from .paths import PathError, check_name, inside
-from .record import STALE_AFTER_S, DamagedRun, RecordError, Run, list_runs, metric_mode
-from .runner import RunError, fit_budget, load_task, resume_run, run_task, run_threads
+from .record import STALE_AFTER_S, DamagedRun, Run, list_runs, metric_mode
+from .record_check import RecordError
+from .runner import fit_budget, resume_run, run_task, run_threads
 from .signals import preempted, signals_end_the_process
 from .table import _fmt, table
+from .task import RunError, load_task
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: What a command reports as a usage error (exit 2, one line): raised before anything is recorded or run.

@@ -6,16 +6,11 @@ types: ``int``, ``float``, ``str``, ``bool``, ``typing.Literal[...]``, ``dict`` 
 command line), and any of these ``| None``.
 
 Values are read in this order, each overriding the one before: the defaults, a config file (``--config
-run.yaml`` or ``.toml``), then flags (``--learning_rate=0.001``; ``--learning-rate 0.001`` works too).
-Booleans are flags: ``--shuffle`` means true, ``--no-shuffle`` false, and ``--shuffle false`` /
-``--shuffle=False`` false as well (``true/false/1/0/yes/no/on/off``, any case; anything else is an error).
-Parsing uses :mod:`argparse` (no prefix matching: ``--learning_rat`` is an error, not ``--learning_rate``).
+run.yaml`` or ``.toml``, read by :mod:`loopkit.runs.config_files`), then flags (:mod:`loopkit.runs.flags`).
 Every value, from whatever source, goes through :func:`make_params`, so a bad value fails before training with
 :class:`ParameterError` naming the parameter and the value (cut short if long). Checked for every parameter:
 floats are finite (no NaN, no infinity); ints fit in 64 bits; ``dict``/``list`` values are JSON data (strings,
 finite numbers, booleans, null, lists, string-keyed objects) at most 32 levels deep and 10,000 items in all.
-Config files are at most 1 MiB; YAML is read with PyYAML's safe loader (no Python tags) and at most 100
-aliases; a syntax error names the file and the line.
 
 Example:
     >>> from dataclasses import dataclass
@@ -24,7 +19,7 @@ Example:
     ...     learning_rate: float = param(1e-3, help="peak learning rate", low=0)
     ...     epochs: int = param(10, help="epochs to train", low=1)
     ...     shuffle: bool = param(True, help="shuffle the training data")
-    >>> parse_params(Params, ["--learning_rate=0.01", "--shuffle", "false"])
+    >>> make_params(Params, {"learning_rate": 0.01, "shuffle": False})
     Params(learning_rate=0.01, epochs=10, shuffle=False)
     >>> make_params(Params, {"epochs": 0})
     Traceback (most recent call last):
@@ -34,24 +29,19 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
 import reprlib
-import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 INT_RANGE = (-(2**63), 2**63)  # what a parameter's int may be: a 64-bit integer, as torch and numpy hold it
 MAX_DEPTH, MAX_ITEMS = 32, 10_000  # for dict and list values
-MAX_CONFIG_BYTES = 2**20
-MAX_ALIASES = 100
 
 _repr = reprlib.Repr()
 _repr.maxstring = _repr.maxother = 60
@@ -98,7 +88,7 @@ def fields(cls: type) -> list[dataclasses.Field]:
     return out
 
 
-def _split_optional(tp: Any) -> tuple[Any, bool]:
+def split_optional(tp: Any) -> tuple[Any, bool]:
     args = typing.get_args(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
@@ -120,7 +110,7 @@ def parse_bool(text: str) -> bool:
 
 def convert(name: str, tp: Any, value: Any) -> Any:
     """``value`` (a string from a flag, or a value from a config file) as type ``tp``; ParameterError if not."""
-    base, optional = _split_optional(tp)
+    base, optional = split_optional(tp)
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null")):
         if optional:
             return None
@@ -231,7 +221,7 @@ def _check_data(name: str, value: Any) -> None:
 
 
 def _type_name(tp: Any) -> str:
-    base, optional = _split_optional(tp)
+    base, optional = split_optional(tp)
     name = getattr(base, "__name__", repr(base))
     article = "an" if name[0] in "aeiou" else "a"
     return f"{article} {name}" + (" or None" if optional else "")
@@ -261,7 +251,7 @@ def make_params(cls: type, values: Mapping[str, Any] | None = None, **more: Any)
             value = f.default_factory()
         else:
             raise ParameterError(f"parameter {name!r} has no default; give it (--{name}=...)")
-        _check_bounds(name, f, value)
+        check_bounds(name, f, value)
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -273,7 +263,7 @@ def make_params(cls: type, values: Mapping[str, Any] | None = None, **more: Any)
         ) from error
 
 
-def _check_bounds(name: str, f: dataclasses.Field, value: Any) -> None:
+def check_bounds(name: str, f: dataclasses.Field, value: Any) -> None:
     if value is None:
         return
     low, high, choices = f.metadata.get("low"), f.metadata.get("high"), f.metadata.get("choices")
@@ -288,176 +278,3 @@ def _check_bounds(name: str, f: dataclasses.Field, value: Any) -> None:
 def to_dict(params: Any) -> dict[str, Any]:
     """The parameters as a plain dict (JSON-ready for the types above)."""
     return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
-
-
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``, needs PyYAML) or TOML (``.toml``) file holding one table of parameters.
-
-    Raises:
-        ParameterError: the file is missing, larger than 1 MiB, not UTF-8, not valid YAML/TOML (naming the file
-            and the line), uses a YAML tag other than the standard ones (``!!python/...``), more than 100 YAML
-            aliases, or holds something other than a mapping with string keys.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ParameterError(f"config file {path!r} does not exist")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix not in (".toml", ".yaml", ".yml"):
-        raise ParameterError(f"config file {path!r}: use a .yaml, .yml or .toml file")
-    with open(path, "rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ParameterError(f"config file {path!r} is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ParameterError(f"config file {path!r} is not UTF-8 text (byte {error.start})") from None
-    try:
-        data = _parse_toml(path, text) if suffix == ".toml" else _parse_yaml(path, text)
-    except RecursionError:
-        raise ParameterError(f"config file {path!r} is nested too deeply") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-        raise ParameterError(f"config file {path!r} must hold a mapping of parameter names to values")
-    return data
-
-
-def _parse_toml(path: str, text: str) -> Any:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # Python 3.10
-        import tomli as tomllib
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ParameterError(f"config file {path!r} is not valid TOML: {error}") from None
-
-
-def _parse_yaml(path: str, text: str) -> Any:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        """PyYAML's safe loader, counting aliases: a few hundred bytes of nested aliases expand to gigabytes."""
-
-        aliases = 0  # per file: the class is made anew for each
-
-        def compose_node(self, parent: Any, index: Any) -> Any:
-            if self.check_event(yaml.AliasEvent):
-                self.aliases += 1
-                if self.aliases > MAX_ALIASES:
-                    mark = self.peek_event().start_mark
-                    raise ParameterError(
-                        f"config file {path!r}, line {mark.line + 1}: more than {MAX_ALIASES} YAML aliases; "
-                        "write the values out"
-                    )
-            return super().compose_node(parent, index)
-
-    try:
-        return yaml.load(text, Loader=Loader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        if isinstance(error, yaml.constructor.ConstructorError):
-            problem += " (only plain YAML data is read: no Python tags)"
-        raise ParameterError(f"config file {path!r}{where}: not valid YAML: {problem}") from None
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per parameter of ``cls`` to ``parser`` (values stay unset unless given)."""
-    group = parser.add_argument_group(f"parameters ({cls.__name__})")
-    for f in fields(cls):
-        base, _ = _split_optional(f.type)
-        default = _default_of(f)
-        help_text = (f.metadata.get("help") or "") + f" (default: {default!r})"
-        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        if base is bool:
-            group.add_argument(
-                *names,
-                dest=f.name,
-                nargs="?",
-                const="true",
-                default=argparse.SUPPRESS,
-                type=_flag_type(f),
-                metavar="true|false",
-                help=help_text,
-            )
-            negations = [f"--no-{f.name}"] + ([f"--no-{f.name.replace('_', '-')}"] if "_" in f.name else [])
-            group.add_argument(
-                *negations,
-                dest=f.name,
-                action="store_const",
-                const=False,
-                default=argparse.SUPPRESS,
-                help=argparse.SUPPRESS,
-            )
-        else:
-            group.add_argument(
-                *names,
-                dest=f.name,
-                default=argparse.SUPPRESS,
-                type=_flag_type(f),
-                metavar=_metavar(base),
-                help=help_text,
-            )
-
-
-def _default_of(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
-
-
-def _metavar(base: Any) -> str:
-    if typing.get_origin(base) is typing.Literal:
-        return "{" + ",".join(map(str, typing.get_args(base))) + "}"
-    return {int: "INT", float: "FLOAT", str: "STR"}.get(base, "JSON")
-
-
-def _flag_type(f: dataclasses.Field) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = convert(f.name, f.type, text)
-            _check_bounds(f.name, f, value)
-        except ParameterError as error:
-            raise argparse.ArgumentTypeError(str(error)) from None
-        return value
-
-    parse.__name__ = f.name
-    return parse
-
-
-def parser_for(cls: type, **kwargs: Any) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with ``--config`` and one flag per parameter of ``cls``."""
-    parser = argparse.ArgumentParser(**{"allow_abbrev": False, **kwargs})
-    parser.add_argument("--config", default=None, help="a YAML or TOML file of parameters; flags override it")
-    add_arguments(parser, cls)
-    return parser
-
-
-def params_from_namespace(cls: type, namespace: argparse.Namespace) -> Any:
-    """Defaults, overridden by ``namespace.config``'s file, overridden by the flags given in ``namespace``."""
-    declared = {f.name for f in fields(cls)}
-    values: dict[str, Any] = {}
-    if getattr(namespace, "config", None):
-        config = load_config(namespace.config)
-        try:
-            make_params(cls, config)  # a bad value is reported as the file's
-        except ParameterError as error:
-            raise ParameterError(f"config file {namespace.config!r}: {error}") from None
-        values.update(config)
-    values.update({k: v for k, v in vars(namespace).items() if k in declared})
-    return make_params(cls, values)
-
-
-def parse_params(cls: type, argv: Sequence[str] | None = None, **parser_kwargs: Any) -> Any:
-    """Parse ``argv`` (default ``sys.argv[1:]``) into an instance of ``cls``; errors exit as argparse does."""
-    parser = parser_for(cls, **parser_kwargs)
-    namespace = parser.parse_args(argv)
-    try:
-        return params_from_namespace(cls, namespace)
-    except ParameterError as error:
-        parser.error(str(error))

@@ -21,7 +21,8 @@ than ``stale_after`` seconds, :attr:`Run.status` reads ``FAILED`` with reason ``
 
 Records are checked when read: ``run.json`` must be UTF-8 JSON with every field of the right type, and carries a
 SHA-256 ``checksum`` of its own content and of ``metrics.jsonl``, so an edited or damaged byte that still
-parses is reported (:class:`RecordError`, naming the file and what is wrong) instead of shown.
+parses is reported (:class:`~loopkit.runs.record_check.RecordError`, naming the file and what is wrong) instead
+of shown; :mod:`loopkit.runs.record_check` holds those checks.
 
 Example:
     >>> import tempfile
@@ -35,14 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import hashlib
 import json
 import os
-import platform
 import secrets
-import shlex
-import subprocess
 import sys
 import threading
 import time
@@ -51,6 +48,7 @@ from typing import Any
 
 from ..resume.file import replace_atomically
 from .paths import check_name, inside
+from .record_check import RecordError, checksum, read_metrics, read_record
 
 CREATED, STARTED, FINISHED, FAILED, PRUNED, PREEMPTED = (
     "CREATED",
@@ -64,11 +62,6 @@ FINAL_STATES = (FINISHED, FAILED, PRUNED, PREEMPTED)
 STATES = (CREATED, STARTED, *FINAL_STATES)
 HEARTBEAT_S = 5.0  # seconds between heartbeats
 STALE_AFTER_S = 30.0  # a STARTED run whose heartbeat is older than this is interrupted
-
-
-class RecordError(ValueError):
-    """A run record that cannot be trusted: unreadable, not JSON, a field missing or of the wrong type, or a
-    checksum that does not match. The message names the file and what is wrong."""
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -106,51 +99,6 @@ def metric_mode(metric: str, monitor: str | None = None, mode: str | None = None
 def new_run_name() -> str:
     """A fresh, sortable run name: UTC time to the second and 4 random hex digits (``20261130-104300-3fa2``)."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(2)
-
-
-def reproducibility(seed: Any = None, source_dir: str | None = None, argv: Sequence[str] | None = None) -> dict:
-    """What reproducing a run needs: command line, seed, git commit and dirty flag, Python/torch/loopkit versions."""
-    import torch
-
-    try:
-        from importlib.metadata import version
-
-        loopkit_version = version("loopkit")
-    except Exception:  # not installed (run from a checkout)
-        loopkit_version = None
-    git_dir = source_dir or os.getcwd()
-    commit, dirty = _git(git_dir, "rev-parse", "HEAD"), None
-    if commit is not None:
-        status = _git(git_dir, "status", "--porcelain", "--untracked-files=no")
-        dirty = None if status is None else bool(status)
-    return {
-        # sys.orig_argv keeps "-m package.module" where sys.argv shows the module's file.
-        "command": shlex.join(
-            getattr(sys, "orig_argv", [sys.executable, *sys.argv]) if argv is None else [sys.executable, *argv]
-        ),
-        "executable": sys.executable,
-        "cwd": os.getcwd(),
-        "seed": seed,
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "git_dir": git_dir if commit is not None else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "loopkit": getattr(sys.modules.get("loopkit"), "__version__", None) or loopkit_version,
-        "host": platform.node(),
-        "pid": os.getpid(),
-    }
-
-
-@functools.lru_cache(maxsize=16)  # once per process and directory: a sweep runs many trials from one tree
-def _git(directory: str, *args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", directory, *args], capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip()
 
 
 class Run:
@@ -241,21 +189,7 @@ class Run:
             parent = os.path.dirname(directory)
             known = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
             raise FileNotFoundError(f"no run record at {path!r}; runs there: {', '.join(known) or 'none'}")
-        with open(path, "rb") as f:
-            data = f.read(_MAX_RECORD + 1)
-        if len(data) > _MAX_RECORD:
-            raise RecordError(f"{path}: larger than {_MAX_RECORD} bytes; a run record is a few kilobytes")
-        try:
-            info = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError as error:
-            raise RecordError(f"{path}: not UTF-8 text (byte {error.start}); the file is damaged") from None
-        except json.JSONDecodeError as error:
-            raise RecordError(
-                f"{path}: not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}); the file is damaged"
-            ) from None
-        except RecursionError:
-            raise RecordError(f"{path}: nested too deeply to be a run record") from None
-        _check_record(path, info)
+        info = read_record(path, states=STATES)
         return cls(directory, info)
 
     # ------------------------------------------------------------------------------------------ reading
@@ -308,22 +242,7 @@ class Run:
             if expected:
                 raise RecordError(f"{path}: missing, though run.json records metrics for it")
             return []
-        with open(path, "rb") as f:
-            data = f.read()
-        if hashlib.sha256(data).hexdigest() not in expected:
-            raise RecordError(f"{path}: its content does not match the checksum in run.json (edited or damaged)")
-        rows = []
-        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"{path}, line {number}: not valid JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise RecordError(f"{path}, line {number}: not a JSON object of metric values")
-            rows.append(row)
-        return rows
+        return read_metrics(path, expected)
 
     def value(self, metric: str, which: str = "best") -> float | None:
         """The run's ``best`` or ``final`` value of ``metric``; None if it never produced it.
@@ -342,7 +261,7 @@ class Run:
     def save(self) -> None:
         """Write ``run.json`` atomically, with the checksum of its content."""
         info = json.loads(json.dumps({k: v for k, v in self.info.items() if k != "checksum"}, default=repr))
-        info["checksum"] = _checksum(info)
+        info["checksum"] = checksum(info)
         self.info = info
         write_atomic(os.path.join(self.dir, "run.json"), json.dumps(info, indent=2) + "\n")
 
@@ -469,57 +388,3 @@ def list_runs(root: str | os.PathLike, experiment: str) -> list[Run | DamagedRun
         except (OSError, ValueError) as error:  # PathError and RecordError are ValueErrors
             runs.append(DamagedRun(path, str(error)))
     return runs
-
-
-_MAX_RECORD = 16 * 2**20  # bytes: a run.json holds parameters and a few values, never this much
-_FIELDS: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "experiment": (str,),
-    "status": (str,),
-    "reason": (str, type(None)),
-    "error": (str, type(None)),
-    "created": (str,),
-    "started": (str, type(None)),
-    "ended": (str, type(None)),
-    "task": (str, dict, type(None)),
-    "params": (dict,),
-    "monitor": (str, type(None)),
-    "mode": (str,),
-    "epochs_done": (int,),
-    "final": (dict,),
-    "best": (dict, type(None)),
-    "repro": (dict,),
-    "attempts": (int,),
-    "trials": (list,),
-    "metrics_sha256": (str, type(None)),
-    "metrics_previous_sha256": (str, type(None)),
-    "checksum": (str,),
-}
-
-
-def _checksum(info: Mapping[str, Any]) -> str:
-    body = {k: v for k, v in info.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _check_record(path: str, info: Any) -> None:
-    """Every field of a run record present with its type, names that are path components, and the checksum."""
-    if not isinstance(info, dict):
-        raise RecordError(f"{path}: not a JSON object; the file is damaged")
-    for key, types in _FIELDS.items():
-        if key not in info:
-            raise RecordError(f"{path}: field {key!r} is missing; the file is damaged or was not written by loopkit")
-        if not isinstance(info[key], types) or (isinstance(info[key], bool) and bool not in types):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            raise RecordError(f"{path}: field {key!r} must be {names}, got {type(info[key]).__name__}")
-    if info["status"] not in STATES:
-        raise RecordError(f"{path}: unknown status {info['status'][:40]!r}; known: {', '.join(STATES)}")
-    if info["mode"] not in ("min", "max"):
-        raise RecordError(f"{path}: mode must be 'min' or 'max', got {info['mode'][:40]!r}")
-    for key, kind in (("name", "run"), ("experiment", "experiment")):
-        try:
-            check_name(kind, info[key])
-        except ValueError as error:
-            raise RecordError(f"{path}: {error}") from None
-    if info["checksum"] != _checksum(info):
-        raise RecordError(f"{path}: its content does not match its checksum (edited or damaged)")

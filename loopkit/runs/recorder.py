@@ -41,7 +41,7 @@ class RunRecorder(Callback):
 
     Args:
         run: the :class:`~loopkit.runs.record.Run` to record into.
-        repro: reproducibility info to store when the run starts (see :func:`~loopkit.runs.record.reproducibility`).
+        repro: reproducibility info to store when the run starts (see :func:`~loopkit.runs.reproducibility.reproducibility`).
         heartbeat: seconds between heartbeats.
         beats: more functions the heartbeat thread calls (a sweep adds one that marks its Optuna trial alive).
     """

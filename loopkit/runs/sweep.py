@@ -28,14 +28,10 @@ Example (a 2-point grid of a tiny task, see ``docs/runs.md`` for the command lin
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import inspect
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -45,79 +41,19 @@ import numpy as np
 
 from .parameters import ParameterError, make_params, to_dict
 from .paths import PathError, check_name, inside
-from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, Run
-from .runner import RunError, fit_budget, load_task, resume_run, run_task, task_id
+from .record import HEARTBEAT_S, STALE_AFTER_S
+from .runner import fit_budget
 from .space import Dimension, SpaceError, apply, grid, space
-from .table import table
+from .storage import open_storage, storage_file, storage_lock
+from .sweep_checks import SweepError, short, whole
+from .sweep_results import SweepResults
+from .task import RunError, load_task, task_id
+from .trials import TrialWorker
 
 SAMPLERS = ("grid", "random", "tpe")
-_HEARTBEAT_ATTR = "loopkit_heartbeat"
-_PARAMS_ATTR = "loopkit_params"
 
 
-class SweepError(ValueError):
-    """A sweep that cannot run as given; raised before any trial runs."""
-
-
-def open_storage(storage: str) -> Any:
-    """An Optuna storage for ``storage``: a ``.journal``/``.log`` file path, a ``.db``/``.sqlite`` file path, or a
-    database URL (``sqlite:///x.db``, ``postgresql://user@host/db``, ``mysql://...``).
-
-    Opening an SQLite file creates Optuna's schema; workers that start together take turns through a lock file
-    beside it (:func:`storage_lock`), so none of them sees a half-made schema.
-
-    Raises:
-        SweepError: the storage cannot be opened (the URL and the cause are in the message).
-    """
-    import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-    if not isinstance(storage, str) or not storage:
-        raise SweepError(f"storage must be a file path or a database URL, got {storage!r}")
-    try:
-        if "://" in storage:
-            kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
-            with storage_lock(storage):
-                return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
-        directory = os.path.dirname(os.path.abspath(storage))
-        os.makedirs(directory, exist_ok=True)
-        if storage.endswith((".db", ".sqlite", ".sqlite3")):
-            url = "sqlite:///" + os.path.abspath(storage)
-            with storage_lock(storage):
-                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return JournalStorage(JournalFileBackend(os.path.abspath(storage)))
-    except Exception as error:
-        raise SweepError(f"cannot open the sweep storage {storage!r}: {type(error).__name__}: {error}") from None
-
-
-def _storage_file(storage: str) -> str | None:
-    """The local file behind a storage (an SQLite URL or a file path), or None for a database server."""
-    if storage.startswith("sqlite:///"):
-        path = storage[len("sqlite:///") :]
-        return None if not path or path.startswith(":memory:") else os.path.abspath(path)
-    if "://" in storage:
-        return None
-    return os.path.abspath(storage)
-
-
-@contextlib.contextmanager
-def storage_lock(storage: str) -> Any:
-    """Hold an exclusive lock on ``<storage file>.loopkit-lock`` (``fcntl.flock``) for a file storage; nothing for a
-    database server. The kernel releases it when its holder dies, so a killed worker never leaves it held."""
-    path = _storage_file(storage)
-    if path is None:
-        yield
-        return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path + ".loopkit-lock", os.O_RDWR | os.O_CREAT, 0o666)  # Optuna's journal uses <path>.lock
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-class Sweep:
+class Sweep(TrialWorker, SweepResults):
     """Search ``task``'s parameters over ``dimensions``.
 
     Args:
@@ -172,34 +108,34 @@ class Sweep:
         except (PathError, SpaceError) as error:
             raise SweepError(str(error)) from None
         if sampler not in SAMPLERS:
-            raise SweepError(f"unknown sampler {_short(sampler)}; use one of {', '.join(SAMPLERS)}")
+            raise SweepError(f"unknown sampler {short(sampler)}; use one of {', '.join(SAMPLERS)}")
         if n_trials is not None or sampler != "grid":
-            _whole("n_trials", n_trials, low=1, note=f"sampler={sampler!r} needs a budget" if sampler != "grid" else "")
+            whole("n_trials", n_trials, low=1, note=f"sampler={sampler!r} needs a budget" if sampler != "grid" else "")
         if sampler == "grid" and n_trials is not None:
             raise SweepError(
                 f"n_trials={n_trials!r} with sampler='grid': a grid runs every combination of its dimensions; "
                 "leave n_trials out, or use sampler='random' or 'tpe' for a budget of n_trials"
             )
-        _whole("seed", seed, low=0)
+        whole("seed", seed, low=0)
         if seeds is not None:
             if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
-                raise SweepError(f"seeds must be a non-empty list of whole numbers, got seeds={_short(seeds)}")
+                raise SweepError(f"seeds must be a non-empty list of whole numbers, got seeds={short(seeds)}")
             for s in seeds:
-                _whole("seeds[...]", s, low=0)
+                whole("seeds[...]", s, low=0)
             if len(set(seeds)) != len(seeds):
-                raise SweepError(f"seeds must be distinct (a repeated seed repeats a run), got seeds={_short(seeds)}")
+                raise SweepError(f"seeds must be distinct (a repeated seed repeats a run), got seeds={short(seeds)}")
         if base is not None and not isinstance(base, Mapping):
-            raise SweepError(f"base must be a mapping of parameter names to values, got base={_short(base)}")
+            raise SweepError(f"base must be a mapping of parameter names to values, got base={short(base)}")
         for name, text in (("monitor", monitor), ("mode", mode), ("study_name", study_name), ("storage", storage)):
             if text is not None and (not isinstance(text, str) or not text):
-                raise SweepError(f"{name} must be a non-empty string, got {name}={_short(text)}")
+                raise SweepError(f"{name} must be a non-empty string, got {name}={short(text)}")
         for name, value in (("heartbeat", heartbeat), ("stale_after", stale_after)):
             if (
                 isinstance(value, bool)
                 or not isinstance(value, (int, float))
                 or not (math.isfinite(value) and value > 0)
             ):
-                raise SweepError(f"{name} must be a finite number of seconds > 0, got {name}={_short(value)}")
+                raise SweepError(f"{name} must be a finite number of seconds > 0, got {name}={short(value)}")
         if stale_after < 2 * heartbeat:
             raise SweepError(
                 f"stale_after={stale_after!r} must be at least twice heartbeat={heartbeat!r}: a live trial beats every "
@@ -317,7 +253,7 @@ class Sweep:
     def study(self) -> Any:
         """Create the study and enqueue the budget, or join it (waiting until its creator has enqueued).
 
-        With a file storage (SQLite, journal) creation and filling happen under :func:`storage_lock`, so a study
+        With a file storage (SQLite, journal) creation and filling happen under :func:`~loopkit.runs.storage.storage_lock`, so a study
         found unfilled while holding the lock was left by a creator that died: it is deleted and made again.
         """
         with storage_lock(self.storage_url):
@@ -329,7 +265,7 @@ class Sweep:
         import optuna
 
         direction = optuna.study.StudyDirection.MAXIMIZE if self.mode == "max" else optuna.study.StudyDirection.MINIMIZE
-        locked = _storage_file(self.storage_url) is not None
+        locked = storage_file(self.storage_url) is not None
         try:
             study = optuna.create_study(storage=self.storage, study_name=self.study_name, direction=direction)
             created = True
@@ -376,7 +312,7 @@ class Sweep:
             return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
         if isinstance(self.pruner_spec, optuna.pruners.BasePruner):
             return self.pruner_spec
-        raise SweepError(f"unknown pruner {_short(self.pruner_spec)}; use 'median', 'none' or an optuna pruner")
+        raise SweepError(f"unknown pruner {short(self.pruner_spec)}; use 'median', 'none' or an optuna pruner")
 
     def print_plan(self, file: Any = None) -> None:
         """Say what will run: the grid's size (and its factors) or the budget, and where the study lives."""
@@ -413,363 +349,5 @@ class Sweep:
                 continue
             self._run_trial(study, trial_id, quiet)
 
-    def _claim(self, study: Any) -> int | None:
-        import optuna
 
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-            try:
-                if self.storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.RUNNING):
-                    self.storage.set_trial_system_attr(trial._trial_id, _HEARTBEAT_ATTR, time.time())
-                    return int(trial._trial_id)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-        return None
-
-    def _fail_stale(self, study: Any) -> None:
-        import optuna
-
-        now = time.time()
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            beat = trial.system_attrs.get(_HEARTBEAT_ATTR)
-            if beat is not None and now - beat <= self.stale_after:
-                continue
-            if beat is None and trial.datetime_start and now - trial.datetime_start.timestamp() <= self.stale_after:
-                continue
-            try:
-                self.storage.set_trial_user_attr(trial._trial_id, "loopkit_reason", "interrupted")
-                won = self.storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                continue
-            if not won:
-                continue
-            for name in _run_names(trial.user_attrs.get("loopkit_runs")):
-                with contextlib.suppress(FileNotFoundError, ValueError):  # a damaged record is left as it is
-                    run = Run.load(self.root, self.experiment, name)
-                    if run.info["status"] not in FINAL_STATES:
-                        run.finish("FAILED", "the worker running it stopped (stale heartbeat)", "interrupted")
-            self._retry(study, trial)
-
-    @staticmethod
-    def _retry(study: Any, trial: Any) -> None:
-        """Queue a new trial with ``trial``'s parameters that resumes its runs."""
-        fixed = trial.system_attrs.get("fixed_params") or trial.params
-        attrs = {
-            "loopkit_point": trial.user_attrs.get("loopkit_point"),
-            "loopkit_retry_of": trial.number,
-            "loopkit_resume_runs": _run_names(trial.user_attrs.get("loopkit_runs")),
-        }
-        study.enqueue_trial(fixed, user_attrs=attrs)
-
-    def _params_for(self, trial: Any) -> dict[str, Any]:
-        if self.sampler == "tpe":
-            # A retry was enqueued with the interrupted trial's values as fixed parameters: suggest returns them.
-            return {name: dim.suggest(trial, name) for name, dim in self.dimensions.items()}
-        fixed = self.storage.get_trial(trial._trial_id).system_attrs.get("fixed_params", {})
-        point = {}
-        for name, dim in self.dimensions.items():
-            value = fixed[name]
-            # Record the value as the trial's parameter, in the dimension's own distribution where it has one.
-            choices = dim.values(np.random.default_rng(self.seed)) if self.sampler == "grid" else None
-            if choices is not None and len(choices) > 1 and value in choices:
-                trial.suggest_categorical(name, choices)
-            elif self.sampler == "random":
-                dim.suggest(trial, name)
-            else:
-                trial.set_user_attr(f"param:{name}", value)
-            point[name] = value
-        if "seed" in fixed and self.seeds is not None:
-            point["seed"] = fixed["seed"]
-            trial.set_user_attr("seed", fixed["seed"])
-        return point
-
-    def _run_trial(self, study: Any, trial_id: int, quiet: bool) -> None:
-        import optuna
-
-        from .pruning import OptunaPruning
-        from .record import Heartbeat
-
-        if self.sampler == "tpe":
-            # Seeded per trial number: one worker reproduces a sweep exactly; several stay distinct.
-            study.sampler = optuna.samplers.TPESampler(seed=self.seed + trial_id, constant_liar=True)
-        else:
-            study.sampler = optuna.samplers.RandomSampler(seed=self.seed + trial_id)
-        trial = optuna.trial.Trial(study, trial_id)
-        storage = self.storage
-        beat = Heartbeat(
-            [lambda: storage.set_trial_system_attr(trial_id, _HEARTBEAT_ATTR, time.time())], self.heartbeat
-        )
-        beat.start()
-        state, value, error = optuna.trial.TrialState.COMPLETE, None, None
-        try:
-            point = self._params_for(trial)
-            # What the trial really runs with, every dimension included (a Single is never a sampler's
-            # parameter, so trial.params alone leaves it out): results and best_params read this.
-            trial.set_user_attr(_PARAMS_ATTR, point)
-            seeds = self.seeds if (self.sampler == "tpe" and self.seeds) else [point.get("seed")]
-            resume = _run_names(trial.user_attrs.get("loopkit_resume_runs"))
-            names = [
-                f"trial-{trial.number:04d}" + (f"-seed{s}" if self.sampler == "tpe" and self.seeds else "")
-                for s in seeds
-            ]
-            if resume:
-                names = resume
-            trial.set_user_attr("loopkit_runs", names)
-            values = []
-            for i, (name, s) in enumerate(zip(names, seeds)):
-                params = apply(self.base, {k: v for k, v in point.items() if k != "seed" or s is not None})
-                if s is not None:
-                    params["seed"] = s
-                pruning = [OptunaPruning(trial, self.monitor)] if i == 0 else []
-                if not quiet:
-                    print(f"trial {trial.number}: {name} {json.dumps(point)}", flush=True)
-                run = self._start_or_resume(name, params, pruning, resume_ok=bool(resume))
-                run.add_trial(self.study_name, trial.number)
-                best = run.value(self.monitor)
-                if best is None:
-                    raise SweepError(f"run {name} produced no {self.monitor!r}")
-                values.append(best)
-            value = statistics.fmean(values)
-        except optuna.TrialPruned:
-            state = optuna.trial.TrialState.PRUNED
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM/SIGINT after the run saved (Preempted)
-            beat.stop()
-            self._tell(study, trial, optuna.trial.TrialState.FAIL, None, "interrupted")
-            self._retry(study, self.storage.get_trial(trial_id))
-            raise
-        except Exception as exc:
-            state, error = optuna.trial.TrialState.FAIL, exc
-            if not quiet:
-                print(f"trial {trial.number} failed: {type(exc).__name__}: {exc}", flush=True)
-        finally:
-            beat.stop()
-        self._tell(study, trial, state, value, None if error is None else f"{type(error).__name__}: {error}")
-
-    def _start_or_resume(self, name: str, params: dict[str, Any], callbacks: list, resume_ok: bool) -> Run:
-        if resume_ok and os.path.isdir(os.path.join(self.root, self.experiment, name)):
-            run = Run.load(self.root, self.experiment, name)
-            if run.info["status"] == FINISHED:
-                return run
-            return resume_run(
-                self.root,
-                self.experiment,
-                name,
-                task=self.module,  # the sweep's own task, never the one a record names
-                stale_after=0.0,
-                callbacks=callbacks,
-                heartbeat=self.heartbeat,
-            )
-        return run_task(
-            self.module,
-            params,
-            experiment=self.experiment,
-            root=self.root,
-            name=name,
-            monitor=self.monitor,
-            mode=self.mode,
-            callbacks=callbacks,
-            heartbeat=self.heartbeat,
-        )
-
-    def _tell(self, study: Any, trial: Any, state: Any, value: float | None, error: str | None) -> None:
-        import optuna
-
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-            if error is not None:
-                trial.set_user_attr("loopkit_error", error)
-                trial.set_user_attr("loopkit_reason", "interrupted" if error == "interrupted" else "error")
-            if state == optuna.trial.TrialState.COMPLETE:
-                study.tell(trial, value)
-            else:
-                study.tell(trial, state=state)
-
-    # ------------------------------------------------------------------------------------------ results
-    def results(self) -> list[dict[str, Any]]:
-        """One row per configuration (seeds pooled): parameters, mean and standard deviation of the metric over
-        its finished runs, how many runs finished/pruned/failed, and the trial numbers; best first."""
-        import optuna
-
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage)
-        groups: dict[str, dict[str, Any]] = {}
-        for t in study.get_trials(deepcopy=False):
-            if t.state in (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING):
-                continue
-            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("loopkit_reason") == "interrupted":
-                continue  # retried under a new trial
-            point = self.trial_params(t)
-            point.pop("seed", None)
-            key = json.dumps(point, sort_keys=True, default=repr)
-            row = groups.setdefault(
-                key, {"params": point, "values": [], "finished": 0, "pruned": 0, "failed": 0, "trials": []}
-            )
-            row["trials"].append(t.number)
-            if t.state == optuna.trial.TrialState.COMPLETE:
-                row["finished"] += 1
-                row["values"].append(t.value)
-            elif t.state == optuna.trial.TrialState.PRUNED:
-                row["pruned"] += 1
-            else:
-                row["failed"] += 1
-        rows = []
-        for row in groups.values():
-            values = row.pop("values")
-            row["mean"] = statistics.fmean(values) if values else None
-            row["std"] = statistics.stdev(values) if len(values) > 1 else None  # no spread from one value
-            row["n"] = len(values)
-            rows.append(row)
-        sign = -1 if self.mode == "max" else 1
-        rows.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] if r["mean"] is not None else 0.0)))
-        return rows
-
-    def trial_params(self, trial: Any) -> dict[str, Any]:
-        """The searched parameters ``trial`` (an Optuna ``FrozenTrial``) ran with, every dimension included.
-
-        Read from what the trial recorded when it started; a trial that never started (or was recorded by an
-        older loopkit) falls back on its enqueued values, then on its sampler's parameters, and a
-        single-valued dimension is filled in from its one value.
-        """
-        point = dict(trial.user_attrs.get(_PARAMS_ATTR) or trial.system_attrs.get("fixed_params") or trial.params)
-        for name, dim in self.dimensions.items():
-            if name not in point:
-                only = dim.values(np.random.default_rng(self.seed))
-                if len(only) == 1:
-                    point[name] = only[0]
-        return point
-
-    def best_params(self) -> dict[str, Any]:
-        """The best configuration's parameters (all of them: the searched ones over ``base``)."""
-        rows = [r for r in self.results() if r["mean"] is not None]
-        if not rows:
-            raise SweepError("no trial of this sweep has finished yet")
-        return apply(self.base, rows[0]["params"])
-
-    def table(self) -> str:
-        """The results as a text table, best first."""
-        names = list(self.dimensions)
-        rows = [
-            [
-                *(r["params"].get(n) for n in names),
-                r["mean"],
-                r["std"],
-                r["n"],
-                r["pruned"],
-                r["failed"],
-                ",".join(map(str, r["trials"])),
-            ]
-            for r in self.results()
-        ]
-        return table(rows, [*names, f"{self.monitor} mean", "std", "n", "pruned", "failed", "trials"])
-
-    def plot(self, path: str | os.PathLike | None = None) -> str:
-        """A PNG of the metric against each searched parameter (one panel each; every finished run a dot,
-        each configuration's mean a cross); returns its path (default ``<root>/<experiment>/sweep.png``)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import optuna
-
-        path = os.fspath(path or inside(self.root, self.experiment, "sweep.png"))
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage)
-        done = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-        names = [n for n, d in self.dimensions.items() if len(d.values(np.random.default_rng(self.seed))) > 1] or list(
-            self.dimensions
-        )
-        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-        means = self.results()
-        for ax, name in zip(axes[0], names):
-            xs = [self._value_of(t, name) for t in done]
-            ax.scatter(xs, [t.value for t in done], s=14, alpha=0.6, label="runs")
-            mx = [r["params"].get(name) for r in means if r["mean"] is not None]
-            my = [r["mean"] for r in means if r["mean"] is not None]
-            ax.scatter(mx, my, marker="x", color="k", label="mean over seeds")
-            if self.dimensions[name].is_log() and all(isinstance(x, (int, float)) and x > 0 for x in xs + mx):
-                ax.set_xscale("log")
-            ax.set_xlabel(name)
-            ax.set_ylabel(self.monitor)
-        axes[0][0].legend(fontsize=7)
-        fig.suptitle(f"{self.experiment}: {self.monitor} ({self.mode}) over {len(done)} finished trials")
-        fig.tight_layout()
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        return path
-
-    def _value_of(self, trial: Any, name: str) -> Any:
-        return self.trial_params(trial).get(name)
-
-
-def from_config(config: Mapping[str, Any], **overrides: Any) -> Sweep:
-    """A Sweep from a YAML/TOML mapping: ``task``, ``parameters`` (the dimensions), and any of Sweep's keyword
-    arguments (``experiment``, ``sampler``, ``n_trials``, ``seed``, ``seeds``, ``base``, ``monitor``, ``mode``,
-    ``storage``, ``study_name``, ``pruner``, ``root``, ``heartbeat``, ``stale_after``).
-
-    A ``storage`` file named in the file (not in ``overrides``, the command line) must lie inside the root.
-
-    Raises:
-        SweepError: an unknown key (listing the known ones), a missing or non-string ``task``, a bad value.
-    """
-    if not isinstance(config, Mapping):
-        raise SweepError(f"the sweep file must hold a mapping of settings, got {_short(config)}")
-    known = {
-        name
-        for name, p in inspect.signature(Sweep.__init__).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    unknown = sorted(set(map(str, config)) - known - {"task", "parameters"})
-    if unknown:
-        raise SweepError(
-            f"unknown sweep setting(s) {', '.join(map(repr, unknown))}; known: task, parameters, {', '.join(sorted(known))}"
-        )
-    if "task" not in config or not isinstance(config["task"], str):
-        raise SweepError(
-            "the sweep file needs a 'task': a module name such as loopkit.demo, or a .py file"
-            + (f"; got task={_short(config['task'])}" if "task" in config else "")
-        )
-    root = overrides.get("root") or config.get("root") or "runs"
-    if not isinstance(root, str) or not root:
-        raise SweepError(f"root must be a directory name, got root={_short(root)}")
-    storage = config.get("storage")
-    if overrides.get("storage") is None and isinstance(storage, str) and _storage_file(storage) is not None:
-        try:
-            inside(root, os.path.relpath(_storage_file(storage) or "", os.path.abspath(root)))
-        except PathError as error:
-            raise SweepError(
-                f"storage {storage!r} in the sweep file: {error}; pass it as --storage if you mean it"
-            ) from None
-    config = {**config, **{k: v for k, v in overrides.items() if v is not None}}
-    kwargs = {k: v for k, v in config.items() if k not in ("task", "parameters")}
-    kwargs.setdefault("experiment", "sweep")
-    return Sweep(config["task"], config.get("parameters") or {}, **kwargs)
-
-
-def _short(value: Any) -> str:
-    """``repr(value)``, cut short: an error message never formats a huge value whole."""
-    import reprlib
-
-    r = reprlib.Repr()
-    r.maxstring = r.maxother = 60
-    r.maxlevel = 3
-    return r.repr(value)
-
-
-def _whole(name: str, value: Any, *, low: int, note: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**63:
-        raise SweepError(
-            (f"{note}: " if note else "")
-            + f"{name} must be a whole number in [{low}, 2**63), got {name}={_short(value)}"
-        )
-    return value
-
-
-def _run_names(names: Any) -> list[str]:
-    """Run names read back from the storage: kept only if each is one path component (the storage is data)."""
-    if not isinstance(names, list):
-        return []
-    out = []
-    for name in names:
-        with contextlib.suppress(PathError):
-            out.append(check_name("run", name))
-    return out
-
-
-__all__ = ["SAMPLERS", "Sweep", "SweepError", "from_config", "open_storage"]
+__all__ = ["SAMPLERS", "Sweep"]

@@ -11,11 +11,13 @@ import json
 import sys
 from collections.abc import Sequence
 
-from .parameters import ParameterError, load_config
+from .config_files import load_config
+from .parameters import ParameterError
 from .paths import PathError
-from .runner import RunError
 from .signals import signals_end_the_process
-from .sweep import SweepError, from_config
+from .sweep_checks import SweepError
+from .sweep_config import from_config
+from .task import RunError
 
 
 def sweep_main(argv: Sequence[str]) -> int:

@@ -1,0 +1,70 @@
+"""A sweep's Optuna storage: opening a journal file, an SQLite file or a database URL, and the lock file
+that lets workers starting together take turns on a file storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from typing import Any
+
+from .sweep_checks import SweepError
+
+
+def open_storage(storage: str) -> Any:
+    """An Optuna storage for ``storage``: a ``.journal``/``.log`` file path, a ``.db``/``.sqlite`` file path, or a
+    database URL (``sqlite:///x.db``, ``postgresql://user@host/db``, ``mysql://...``).
+
+    Opening an SQLite file creates Optuna's schema; workers that start together take turns through a lock file
+    beside it (:func:`storage_lock`), so none of them sees a half-made schema.
+
+    Raises:
+        SweepError: the storage cannot be opened (the URL and the cause are in the message).
+    """
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if not isinstance(storage, str) or not storage:
+        raise SweepError(f"storage must be a file path or a database URL, got {storage!r}")
+    try:
+        if "://" in storage:
+            kwargs = {"connect_args": {"timeout": 60}} if storage.startswith("sqlite") else {}
+            with storage_lock(storage):
+                return optuna.storages.RDBStorage(storage, engine_kwargs=kwargs)
+        directory = os.path.dirname(os.path.abspath(storage))
+        os.makedirs(directory, exist_ok=True)
+        if storage.endswith((".db", ".sqlite", ".sqlite3")):
+            url = "sqlite:///" + os.path.abspath(storage)
+            with storage_lock(storage):
+                return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return JournalStorage(JournalFileBackend(os.path.abspath(storage)))
+    except Exception as error:
+        raise SweepError(f"cannot open the sweep storage {storage!r}: {type(error).__name__}: {error}") from None
+
+
+def storage_file(storage: str) -> str | None:
+    """The local file behind a storage (an SQLite URL or a file path), or None for a database server."""
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///") :]
+        return None if not path or path.startswith(":memory:") else os.path.abspath(path)
+    if "://" in storage:
+        return None
+    return os.path.abspath(storage)
+
+
+@contextlib.contextmanager
+def storage_lock(storage: str) -> Any:
+    """Hold an exclusive lock on ``<storage file>.loopkit-lock`` (``fcntl.flock``) for a file storage; nothing for a
+    database server. The kernel releases it when its holder dies, so a killed worker never leaves it held."""
+    path = storage_file(storage)
+    if path is None:
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path + ".loopkit-lock", os.O_RDWR | os.O_CREAT, 0o666)  # Optuna's journal uses <path>.lock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
