@@ -24,7 +24,7 @@ from loopkit import (
     onecycle,
     onecycle_momentum,
 )
-from loopkit.scheduling.hyperparams import WeightDecay  # an old module path, kept as a re-export
+from loopkit.scheduling import WeightDecay  # a name from its floor's package
 
 
 class PrintLoss(Callback):
