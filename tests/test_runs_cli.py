@@ -8,6 +8,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -81,9 +82,14 @@ def test_list_into_a_closed_pipe_ends_quietly(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None and proc.stdout.readline().startswith(b"run")
-    proc.stdout.close()  # as `head -1` does
-    _, err = proc.communicate(timeout=120)
+    watchdog = threading.Timer(120, proc.kill)  # a child that hangs before its first line fails the test
+    watchdog.start()
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"run")
+        proc.stdout.close()  # as `head -1` does
+        _, err = proc.communicate(timeout=120)
+    finally:
+        watchdog.cancel()
     assert b"BrokenPipeError" not in err and b"Traceback" not in err and proc.returncode == 1, err
 
 
