@@ -112,3 +112,35 @@ def test_six_workers_started_together_on_a_fresh_sqlite_file_all_work(tmp_path):
     trials = optuna.load_study(study_name="race", storage=open_storage(url)).get_trials()
     assert sorted(t.params["lr"] for t in trials) == [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_a_schema_creation_collision_on_a_database_server_is_opened_again(monkeypatch):
+    # Workers starting together on a fresh PostgreSQL database race to create Optuna's schema; the losers see an
+    # IntegrityError (a duplicate type) once, then the schema exists. The real race is run by
+    # tests/test_runs_sweep_postgres.py where CI starts a server; here the collision is made to happen for sure.
+    import optuna
+    from sqlalchemy import exc
+
+    from loopkit.runs import storage
+
+    calls = []
+
+    def collide_twice(url, engine_kwargs):
+        calls.append(url)
+        if len(calls) <= 2:
+            raise exc.IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key"))
+        return "opened"
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", collide_twice)
+    assert storage.open_rdb("postgresql://x/y", {}) == "opened" and len(calls) == 3
+    # A server that fails every time is reported after RDB_TRIES attempts, through open_storage as a SweepError.
+    calls.clear()
+
+    def always(url, engine_kwargs):
+        calls.append(url)
+        raise exc.OperationalError("connect", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", always)
+    with pytest.raises(SweepError, match=r"cannot open the sweep storage 'postgresql://x/y'.*connection refused"):
+        storage.open_storage("postgresql://x/y")
+    assert len(calls) == storage.RDB_TRIES
