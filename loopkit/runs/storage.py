@@ -57,7 +57,8 @@ def open_rdb(url: str, engine_kwargs: dict[str, Any]) -> Any:
     SQLAlchemy: PostgreSQL reports the collision as a duplicate type or table, MySQL as an existing table).
 
     Raises:
-        the last error, after :data:`RDB_TRIES` attempts (a server that is down fails the same way every time).
+        sqlalchemy.exc.SQLAlchemyError: the last attempt's error, after :data:`RDB_TRIES` attempts (a server that
+            is down fails the same way every time).
     """
     import optuna
     from sqlalchemy import exc
