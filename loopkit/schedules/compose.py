@@ -289,7 +289,7 @@ def shift(schedule: Any, dt: float) -> Any:
     holds ``base_lr`` until ``dt``."""
     dt = _args.real("shift", "dt", dt)
     if not isinstance(schedule, Schedule):
-        return protocol.Shifted(protocol.checked(schedule, "shift"), dt)
+        return protocol.Mapped(protocol.checked(schedule, "shift"), "shift", dt)
     ks, vs = _plain(schedule, "shift")
     open_from = None if schedule._open_from is None else schedule._open_from + dt
     return Schedule._with_jumps(
@@ -305,7 +305,7 @@ def stretch(schedule: Any, factor: float) -> Any:
     """
     factor = _args.real("stretch", "factor", factor, low=0, low_open=True)
     if not isinstance(schedule, Schedule):
-        return protocol.Stretched(protocol.checked(schedule, "stretch"), factor)
+        return protocol.Mapped(protocol.checked(schedule, "stretch"), "stretch", factor)
     ks, vs = _plain(schedule, "stretch")
     open_from = None if schedule._open_from is None else schedule._open_from * factor
     return Schedule._with_jumps(
@@ -318,7 +318,7 @@ def scale(schedule: Any, factor: float) -> Any:
     segments, which cannot reach zero)."""
     factor = _args.real("scale", "factor", factor)
     if not isinstance(schedule, Schedule):
-        return protocol.Scaled(protocol.checked(schedule, "scale"), factor)
+        return protocol.Mapped(protocol.checked(schedule, "scale"), "scale", factor)
     ks, vs = _plain(schedule, "scale")
     return Schedule._with_jumps(
         ks,

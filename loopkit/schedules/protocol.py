@@ -133,57 +133,29 @@ class _BoundJoined:
         return out
 
 
-class Shifted(_Composite):
-    """``schedule`` ``dt`` later: its value at ``t - dt``; made by :func:`~.compose.shift`."""
+class Mapped(_Composite):
+    """``schedule`` moved on one axis: ``shift`` (its value at ``t - arg``), ``stretch`` (at ``t / arg``) or
+    ``scale`` (its values times ``arg``); made by :func:`~.compose.shift`, :func:`~.compose.stretch` and
+    :func:`~.compose.scale` for schedules that are not a plain :class:`~.schedule.Schedule`."""
 
-    def __init__(self, schedule: Any, dt: float) -> None:
-        self.schedule, self.dt = schedule, dt
+    def __init__(self, schedule: Any, call: str, arg: float) -> None:
+        self.schedule, self.call, self.arg = schedule, call, arg
 
     def _key(self) -> tuple:
-        return (self.schedule, self.dt)
+        return (self.schedule, self.call, self.arg)
 
     def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> _BoundMapped:
         inner = self.schedule.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
-        return _BoundMapped(inner, offset=self.dt, factor=1.0, scale=1.0)
-
-    def __repr__(self) -> str:
-        return f"shift({self.schedule!r}, {self.dt!r})"
-
-
-class Stretched(_Composite):
-    """``schedule`` running ``factor`` times longer: its value at ``t / factor``; made by :func:`~.compose.stretch`."""
-
-    def __init__(self, schedule: Any, factor: float) -> None:
-        self.schedule, self.factor = schedule, factor
-
-    def _key(self) -> tuple:
-        return (self.schedule, self.factor)
-
-    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> _BoundMapped:
-        inner = self.schedule.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
-        return _BoundMapped(inner, offset=0.0, factor=self.factor, scale=1.0)
-
-    def __repr__(self) -> str:
-        return f"stretch({self.schedule!r}, {self.factor!r})"
-
-
-class Scaled(_Composite):
-    """``schedule``'s values times ``factor``; made by :func:`~.compose.scale`."""
-
-    def __init__(self, schedule: Any, factor: float) -> None:
-        self.schedule, self.factor = schedule, factor
-
-    def _key(self) -> tuple:
-        return (self.schedule, self.factor)
-
-    def bind(self, *, steps_per_epoch: int | None = None, n_epochs: float | None = None) -> _BoundMapped:
-        inner = self.schedule.bind(steps_per_epoch=steps_per_epoch, n_epochs=n_epochs)
-        if not math.isfinite(getattr(inner, "max_abs", 0.0) * self.factor):
+        if self.call == "shift":
+            return _BoundMapped(inner, offset=self.arg, factor=1.0, scale=1.0)
+        if self.call == "stretch":
+            return _BoundMapped(inner, offset=0.0, factor=self.arg, scale=1.0)
+        if not math.isfinite(getattr(inner, "max_abs", 0.0) * self.arg):
             raise ValueError(f"{self!r} can reach values beyond the float range; use a smaller factor")
-        return _BoundMapped(inner, offset=0.0, factor=1.0, scale=self.factor)
+        return _BoundMapped(inner, offset=0.0, factor=1.0, scale=self.arg)
 
     def __repr__(self) -> str:
-        return f"scale({self.schedule!r}, {self.factor!r})"
+        return f"{self.call}({self.schedule!r}, {self.arg!r})"
 
 
 class _BoundMapped:
