@@ -93,7 +93,9 @@ class _BoundGeometric:
         # The power from which the limit holds, found once: a growth's gamma ** n overflows far beyond it.
         self._cap = math.inf
         if s.limit is not None:
-            self._cap = 0.0 if s.limit == s.base else math.log(s.limit / s.base) / math.log(s.gamma)
+            self._cap = (
+                0.0 if s.limit == s.base else (math.log(s.limit) - math.log(s.base)) / math.log(s.gamma)
+            )  # no limit / base: it overflows for a subnormal base
 
     def _power(self, t: Any) -> Any:
         s = self.schedule
@@ -110,7 +112,10 @@ class _BoundGeometric:
             return s.base * s.gamma**n
         if n >= self._cap:
             return s.limit
-        value = s.base * s.gamma**n
+        try:
+            value = s.base * s.gamma**n
+        except OverflowError:  # a subnormal base growing towards its ceiling: gamma**n alone leaves the float range
+            value = math.exp(math.log(s.base) + n * math.log(s.gamma))
         return max(value, s.limit) if s.gamma < 1 else min(value, s.limit)
 
     def table(self, ts: Any) -> np.ndarray:
@@ -121,7 +126,10 @@ class _BoundGeometric:
             return np.asarray(s.base * s.gamma**n, dtype=np.float64)
         below = n < self._cap
         out = np.full_like(ts, s.limit)
-        value = s.base * s.gamma ** n[below]
+        with np.errstate(over="ignore"):
+            value = s.base * s.gamma ** n[below]
+        big = ~np.isfinite(value)  # as in __call__: gamma**n past the float range, the product is not
+        value[big] = np.exp(np.log(s.base) + n[below][big] * np.log(s.gamma))
         out[below] = np.maximum(value, s.limit) if s.gamma < 1 else np.minimum(value, s.limit)
         out[ts <= 0] = s.base
         return out
