@@ -222,3 +222,29 @@ def test_the_command_line_records_a_task_under_its_own_experiment(tmp_path, caps
     assert cli.main(["run", "loopkit.demo", *flags, "--run-name", "b", "--experiment", "other"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["digits", "other"]
     assert [r.name for r in list_runs(str(tmp_path), "digits")] == ["a"]
+
+
+def test_a_run_still_training_is_not_resumed_a_second_time_even_with_a_stale_heartbeat(tmp_path):
+    # A sweep resumes an interrupted trial's run with stale_after=0; a worker slowed past its heartbeat is still
+    # training it. The run's lock refuses the second trainer before it writes anything.
+    env = dict(os.environ, LOOPKIT_TEST_SLEEP="60", LOOPKIT_TEST_SLEEP_AFTER="2", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, TASK, str(tmp_path)], env=env)
+    checkpoint = tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0002.pt"
+    try:
+        deadline = time.time() + 120
+        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert checkpoint.exists(), "the run never reached its second checkpoint"
+        time.sleep(0.3)
+        before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
+        before = [entry for entry in before if entry[0].name != "heartbeat"]
+        with pytest.raises(RunError, match="being trained by another process on this machine"):
+            resume_run(tmp_path, "exp", "killed", stale_after=0.0)
+        after = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
+        assert [entry for entry in after if entry[0].name != "heartbeat"] == before
+        assert proc.poll() is None  # the first trainer goes on
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    resumed = resume_run(tmp_path, "exp", "killed", stale_after=0.0)  # its trainer is dead: the lock is free
+    assert resumed.info["status"] == "FINISHED" and resumed.info["attempts"] == 2

@@ -111,7 +111,7 @@ def test_six_workers_started_together_on_a_fresh_sqlite_file_all_work(tmp_path):
             p.kill()
     trials = optuna.load_study(study_name="race", storage=open_storage(url)).get_trials()
     assert sorted(t.params["lr"] for t in trials) == [0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 6, [t.user_attrs for t in trials]
 
 
 def test_a_schema_creation_collision_on_a_database_server_is_opened_again(monkeypatch):
@@ -144,3 +144,45 @@ def test_a_schema_creation_collision_on_a_database_server_is_opened_again(monkey
     with pytest.raises(SweepError, match=r"cannot open the sweep storage 'postgresql://x/y'.*connection refused"):
         storage.open_storage("postgresql://x/y")
     assert len(calls) == storage.RDB_TRIES
+
+
+CLAIMER = """
+import json, sys
+from loopkit.runs.sweep import Sweep
+spec = json.loads(sys.argv[1])
+sweep = Sweep(spec["task"], spec["dims"], experiment="claims", root=spec["root"], storage=spec["storage"])
+study = sweep.study()
+claimed = []
+while (trial_id := sweep._claim(study)) is not None:
+    claimed.append(trial_id)
+print(json.dumps(claimed))
+"""
+
+
+def test_workers_claiming_together_from_an_sqlite_file_never_claim_one_trial_twice(tmp_path):
+    # SQLite ignores SELECT ... FOR UPDATE, so two workers could both read a trial as WAITING and both set it
+    # RUNNING; CI caught one trial run twice (and told FAIL by the loser). Each trial must go to one worker.
+    n = 240
+    spec = {"task": TASK, "root": str(tmp_path), "storage": f"sqlite:///{tmp_path / 'claims.db'}",
+            "dims": {"lr": {"linear": {"start": 0.001, "end": 0.1, "count": n}}}}  # fmt: skip
+    Sweep(spec["task"], spec["dims"], experiment="claims", root=tmp_path, storage=spec["storage"]).study()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMER, json.dumps(spec)],
+            env=dict(os.environ, PYTHONPATH=str(HERE.parent)),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    claims = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0
+            claims.append(json.loads(out.splitlines()[-1]))
+    finally:
+        for p in procs:
+            p.kill()
+    every = [i for c in claims for i in c]
+    assert sorted(every) == sorted(set(every)) and len(every) == n, [len(c) for c in claims]

@@ -9,6 +9,8 @@ A run directory holds:
 ``heartbeat``                 the time of the last sign of life of the process running it
 ``checkpoints/``              :class:`~loopkit.callbacks.Checkpoint` files (resume from the latest)
 ``tensorboard/``              :class:`~loopkit.callbacks.TensorBoard` event files, hparams entry included
+``run.lock``                  locked (``flock``) by the process training the run: a second one on the same
+                              machine, say a resume started twice, is refused before it writes anything
 ============================  ==============================================================================
 
 ``run.json``, ``metrics.jsonl`` and ``heartbeat`` are replaced whole (temporary file, fsync, rename, directory
@@ -62,6 +64,7 @@ FINAL_STATES = (FINISHED, FAILED, PRUNED, PREEMPTED)
 STATES = (CREATED, STARTED, *FINAL_STATES)
 HEARTBEAT_S = 5.0  # seconds between heartbeats
 STALE_AFTER_S = 30.0  # a STARTED run whose heartbeat is older than this is interrupted
+RUN_LOCK = "run.lock"  # held by the process training the run (loopkit.runs.locks.held)
 
 
 def write_atomic(path: str, text: str) -> None:

@@ -43,9 +43,10 @@ from ..callbacks.preemption import Preempted, Preemption
 from ..callbacks.tensorboard import TensorBoard
 from ..distributed import is_main_process
 from .console import LOG_FILE, console_copied_to
+from .locks import held
 from .parameters import ParameterError, make_params, to_dict
 from .paths import check_name, inside
-from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, STALE_AFTER_S, STARTED, Run, now
+from .record import FINAL_STATES, FINISHED, HEARTBEAT_S, RUN_LOCK, STALE_AFTER_S, STARTED, Run, now
 from .recorder import RunRecorder, outcome
 from .reproducibility import reproducibility
 from .task import RunError, load_task, task_id, task_record, trusted_task, where
@@ -166,26 +167,33 @@ def run_task(
     ]
     if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
         own.append(Preemption(PREEMPTION_SIGNALS))
-    resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
-    try:
-        log = console_copied_to(os.path.join(run.dir, LOG_FILE)) if is_main_process() else contextlib.nullcontext()
-        with threads_set(n_threads), log:
-            try:
-                learner = module.build(params, [*own, *callbacks])
-            except (ValueError, TypeError, LookupError) as error:
-                raise RunError(f"task {task_id(module)!r} refused the parameters: {where(error)}") from None
-            learner.fit(**budget, resume_from=resume_from)
-    except BaseException as error:
-        if isinstance(error, Preempted):
-            error.run = f"{run.experiment}/{run.name}"
-        if is_main_process() and run.info["status"] not in (STARTED, *FINAL_STATES):  # ended before the fit
-            if isinstance(error, RunError) and not resuming:
-                run.discard(written=(LOG_FILE,))  # the task refused its parameters: nothing ran, nothing stays recorded
-            else:
-                run.start(repro)
-                status, reason = outcome(error)
-                run.finish(status, error, reason)
-        raise
+    lock = os.path.join(run.dir, RUN_LOCK)
+    with held(lock, wait=False) if is_main_process() else contextlib.nullcontext(True) as mine:
+        if not mine:  # checked before anything is written: the run stays as its trainer leaves it
+            raise RunError(
+                f"run {run.experiment}/{run.name} is being trained by another process on this machine (it holds "
+                f"{lock}); wait for that process to end, then resume"
+            )
+        resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
+        try:
+            log = console_copied_to(os.path.join(run.dir, LOG_FILE)) if is_main_process() else contextlib.nullcontext()
+            with threads_set(n_threads), log:
+                try:
+                    learner = module.build(params, [*own, *callbacks])
+                except (ValueError, TypeError, LookupError) as error:
+                    raise RunError(f"task {task_id(module)!r} refused the parameters: {where(error)}") from None
+                learner.fit(**budget, resume_from=resume_from)
+        except BaseException as error:
+            if isinstance(error, Preempted):
+                error.run = f"{run.experiment}/{run.name}"
+            if is_main_process() and run.info["status"] not in (STARTED, *FINAL_STATES):  # ended before the fit
+                if isinstance(error, RunError) and not resuming:  # the task refused its parameters: nothing ran
+                    run.discard(written=(LOG_FILE, RUN_LOCK))  # so nothing stays recorded
+                else:
+                    run.start(repro)
+                    status, reason = outcome(error)
+                    run.finish(status, error, reason)
+            raise
     exported = [
         {**e, "which": "last", "created": now()} for cb in learner.callbacks for e in getattr(cb, "exported", [])
     ]

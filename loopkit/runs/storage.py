@@ -5,12 +5,12 @@ that lets workers starting together take turns on a file storage.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import random
 import time
 from typing import Any
 
+from .locks import held
 from .sweep_checks import SweepError
 
 
@@ -83,16 +83,12 @@ def storage_file(storage: str) -> str | None:
 
 @contextlib.contextmanager
 def storage_lock(storage: str) -> Any:
-    """Hold an exclusive lock on ``<storage file>.loopkit-lock`` (``fcntl.flock``) for a file storage; nothing for a
-    database server. The kernel releases it when its holder dies, so a killed worker never leaves it held."""
+    """Hold an exclusive lock on ``<storage file>.loopkit-lock`` (:func:`~loopkit.runs.locks.held`) for a file
+    storage; nothing for a database server, whose row locks do this work."""
     path = storage_file(storage)
     if path is None:
         yield
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path + ".loopkit-lock", os.O_RDWR | os.O_CREAT, 0o666)  # Optuna's journal uses <path>.lock
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with held(path + ".loopkit-lock"):  # Optuna's journal uses <path>.lock
         yield
-    finally:
-        os.close(fd)  # closing releases the lock

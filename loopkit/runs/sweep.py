@@ -9,7 +9,9 @@ How the parts map onto Optuna (``optuna`` is imported when a sweep is made, not 
   (``study.enqueue_trial``): every grid point (times every seed), or, for ``sampler="random"``, ``n_trials``
   configurations drawn up front from the seeded generator, or, for ``"tpe"``, ``n_trials`` empty trials whose
   parameters TPE suggests when they start. A worker claims a waiting trial the way Optuna's own ``ask`` does
-  (``storage.set_trial_state_values(..., RUNNING)`` succeeds for exactly one caller), and never creates a
+  (``storage.set_trial_state_values(..., RUNNING)`` succeeds for exactly one caller; SQLite ignores the row
+  lock that ensures this on a server, so on a file storage every change of a trial's state is made under the
+  storage's lock file, :func:`~loopkit.runs.storage.storage_lock`), and never creates a
   trial otherwise. So each grid point runs once and the budget is honoured exactly, however many workers
   start at once (Optuna's ``GridSampler`` alone picks points per worker and can repeat them).
 - **Liveness.** A worker's heartbeat thread stamps its trial every ``heartbeat`` seconds. A RUNNING trial whose

@@ -20,6 +20,7 @@ import numpy as np
 from .record import FINAL_STATES, FINISHED, Run
 from .runner import resume_run, run_task
 from .space import Dimension, apply
+from .storage import storage_lock
 from .sweep_checks import SweepError, run_names
 from .sweep_results import PARAMS_ATTR
 
@@ -30,6 +31,7 @@ class TrialWorker:
     """Work on a sweep's trials; mixed into :class:`~loopkit.runs.sweep.Sweep`, which sets these attributes."""
 
     storage: Any
+    storage_url: str
     study_name: str
     root: str
     experiment: str
@@ -49,7 +51,11 @@ class TrialWorker:
 
         for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             try:
-                if self.storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.RUNNING):
+                # SQLite ignores Optuna's SELECT ... FOR UPDATE: two workers could both read WAITING and both
+                # set RUNNING, running one trial twice. The lock file makes the read and the write one step.
+                with storage_lock(self.storage_url):
+                    won = self.storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.RUNNING)
+                if won:
                     self.storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, time.time())
                     return int(trial._trial_id)
             except optuna.exceptions.UpdateFinishedTrialError:
@@ -67,8 +73,9 @@ class TrialWorker:
             if beat is None and trial.datetime_start and now - trial.datetime_start.timestamp() <= self.stale_after:
                 continue
             try:
-                self.storage.set_trial_user_attr(trial._trial_id, "loopkit_reason", "interrupted")
-                won = self.storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+                with storage_lock(self.storage_url):  # one worker fails it and queues its retry (see _claim)
+                    self.storage.set_trial_user_attr(trial._trial_id, "loopkit_reason", "interrupted")
+                    won = self.storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
             if not won:
@@ -202,7 +209,7 @@ class TrialWorker:
     def _tell(self, study: Any, trial: Any, state: Any, value: float | None, error: str | None) -> None:
         import optuna
 
-        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError), storage_lock(self.storage_url):
             if error is not None:
                 trial.set_user_attr("loopkit_error", error)
                 trial.set_user_attr("loopkit_reason", "interrupted" if error == "interrupted" else "error")

@@ -1,0 +1,39 @@
+"""Lock files: one process at a time on a shared file storage or on one run's directory.
+
+A lock is ``fcntl.flock`` on a file that holds nothing. The kernel releases it when its holder dies (a killed worker
+never leaves it held), and it is never deleted (deleting a lock file another process holds would let a third take a
+second lock on a new file of the same name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def held(path: str, *, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on ``path`` (created if missing) inside the block.
+
+    Args:
+        path: the lock file.
+        wait: wait for the holder to let go (True), or give up at once (False).
+
+    Yields:
+        True when this process holds the lock; False when ``wait=False`` and another process holds it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+__all__ = ["held"]
