@@ -365,3 +365,33 @@ def test_a_recurrent_state_carried_across_batches_and_fresh_each_phase_equals_th
         valid_losses.append(total / sum(len(y) for _, y in valid))
     assert _equal(model, twin)
     assert [row["valid_loss"] for row in metrics.history] == pytest.approx(valid_losses, rel=1e-12)
+
+
+def test_a_recurrent_state_is_in_checkpoints_so_a_resume_mid_epoch_equals_the_whole_run(tmp_path):
+    # The word language model killed after batch 3 of 4: the resumed run's batch 4 must start from the hidden
+    # state batch 3 left, as the script's uninterrupted loop does (a fresh state there changes the weights).
+    from loopkit import Checkpoint, CheckpointError, Step, load_checkpoint
+    from loopkit.loop.step import RecurrentStep
+
+    train, valid = _word_batches(4, 0), _word_batches(2, 1)
+    ce = torch.nn.functional.cross_entropy
+
+    def learner(callbacks, step=None):
+        model = WordModel(5)
+        step = step or RecurrentStep(model.init_hidden, batch_dim=1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        return Learner(model, train, opt, ce, valid_data=valid, step=step, callbacks=callbacks)
+
+    whole = learner([Metrics()])
+    whole.fit(2)
+    checkpoint = Checkpoint(tmp_path, every_n_steps=3, every_epoch=False, keep_last=5)
+    learner([Metrics(), checkpoint]).fit(1)
+    mid = str(tmp_path / "step-000000003.pt")
+    saved = load_checkpoint(mid)
+    assert saved["position"]["batch"] == 3 and saved["step"]["ranks"][0]["hidden"] is not None
+    resumed = learner([Metrics()])
+    resumed.fit(2, resume_from=mid)
+    assert _equal(resumed.model, whole.model)  # bit for bit
+    assert resumed.callbacks[0].history == whole.callbacks[0].history
+    with pytest.raises(CheckpointError, match=r"cannot take it \(it has no load_state_dict\)"):
+        learner([Metrics()], step=Step()).fit(2, resume_from=mid)

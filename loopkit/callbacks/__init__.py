@@ -14,6 +14,7 @@ from .plateau import ReduceLROnPlateau
 from .preemption import Preempted, Preemption
 from .progress import ProgressBar
 from .tensorboard import TensorBoard
+from .validate_first import ValidateFirst
 
 __all__ = [
     "Distributed",
@@ -24,6 +25,7 @@ __all__ = [
     "ProgressBar",
     "Checkpoint",
     "EarlyStopping",
+    "ValidateFirst",
     "NaNGuard",
     "MixedPrecision",
     "GradientAccumulation",

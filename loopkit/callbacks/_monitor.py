@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+from ..loop.evaluation import evaluation_sets
 from .metrics import Metrics
 
 
@@ -20,7 +21,7 @@ def monitored_metrics(learner: Any, monitor: str, who: str) -> Metrics:
         metrics: Metrics = learner.callback(Metrics)
     except KeyError:
         raise ValueError(f"{who}(monitor={monitor!r}) needs a Metrics callback in the Learner") from None
-    phases = ("train", "valid") if learner.valid_data is not None else ("train",)
+    phases = ["train", *(name for name, _ in evaluation_sets(learner.valid_data))]
     names = [*metrics.names, *getattr(metrics, "stateful", {})]  # averaged functions, then metric objects
     known = [f"{phase}_{name}" for phase in phases for name in names]
     if monitor in known:

@@ -48,6 +48,7 @@ from ..resume.model import unwrap_model
 from ..resume.sharded import SUFFIX, is_sharded_checkpoint, save_sharded
 from ._monitor import latest, monitored_metrics
 from .fsdp import is_fully_sharded
+from .validate_first import first_evaluation
 
 _OWN_NAME = re.compile(r"(step-\d{9}|epoch-\d{4,})\.(pt|dcp)")  # the names _save gives periodic checkpoints
 _IDENTITY = re.compile(r"[0-9a-f]{32}")
@@ -62,8 +63,10 @@ class Checkpoint(Callback):
         every_epoch: save at the end of every epoch.
         keep_last: how many of the most recent periodic checkpoints to keep (older ones are deleted once a newer
             one is complete, so the directory needs room for ``keep_last + 1`` of them).
-        monitor: a :class:`~loopkit.callbacks.metrics.Metrics` key (``"valid_loss"``); if given, the best epoch
-            so far is also kept as ``best.pt``. A non-finite value is never the best.
+        monitor: a :class:`~loopkit.callbacks.metrics.Metrics` key (``"valid_loss"``, or any evaluation set's
+            ``"<name>_loss"``); if given, the best epoch so far is also kept as ``best.pt``. A non-finite value is
+            never the best. :class:`~loopkit.callbacks.validate_first.ValidateFirst`'s evaluation before
+            training counts: the untrained model is the first best.
         mode: ``"min"`` or ``"max"``: whether a lower or a higher ``monitor`` is better.
         sharded: write sharded checkpoints (directories ``*.dcp``, every rank writing its shards) instead of
             one file; default None: sharded exactly when the model is sharded with FSDP2 when the fit starts.
@@ -200,18 +203,25 @@ class Checkpoint(Callback):
             self._saved_step = step
             self._save(learner, f"step-{step:09d}{self._suffix}")
 
+    def before_epoch(self, learner: Any) -> None:
+        first = first_evaluation(learner)  # ValidateFirst's evaluation of the untrained model counts for best
+        if first is not None and self.monitor is not None and self.monitor in first:
+            self._keep_if_best(learner, first[self.monitor])
+
     def after_epoch(self, learner: Any) -> None:
         if self.every_epoch:
             self._save(learner, f"epoch-{learner.epoch + 1:04d}{self._suffix}")
         if self.monitor is not None:
-            value = latest(learner, self.monitor)
-            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
-            if better and math.isfinite(value):
-                previous = self.best
-                best = f"best{self._suffix}"
-                self.best = (value, os.path.join(self.dirpath, best))  # the saved state says it is the best
-                if not self._save(learner, best, periodic=False):
-                    self.best = previous
+            self._keep_if_best(learner, latest(learner, self.monitor))
+
+    def _keep_if_best(self, learner: Any, value: float) -> None:
+        better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
+        if better and math.isfinite(value):
+            previous = self.best
+            best = f"best{self._suffix}"
+            self.best = (value, os.path.join(self.dirpath, best))  # the saved state says it is the best
+            if not self._save(learner, best, periodic=False):
+                self.best = previous
 
     def save(self, learner: Any) -> str | None:
         """Save a periodic checkpoint now, named after the global step; return its path (None if refused)."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +51,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..distributed.ranks import is_distributed
 from ..loop.callback import Callback
 from ..loop.data_cursor import set_epoch
+from ..loop.evaluation import evaluation_sets
 from ..resume.model import unwrap_model
 from .fsdp import ShardPolicy, check_policy, is_fully_sharded, shard_model, units
 from .sharding import shard_train_loader, shard_valid_loader
@@ -161,8 +163,14 @@ class Distributed(Callback):
             learner.train_data = shard_train_loader(
                 learner.train_data, rank=rank, world_size=world_size, seed=self.seed
             )
-            if learner.valid_data is not None:
-                learner.valid_data = shard_valid_loader(learner.valid_data, rank=rank, world_size=world_size)
+            sets = {
+                name: shard_valid_loader(data, rank=rank, world_size=world_size)
+                for name, data in evaluation_sets(learner.valid_data)
+            }
+            if isinstance(learner.valid_data, Mapping):  # named evaluation sets: each is sharded
+                learner.valid_data = sets
+            elif sets:
+                learner.valid_data = sets["valid"]
             # An epoch of the loop: the shard's length, or valid_every batches of a stream.
             learner.n_batches = learner.valid_every or len(learner.train_data)
 

@@ -10,6 +10,7 @@ from ..loop.callback import Callback
 from ..loop.events import CancelFit
 from ..resume.model import unwrap_model
 from ._monitor import latest, monitored_metrics
+from .validate_first import first_evaluation
 
 
 class EarlyStopping(Callback):
@@ -25,7 +26,9 @@ class EarlyStopping(Callback):
             ``check_finite``); by default such a value is simply not an improvement and counts toward ``patience``.
 
     Attributes:
-        best, best_epoch, stopped_epoch: what happened, for inspection after ``fit``.
+        best, best_epoch, stopped_epoch: what happened, for inspection after ``fit``. With
+            :class:`~loopkit.callbacks.validate_first.ValidateFirst` the untrained model's value is the first best
+            (``best_epoch`` -1, Keras's ``baseline``): patience counts the epochs that do not beat it.
         reason: why the fit was stopped: ``"patience"``, ``"non-finite"``, or ``None`` if it was not.
 
     Raises:
@@ -86,17 +89,25 @@ class EarlyStopping(Callback):
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
 
+    def before_epoch(self, learner: Any) -> None:
+        first = first_evaluation(learner)  # ValidateFirst's evaluation of the untrained model: the baseline
+        if first is not None and self.monitor in first and self._improved(first[self.monitor]):
+            self._keep(learner, first[self.monitor], int(first["epoch"]))
+
+    def _keep(self, learner: Any, value: float, epoch: int) -> None:
+        self.best, self.best_epoch, self.wait = value, epoch, 0
+        if self.restore_best:
+            # The underlying module's state (not a DDP or compile wrapper's), as a checkpoint holds it.
+            state = unwrap_model(learner.model).state_dict()
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
     def after_epoch(self, learner: Any) -> None:
         value = latest(learner, self.monitor)
         if self.check_finite and not math.isfinite(value):
             self.stopped_epoch, self.reason = learner.epoch, "non-finite"
             raise CancelFit
         if self._improved(value):
-            self.best, self.best_epoch, self.wait = value, learner.epoch, 0
-            if self.restore_best:
-                # The underlying module's state (not a DDP or compile wrapper's), as a checkpoint holds it.
-                state = unwrap_model(learner.model).state_dict()
-                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+            self._keep(learner, value, learner.epoch)
             return
         self.wait += 1
         if self.wait >= self.patience:

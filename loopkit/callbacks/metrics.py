@@ -36,6 +36,7 @@ from ..distributed.collectives import collective_device
 from ..loop.callback import Callback
 from ..loop.evaluation import batch_size
 from ..scheduling.scheduler import Scheduler
+from .validate_first import first_evaluation
 
 
 def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -73,15 +74,16 @@ class Metrics(Callback):
     Attributes:
         latest_phase: the means of the latest finished phase (``{"valid_loss": ..., ...}``).
         history: one dict per finished epoch: ``{"epoch": 0, "train_loss": ..., "valid_loss": ...,
-            "train_<metric>": ..., "valid_<metric>": ...}``; means weighted by batch size (the first dimension
-            of the target).
+            "train_<metric>": ..., "valid_<metric>": ...}`` (one ``<name>_*`` group per evaluation set); means
+            weighted by batch size (the first dimension of the target). With
+            :class:`~loopkit.callbacks.validate_first.ValidateFirst`, the first row is its ``{"epoch": -1, ...}``.
         hyperparams: the per-step values every Scheduler applied, by hyperparameter name (the Schedulers'
             own history lists, not copies).
     """
 
     agrees_across_ranks = True  # only accumulates; it cancels nothing
 
-    reads = ("loss", "pred", "yb", "xb", "phase", "epoch", "callbacks", "global_step", "micro_batch")
+    reads = ("loss", "pred", "yb", "xb", "phase", "epoch", "callbacks", "global_step", "micro_batch", "metrics")
     writes = ("metrics",)  # learner.metrics: the latest epoch's row, which the monitors read
 
     def __init__(self, *fns: Callable[[Any, Any], torch.Tensor], names: list[str] | None = None) -> None:
@@ -117,6 +119,9 @@ class Metrics(Callback):
                 self.hyperparams.update(cb.history)
 
     def before_epoch(self, learner: Any) -> None:
+        first = first_evaluation(learner)
+        if first is not None and not self.history:  # ValidateFirst's row, kept once (a resume has it already)
+            self.history.append(dict(first))
         self._row = {"epoch": learner.epoch}
 
     def before_train(self, learner: Any) -> None:

@@ -106,15 +106,13 @@ def check_arguments(
     train_data: object,
     optimizer: object,
     loss_fn: object,
-    valid_data: object,
     custom_step: object,
     callbacks: Iterable[object],
 ) -> None:
-    """The Learner's arguments, each checked before anything is built; see ``Learner``'s Raises."""
+    """The Learner's arguments, each checked before anything is built; see ``Learner``'s Raises (``valid_data``
+    is checked by :func:`loopkit.loop.evaluation.evaluation_sets`)."""
     check_model(model)
     check_data(train_data, "train_data")
-    if valid_data is not None:
-        check_data(valid_data, "valid_data")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(
             f"loss_fn must be callable as loss_fn(pred, target), or None for a model that computes its own loss, "

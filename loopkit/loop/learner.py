@@ -56,7 +56,9 @@ class Learner:
             computes its own loss, as nanoGPT's and Hugging Face models do: it is called as ``model(xb, yb)`` and
             the loss is its output's ``.loss`` or, for a tuple such as nanoGPT's ``(logits, loss)``, its last
             element (see :class:`~loopkit.loop.step.Step`).
-        valid_data: optional iterable of batches evaluated after each epoch's train phase, without gradients.
+        valid_data: optional iterable of batches evaluated after each epoch's train phase, without gradients,
+            or a mapping of named evaluation sets, each evaluated as phase ``name`` (its metrics ``<name>_loss``,
+            ...; see :mod:`loopkit.loop.evaluation`).
         callbacks: callback instances; their run order is derived from their declarations
             (see :mod:`loopkit.loop.ordering`), not from this list, except among callbacks left unordered.
         step: a :class:`loopkit.loop.step.Step` that customises unpacking, forward and loss.
@@ -102,7 +104,8 @@ class Learner:
         step: Step | None = None,
         device: str | torch.device | None = None,
     ) -> None:
-        check_arguments(model, train_data, optimizer, loss_fn, valid_data, step, callbacks)
+        check_arguments(model, train_data, optimizer, loss_fn, step, callbacks)
+        evaluation.evaluation_sets(valid_data)
         step = Step() if step is None else step
 
         self.device = resolve_device(device)
@@ -141,6 +144,9 @@ class Learner:
         self._resume: dict[str, Any] | None = None
         # The run record this training belongs to, written into checkpoints (set by loopkit.runs).
         self.run: dict[str, Any] | None = None
+        # validate()/predict() called by a callback (ValidateFirst) write the loop's state as the loop does, not
+        # through that callback's guarded view.
+        self._itself = self
         init_step_state(self)  # micro_batch, accumulate, skipped_steps and the step's policy
         #: The latest finished epoch's means (``{"valid_loss": ...}``), written by Metrics, read by the monitors.
         self.metrics: dict[str, float] = {}
@@ -209,8 +215,8 @@ class Learner:
         start_epoch = 0
         if resume_from is not None:  # checked against this fit's settings before anything is loaded
             start_epoch = begin_resume(self, resume_from, n_epochs=n_epochs, max_steps=max_steps)
-        else:
-            self.global_step = 0
+        else:  # a fresh fit starts at its beginning, whatever an earlier fit of this learner left
+            self.global_step, self._position = 0, (0, 0)
         self.valid_every, self.n_epochs, self.max_steps = valid_every, n_epochs, max_steps
         self._deadline = None if max_time is None else time.monotonic() + max_time
         self.n_batches = length(self.train_data) if valid_every is None else valid_every
@@ -276,11 +282,12 @@ class Learner:
             self.model.train()
             run_level(h["before_train"], self._train_phase, h["after_train"], CancelPhase)
             self._data.close(stream_too=False)  # an epoch's pass ends with its train phase: its workers go
-            if self.valid_data is not None:
-                self.phase = "valid"
+            for phase, data in evaluation.evaluation_sets(self.valid_data):  # each set as its own phase
+                self.phase = phase
                 self.model.eval()
                 with torch.no_grad():  # before_valid and after_valid too, as in validate()
-                    run_level(h["before_valid"], self._valid_phase, h["after_valid"], CancelPhase, carry=True)
+                    body = functools.partial(self._valid_phase, data)
+                    run_level(h["before_valid"], body, h["after_valid"], CancelPhase, carry=True)
         finally:
             # Whether the epoch ran out or was cancelled, after_epoch sits at the start of the next one.
             self._position = (self.epoch + 1, 0)
@@ -310,12 +317,12 @@ class Learner:
             except CancelBatch as cancel:
                 discard_window(self, cancel)
 
-    def _valid_phase(self) -> None:
+    def _valid_phase(self, data: Iterable) -> None:
         self._position = None  # a checkpoint taken mid-validation could not be resumed exactly
         h = self._valid_handlers
         before, after = h["before_batch"], h["after_batch"]
         body = functools.partial(self._forward_loss, h)
-        for batch_idx, batch in enumerate(self.valid_data):  # type: ignore[arg-type]  # fit runs this phase only with valid_data
+        for batch_idx, batch in enumerate(data):
             self.batch_idx, self.batch = batch_idx, batch
             run_level(before, body, after, CancelBatch)
 
@@ -347,14 +354,15 @@ class Learner:
             p.grad = None
 
     # ----------------------------------------------------------------------------------------- evaluating
-    def validate(self, data: Iterable | None = None, *, name: str = "valid") -> dict[str, float]:
-        """Evaluate on ``data`` (default ``valid_data``) without training: the valid phase's events run.
+    def validate(self, data: Iterable | None = None, *, name: str | None = None) -> dict[str, float]:
+        """Evaluate on ``data`` (default: every set of ``valid_data``) without training: the valid phase's events
+        run.
 
         Returns ``{"valid_loss": sample-weighted mean loss, ...}`` plus every ``valid_*`` mean a Metrics
         callback computed; with ``name="test"`` the phase is ``"test"`` and every key starts ``test_``. Same
         step, device and precision callbacks as training; see :mod:`loopkit.loop.evaluation`.
         """
-        return evaluation.validate(self, data, name)
+        return evaluation.validate(self._itself, data, name)
 
     def predict(self, data: Iterable) -> Any:
         """The model's predictions for ``data`` (batches as in ``train_data``, or inputs alone).
@@ -362,7 +370,7 @@ class Learner:
         Returns the predictions concatenated along dimension 0 when they are tensors, else a list of them.
         """
         check_data(data, "data")
-        return evaluation.predict(self, data)
+        return evaluation.predict(self._itself, data)
 
     # ----------------------------------------------------------------------------------------- resuming
     def state_dict(self) -> dict[str, Any]:

@@ -32,6 +32,9 @@ The state (``loopkit-checkpoint-2``) is a dict of plain data:
                               ``requires_grad=False`` and norm layers held in eval
                               (:mod:`loopkit.resume.frozen`); a resume freezes exactly these (a backbone
                               unfrozen during the run trains on); optional (older format-2 states lack it)
+``step``                      ``{"world_size": W, "ranks": [...]}``: each rank's state of the Step, for one
+                              that carries state across batches (``RecurrentStep``'s hidden state), else
+                              None (:mod:`loopkit.resume.step`); optional (older format-2 states lack it)
 ============================  =====================================================================
 
 :func:`check_fits` validates a state against a learner and a fit in full, without changing anything, and
@@ -45,7 +48,7 @@ from typing import Any
 
 from ..distributed.collectives import all_gather
 from ..distributed.ranks import rank, world_size
-from ..resume import data, frozen, param_layout, position, rng
+from ..resume import data, frozen, param_layout, position, rng, step as step_section
 from ..resume.data import fit_problems
 from ..resume.file import FORMAT, CheckpointError
 from ..resume.model import (
@@ -98,6 +101,7 @@ def check_fits(
         + position.problems(state["position"], n_epochs, max_steps, resumed_epoch_length(state) or learner.n_batches)
         + rng.problems(state["rng"], _pass_open(state) and not _order_is_seeded(state, learner), rank, world_size)
         + data.problems(state.get("data"), valid_every, rank)
+        + step_section.problems(state.get("step"), learner.step_logic, rank, world_size)
     )
     if not problems and state.get("data") is not None and not replaces_train_data(learner):  # else when it opens
         problems += fit_problems(data_of_this_rank(state, rank), learner.train_data, length(learner.train_data))
@@ -161,7 +165,8 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
     """
     cursor = learner._data
     generators = {"now": capture_rng_state(), "phase_start": cursor.rng_at_start if cursor.is_open(batch) else None}
-    ranks = all_gather({"rng": generators, "data": cursor.position(batch)})  # every rank's (a collective)
+    mine = {"rng": generators, "data": cursor.position(batch), "step": step_section.capture(learner.step_logic)}
+    ranks = all_gather(mine)  # every rank's (a collective)
     return {
         "format": FORMAT,
         "model": unwrap_model(learner.model).state_dict(),
@@ -180,6 +185,7 @@ def build_state(learner: Any, epoch: int, batch: int) -> dict[str, Any]:
         "run": learner.run,
         "param_layout": param_layout.entry(learner.optimizer, unwrap_model(learner.model)),
         "frozen": frozen.entry(unwrap_model(learner.model)),
+        "step": step_section.entry([r["step"] for r in ranks]),
     }
 
 

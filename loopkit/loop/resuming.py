@@ -4,7 +4,7 @@ A resume has two moments. :func:`begin_resume`, when ``fit`` starts: the whole c
 checked against this learner and this fit before anything is touched, then model and optimizer are loaded and
 the data cursor is put back where it stood. :func:`finish_resume`, at the point in the loop where the
 checkpoint was taken (after the resumed epoch's ``before_epoch``/``before_train``, whose writes it replaces):
-callback states, the optimizer's options and the RNG.
+callback states, the optimizer's options, the step's own state and the RNG.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..resume import step as step_section
 from ..resume.load import load_checkpoint
 from ..resume.model import load_model_and_optimizer, restore_group_options
 from ..resume.rng import restore_rng_state
@@ -77,6 +78,7 @@ def finish_resume(learner: Any) -> None:
         if name in states and hasattr(cb, "load_state_dict"):
             cb.load_state_dict(states[name])
     restore_group_options(resume["optimizer"], learner.optimizer)  # a per-epoch schedule wrote them again
+    step_section.restore(resume.get("step"), learner.step_logic, *rank_and_world_size())
     restore_rng_state(rng_of_this_rank(resume)["now"])
 
 

@@ -91,8 +91,9 @@ class RecurrentStep(Step):
     at the first batch of every train, valid or validate/predict pass the state is ``init_hidden(n)`` (``n``:
     the batch's size, dimension ``batch_dim`` of ``xb``); each later batch starts from the previous batch's state, detached so that
     backpropagation stops at the batch's start (truncated BPTT, the script's ``repackage_hidden``). The
-    state is a tensor or a tuple of tensors (an LSTM's ``(h, c)``). It is not part of checkpoints: a run
-    resumed mid-epoch starts that epoch's remaining batches from a fresh state.
+    state is a tensor or a tuple of tensors (an LSTM's ``(h, c)``). It is part of checkpoints
+    (:meth:`state_dict`, the ``"step"`` section of :mod:`loopkit.resume.step`): a run resumed in the middle of
+    an epoch starts its next batch from the state the killed run would have used, bit for bit.
 
     Args:
         init_hidden: ``init_hidden(batch_size)`` returns the initial state (``model.init_hidden`` in the
@@ -125,6 +126,7 @@ class RecurrentStep(Step):
         self.init_hidden, self.batch_dim = init_hidden, batch_dim
         self.hidden: Any = None
         self._pass: tuple[Any, int] | None = None  # (phase, epoch) of the pass the state belongs to
+        self._restored = False  # hidden was loaded from a checkpoint (on the CPU)
 
     def forward(self, learner: Any) -> Any:
         """Run ``model(xb, hidden)``; keep the new state for the next batch of this pass."""
@@ -132,9 +134,23 @@ class RecurrentStep(Step):
         if self._pass != this_pass or learner.batch_idx == 0:  # a new pass: a fresh state
             self.hidden = self.init_hidden(int(learner.xb.shape[self.batch_dim]))
             self._pass = this_pass
+        elif self._restored:  # loaded from a checkpoint on the CPU: follow the batches to their device
+            self.hidden = to_device(self.hidden, learner.xb.device)
+        self._restored = False
         pred, hidden = learner.model(learner.xb, _detached(self.hidden))
         self.hidden = hidden
         return pred
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"hidden": the state for the next batch (detached), "pass": [phase, epoch] it belongs to}``."""
+        hidden = None if self.hidden is None else _detached(self.hidden)
+        return {"hidden": hidden, "pass": None if self._pass is None else list(self._pass)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take a :meth:`state_dict`: the next batch of the same pass continues from its hidden state."""
+        self.hidden = state["hidden"]
+        self._pass = None if state["pass"] is None else (state["pass"][0], int(state["pass"][1]))
+        self._restored = self.hidden is not None
 
 
 def _detached(state: Any) -> Any:

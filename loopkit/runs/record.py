@@ -288,7 +288,7 @@ class Run:
         # metrics.jsonl, which still matches.
         self.info["metrics_previous_sha256"] = self.info.get("metrics_sha256")
         self.info["metrics_sha256"] = hashlib.sha256(lines).hexdigest()
-        self.info["epochs_done"] = len(history)
+        self.info["epochs_done"] = sum(row.get("epoch", 0) >= 0 for row in history)  # not ValidateFirst's -1
         if history:
             self.info["final"] = {k: v for k, v in history[-1].items() if k != "epoch"}
             monitor = self.info["monitor"]
