@@ -8,6 +8,7 @@ Each rank saves what it saw to OUT/rank<r>.pt for the test to compare with a sin
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from datetime import timedelta
@@ -226,9 +227,16 @@ class Clock:
         return time.monotonic() + jump
 
 
+def _counted_post(posts, real_post, outcome, *, blocking):
+    """agreement._post, noting whether each collective of the agreement's own was blocking."""
+    posts.append(blocking)
+    return real_post(outcome, blocking=blocking)
+
+
 def decisions(out):
     """Short runs in one launch, in each of which one rank alone meets a NaN loss, a decision to stop at the end
     of an epoch, or a passed deadline; every rank must take the same course."""
+    import loopkit.loop.agreement as agreement
     import loopkit.loop.learner as learner_module
 
     x, y = data()
@@ -258,13 +266,20 @@ def decisions(out):
             callbacks=[Distributed(timeout=timedelta(seconds=60)), Metrics(), guard, record, *extra],
         )
         learner_module.time = Clock(learner) if what == "deadline" else time  # type: ignore[assignment]
-        learner.fit(EPOCHS, max_time=3600 if what == "deadline" else None)
+        posts = []
+        real_post = agreement._post
+        agreement._post = functools.partial(_counted_post, posts, real_post)
+        try:
+            learner.fit(EPOCHS, max_time=3600 if what == "deadline" else None)
+        finally:
+            agreement._post = real_post
         results[what] = {
             "tripped_at": guard.tripped_at,
             "steps": record.steps,
             "epochs": len(record.epochs),
             "global_step": learner.global_step,
             "valid_ends": extra[0].valid_ends if what in alone else None,
+            "collectives_of_their_own": {"blocking": posts.count(True), "late": posts.count(False)},
         }
     results["fully_shard"] = fully_sharded(x, y)
     results["accumulation"] = accumulated(x, y)

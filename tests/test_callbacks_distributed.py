@@ -174,6 +174,10 @@ def test_a_cancel_one_rank_raises_alone_in_a_batch_is_taken_by_every_rank(severa
     # collective overlaps the next step), so both ranks stop after step 4, skipping after_epoch.
     for r in (r0, r1):
         assert (len(r["batch_stop"]["steps"]), r["batch_stop"]["global_step"], r["batch_stop"]["epochs"]) == (4, 4, 0)
+        # The after_batch outcome rode in the next step's gradient all-reduce (DDP's communication hook): not one
+        # collective of its own per step; the blocking ones are the phase-level events' (before_fit, before_epoch,
+        # before_train) and the stop's collection at step 4.
+        assert r["batch_stop"]["collectives_of_their_own"] == {"blocking": 3, "late": 0}
     assert torch.equal(r0["batch_stop"]["steps"][-1], r1["batch_stop"]["steps"][-1])
     # CancelStep in before_step on rank 1 alone at step 2: every rank skips that step, and no other.
     total = worker.EPOCHS * per_epoch

@@ -49,6 +49,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..distributed.ranks import is_distributed
+from ..loop.agreement import carry_in_gradients_hook, use_carrier
 from ..loop.callback import Callback
 from ..loop.data_cursor import set_epoch
 from ..loop.evaluation import evaluation_sets
@@ -138,6 +139,7 @@ class Distributed(Callback):
             )
         self.shard, self.param_dtype, self.reduce_dtype = shard, param_dtype, reduce_dtype
         self._given: tuple | None = None
+        self._carrier_pending = False  # the DDP model of this fit still waits for the carrier hook
 
     # ------------------------------------------------------------------------------------------ set-up
     def check(self, learner: Any) -> None:
@@ -146,7 +148,7 @@ class Distributed(Callback):
             units(model, self.shard)  # a policy that matches nothing fails when the Learner is built
 
     def before_fit(self, learner: Any) -> None:
-        self._given = None
+        self._given, self._carrier_pending = None, False
         if not is_distributed():
             if "WORLD_SIZE" not in os.environ:
                 return  # not launched by torchrun: one process, nothing to set up
@@ -212,6 +214,7 @@ class Distributed(Callback):
             # SyncBatchNorm takes over the BatchNorm's parameter objects, so the optimizer still holds them.
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [device] if device is not None and device.type == "cuda" else None
+        self._carrier_pending = True  # registered at the first before_epoch, unless the user's hook is there
         return DistributedDataParallel(model, device_ids=device_ids, **self.ddp_options)
 
     # ------------------------------------------------------------------------------------------ resuming
@@ -237,6 +240,23 @@ class Distributed(Callback):
 
     def before_epoch(self, learner: Any) -> None:
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
+        if self._carrier_pending:
+            self._carrier_pending = False
+            self._register_carrier(learner.model)
+
+    @staticmethod
+    def _register_carrier(ddp: DistributedDataParallel) -> None:
+        """Let after-step outcomes of undeclared callbacks ride in the gradient all-reduce (a DDP communication
+        hook, :func:`~loopkit.loop.agreement.carry_in_gradients_hook`). A hook of the user's (registered in
+        ``before_fit``, or DDP's own ``mixed_precision``) is left alone: DDP takes one, and the outcomes then
+        take a non-blocking all-reduce of their own."""
+        if getattr(ddp, "_comm_hooks", None):
+            return
+        try:
+            ddp.register_comm_hook(None, carry_in_gradients_hook)
+        except RuntimeError:  # a built-in hook (register_builtin_comm_hook) holds the place
+            return
+        use_carrier(True)
 
     def before_batch(self, learner: Any) -> None:
         # Gradient accumulation: the non-final micro-batches of a window skip the gradient reduction. The choice
@@ -255,6 +275,7 @@ class Distributed(Callback):
 
     # ------------------------------------------------------------------------------------------ teardown
     def after_fit(self, learner: Any) -> None:
+        use_carrier(False)
         if self._given is not None:
             self._sync_gradients(learner.model, True)  # a fit cut inside a window leaves the wrapped model as new
             learner.model, learner.train_data, learner.valid_data, learner.device = self._given

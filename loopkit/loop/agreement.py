@@ -12,12 +12,14 @@ cancel changes what this step computes (``CancelStep`` skips it on every rank), 
 the event, one blocking collective per event and step. **After the step** (``after_step``, ``after_batch``)
 the outcome is agreed one step late (:func:`agree_late`): each rank posts its outcome in a non-blocking
 all-reduce and collects it at the same event of the next step (or at ``after_train``, whichever comes first),
-so the collective overlaps the next step's compute instead of stopping every rank each step. A cancel or an
+so the collective overlaps the next step's compute instead of stopping every rank each step. Under DDP,
+``Distributed`` registers :func:`carry_in_gradients_hook`, and the posted outcome rides in the next step's
+gradient all-reduce instead (no collective of its own; where no gradient all-reduce comes before the collection,
+a micro-batch under accumulation, the ranks reduce it then). A cancel or an
 error one rank raises there takes effect on every rank one step later than in a single process (a
 ``CancelFit`` in ``after_batch`` of step 3 stops the run after step 4); nothing that step computes can differ
 between ranks because of it, as the outcome of an after-step event changes no gradient or weight.
-Loopkit's own callbacks declare it, loopkit's own callbacks
-declare it, as their decisions are alike by construction (NaNGuard and Preemption agree themselves,
+Loopkit's own callbacks declare it, as their decisions are alike by construction (NaNGuard and Preemption agree themselves,
 ``max_time`` agrees the clock, ``max_steps`` and the scheduled values follow ``global_step``, a loss scaler's
 skip reads gradients DDP has already averaged). Validation batches are never agreed one by one (ranks may hold
 different numbers of them): a rank's cancel there is carried to the agreed ``after_valid``.
@@ -30,6 +32,8 @@ Example (a single process: the outcome is the local one):
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -53,6 +57,12 @@ LATE_EVENTS = frozenset({"after_step", "after_batch"})
 
 _pending: tuple[str, BaseException | None, torch.Tensor, dist.Work | None] | None = None  # one posted, uncollected
 
+# The carrier (a DDP communication hook, :func:`carry_in_gradients_hook`, which Distributed registers): posted
+# after-step codes ride along in the next step's gradient all-reduce instead of a collective of their own.
+_carrier = False  # whether the hook is registered for the running fit
+_to_carry: torch.Tensor | None = None  # posted codes, waiting for the next gradient all-reduce
+_carried = False  # whether the hook has summed _pending's codes
+
 
 class RankFailedError(RuntimeError):
     """Another rank raised an error at an agreed event; this rank stops with it. That rank's output has the error."""
@@ -68,9 +78,9 @@ def agree(event: str, outcome: BaseException | None) -> BaseException | None:
     """
     if not (is_distributed() and world_size() > 1):
         return outcome
-    global _pending
+    global _pending, _to_carry
     if event == "before_fit":
-        _pending = None
+        _pending, _to_carry = None, None
     late = _collect()
     codes, _ = _post(outcome, blocking=True)
     now = _decide(event, outcome, codes)
@@ -85,20 +95,72 @@ def agree_late(event: str, outcome: BaseException | None) -> BaseException | Non
     """
     if not (is_distributed() and world_size() > 1):
         return outcome
-    global _pending
+    global _pending, _to_carry, _carried
     late = _collect()
-    _pending = (event, outcome, *_post(outcome, blocking=False))
+    if _carrier:  # carried by the next gradient all-reduce: no collective of its own
+        codes = _codes(outcome)
+        _pending, _to_carry, _carried = (event, outcome, codes, None), codes, False
+    else:
+        _pending = (event, outcome, *_post(outcome, blocking=False))
     return late
 
 
 def _collect() -> BaseException | None:
-    global _pending
+    global _pending, _to_carry
     if _pending is None:
         return None
     (event, outcome, codes, work), _pending = _pending, None
     if work is not None:
         work.wait()
+    elif _carrier and not _carried:
+        # No gradient all-reduce ran since the posting (a micro-batch under accumulation, a skipped step): every
+        # rank knows it alike, and all of them reduce the codes now.
+        _to_carry = None
+        dist.all_reduce(codes)
     return _decide(event, outcome, codes)
+
+
+def use_carrier(on: bool) -> None:
+    """Whether after-step outcomes ride in the gradient all-reduce (:func:`carry_in_gradients_hook`, registered
+    on the DDP model of this fit) or take a non-blocking all-reduce of their own. Distributed sets it."""
+    global _carrier, _to_carry
+    _carrier, _to_carry = on, None
+
+
+def carry_in_gradients_hook(process_group: dist.ProcessGroup | None, bucket: Any) -> torch.futures.Future:
+    """A DDP communication hook (``DistributedDataParallel.register_comm_hook(None, hook)``): torch's default
+    all-reduce of every gradient bucket (``allreduce_hook``: divide by the world size, sum), and the after-step
+    outcome codes posted since the last one appended to the first bucket (at most 1 MiB by DDP's default), so
+    agreeing on them costs no collective of its own. The gradients are those of the default hook, bit for bit.
+    """
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    global _to_carry
+    codes = _to_carry if bucket.index() == 0 else None
+    if codes is None:
+        return allreduce_hook(process_group, bucket)  # type: ignore[arg-type]  # None: the default group
+    _to_carry = None
+    group = process_group if process_group is not None else dist.group.WORLD
+    buffer = bucket.buffer()
+    n = buffer.numel()
+    joined = torch.cat([buffer / dist.get_world_size(group), codes.to(buffer.device, buffer.dtype)])
+
+    def done(fut: torch.futures.Future) -> torch.Tensor:
+        global _carried
+        out = fut.value()[0]
+        codes.copy_(out[n:].round().to(codes.dtype))  # one small integer per rank: exact in any float type
+        buffer.copy_(out[:n])
+        _carried = True
+        return buffer
+
+    return dist.all_reduce(joined, group=group, async_op=True).get_future().then(done)
+
+
+# DDP checks a hook's annotations as objects; under ``from __future__ import annotations`` they are strings.
+carry_in_gradients_hook.__annotations__.update(
+    bucket=dist.GradBucket,  # type: ignore[attr-defined]
+    **{"return": torch.futures.Future[torch.Tensor]},
+)
 
 
 def _stronger(a: BaseException | None, b: BaseException | None) -> BaseException | None:
@@ -109,10 +171,15 @@ def _stronger(a: BaseException | None, b: BaseException | None) -> BaseException
     return a if level[id(a)] >= level[id(b)] else b
 
 
-def _post(outcome: BaseException | None, *, blocking: bool) -> tuple[torch.Tensor, dist.Work | None]:
-    code = _code(outcome)
+def _codes(outcome: BaseException | None) -> torch.Tensor:
+    """This rank's outcome code at its own index, zeros elsewhere: summed over ranks, every rank's code."""
     codes = torch.zeros(world_size(), dtype=torch.int64, device=collective_device())
-    codes[rank()] = code
+    codes[rank()] = _code(outcome)
+    return codes
+
+
+def _post(outcome: BaseException | None, *, blocking: bool) -> tuple[torch.Tensor, dist.Work | None]:
+    codes = _codes(outcome)
     work = dist.all_reduce(codes, async_op=not blocking)
     return codes, work
 
