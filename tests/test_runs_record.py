@@ -126,17 +126,26 @@ run_task(sys.argv[1], {"epochs": 4, "lr": 0.1, "seed": 3}, experiment="exp", roo
 """
 
 
-def test_a_killed_run_shows_interrupted_and_resumes_exactly(tmp_path):
-    reference = run_task(TASK, {"epochs": 4, "lr": 0.1, "seed": 3}, experiment="exp", root=tmp_path, name="whole")
+def _run_that_sleeps_after_epoch_2(tmp_path):
+    """Start KILLED_RUN, which sleeps after its second checkpoint with its heartbeat going; return it once there."""
     env = dict(os.environ, LOOPKIT_TEST_SLEEP="60", LOOPKIT_TEST_SLEEP_AFTER="2", PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, TASK, str(tmp_path)], env=env)
     checkpoint = tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0002.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    if not checkpoint.exists():
+        proc.kill()
+        proc.wait(timeout=30)
+        raise AssertionError("the run never reached its second checkpoint")
+    time.sleep(0.3)  # the process sleeps after epoch 2; its heartbeat goes on
+    return proc
+
+
+def test_a_killed_run_shows_interrupted_and_resumes_exactly(tmp_path):
+    reference = run_task(TASK, {"epochs": 4, "lr": 0.1, "seed": 3}, experiment="exp", root=tmp_path, name="whole")
+    proc = _run_that_sleeps_after_epoch_2(tmp_path)
     try:
-        deadline = time.time() + 120
-        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert checkpoint.exists(), "the run never reached its second checkpoint"
-        time.sleep(0.3)  # the process sleeps after epoch 2; its heartbeat goes on
         run = Run.load(tmp_path, "exp", "killed")
         assert run.effective(stale_after=1.0) == ("STARTED", None)
         proc.send_signal(signal.SIGKILL)
@@ -227,15 +236,8 @@ def test_the_command_line_records_a_task_under_its_own_experiment(tmp_path, caps
 def test_a_run_still_training_is_not_resumed_a_second_time_even_with_a_stale_heartbeat(tmp_path):
     # A sweep resumes an interrupted trial's run with stale_after=0; a worker slowed past its heartbeat is still
     # training it. The run's lock refuses the second trainer before it writes anything.
-    env = dict(os.environ, LOOPKIT_TEST_SLEEP="60", LOOPKIT_TEST_SLEEP_AFTER="2", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, TASK, str(tmp_path)], env=env)
-    checkpoint = tmp_path / "exp" / "killed" / "checkpoints" / "epoch-0002.pt"
+    proc = _run_that_sleeps_after_epoch_2(tmp_path)
     try:
-        deadline = time.time() + 120
-        while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert checkpoint.exists(), "the run never reached its second checkpoint"
-        time.sleep(0.3)
         before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file())
         before = [entry for entry in before if entry[0].name != "heartbeat"]
         with pytest.raises(RunError, match="being trained by another process on this machine"):
