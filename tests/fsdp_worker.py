@@ -155,9 +155,10 @@ def hand_written_fsdp():
     return {"losses": losses, "weights": weights}
 
 
-def mixed_precision_pair():
-    """One epoch in float32 with parameters gathered in bfloat16 and gradients reduced in float32: loopkit
-    (Distributed(param_dtype=bf16) + MixedPrecision(bf16)) and by hand (MixedPrecisionPolicy + autocast)."""
+def mixed_precision_pair(dtype=torch.bfloat16, init_scale=None):
+    """One epoch in float32 with parameters gathered in ``dtype`` and gradients reduced in float32: loopkit
+    (Distributed(param_dtype=dtype) + MixedPrecision(dtype)) and by hand (MixedPrecisionPolicy + autocast, and
+    for float16 torch's GradScaler recipe with ``init_scale``)."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     x, y = data(torch.float32)
@@ -166,44 +167,58 @@ def mixed_precision_pair():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH, shuffle=True)
 
     class Losses:
-        reads = ("loss",)
+        reads = ("loss", "grad_scaler")
 
         def __init__(self):
-            self.seen = []
+            self.seen, self.scales = [], []
 
         def after_loss(self, learner):
             self.seen.append(learner.loss.item())
 
+        def after_batch(self, learner):
+            if learner.grad_scaler is not None:
+                self.scales.append(learner.grad_scaler.get_scale())
+
     seen = Losses()
+    scaler_options = {} if init_scale is None else {"init_scale": init_scale}
     learner = Learner(
         net,
         loader,
         torch.optim.SGD(net.parameters(), lr=0.1),
         torch.nn.functional.cross_entropy,
-        callbacks=[Distributed(shard=True, param_dtype=torch.bfloat16), MixedPrecision(torch.bfloat16), seen],
+        callbacks=[Distributed(shard=True, param_dtype=dtype), MixedPrecision(dtype, **scaler_options), seen],
     )
     learner.fit(1)
-    losses["loopkit"] = seen.seen
+    losses["loopkit"], losses["loopkit_scales"] = seen.seen, seen.scales
+    losses["loopkit_weights"] = flat(full_state_dict(net))
     losses["param_dtype"] = str(net[0].weight.dtype)  # the sharded parameters stay float32
     net = model(torch.float32)
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    policy = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
     for layer in net:
         if isinstance(layer, torch.nn.Linear):
             fully_shard(layer, mp_policy=policy)
     fully_shard(net, mp_policy=policy)
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", **scaler_options) if dtype == torch.float16 else None
     sampler = torch.utils.data.DistributedSampler(torch.utils.data.TensorDataset(x, y), seed=0)
     sampler.set_epoch(0)
-    idx, per_rank, hand = list(sampler), BATCH // world_size(), []
+    idx, per_rank, hand, scales = list(sampler), BATCH // world_size(), [], []
     for b in range(N // BATCH):
         part = idx[b * per_rank : (b + 1) * per_rank]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
             loss = torch.nn.functional.cross_entropy(net(x[part]), y[part])
         hand.append(loss.item())
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:  # torch's recipe: scale, backward, step (unscales; skipped on inf/NaN on any shard), update
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            scales.append(scaler.get_scale())
         opt.zero_grad()
-    losses["hand"] = hand
+    losses["hand"], losses["hand_scales"] = hand, scales
+    losses["hand_weights"] = flat(full_state_dict(net))
     return losses
 
 
@@ -262,6 +277,8 @@ def main():
         results["run"] = loopkit_run(os.path.join(args.out, "ckpt"), None)
         results["hand"] = hand_written_fsdp()
         results["mixed"] = mixed_precision_pair()
+        # float16 with a scale so large that the first steps overflow: skipped on both ranks alike, then halved.
+        results["float16"] = mixed_precision_pair(torch.float16, init_scale=2.0**40)
         results["failing"] = failing_save(args.out)
     torch.save(results, os.path.join(args.out, f"rank{rank()}.pt"))
 

@@ -114,6 +114,24 @@ def test_fsdp_mixed_precision_composed_with_mixed_precision_matches_fsdp_policy_
     assert mixed["param_dtype"] == "torch.float32"  # the sharded parameters the optimizer updates stay fp32
 
 
+def test_fsdp_float16_with_the_grad_scaler_matches_torchs_recipe_and_skips_overflowing_steps_on_every_rank(two):
+    _, ranks = two
+    runs = [r["float16"] for r in ranks]
+    for run in runs:
+        # Parameters gathered in float16 by FSDP, fp32 reductions, autocast and a GradScaler: loopkit's step is
+        # torch's scale/step/update recipe, so losses, scales and weights are those of the hand-written loop.
+        assert run["loopkit"] == run["hand"]
+        assert run["loopkit_scales"] == run["hand_scales"]
+        assert torch.equal(run["loopkit_weights"], run["hand_weights"])
+        # The scale of 2**40 overflows float16 gradients: the first steps are skipped and the scale halves each
+        # time (found_inf is reduced over the shards, so both ranks skip the same steps).
+        scales = run["loopkit_scales"]
+        assert scales[0] == 2.0**39 and scales[1] == 2.0**38
+        assert run["param_dtype"] == "torch.float32"
+    assert runs[0]["loopkit_scales"] == runs[1]["loopkit_scales"]
+    assert torch.equal(runs[0]["loopkit_weights"], runs[1]["loopkit_weights"])
+
+
 def test_a_rank_failing_during_a_sharded_save_leaves_the_previous_checkpoint_as_last(two):
     _, ranks = two
     for r in ranks:
