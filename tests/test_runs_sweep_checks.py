@@ -162,7 +162,7 @@ print(json.dumps(claimed))
 def test_workers_claiming_together_from_an_sqlite_file_never_claim_one_trial_twice(tmp_path):
     # SQLite ignores SELECT ... FOR UPDATE, so two workers could both read a trial as WAITING and both set it
     # RUNNING; CI caught one trial run twice (and told FAIL by the loser). Each trial must go to one worker.
-    n = 240
+    n = 100
     spec = {"task": TASK, "root": str(tmp_path), "storage": f"sqlite:///{tmp_path / 'claims.db'}",
             "dims": {"lr": {"linear": {"start": 0.001, "end": 0.1, "count": n}}}}  # fmt: skip
     Sweep(spec["task"], spec["dims"], experiment="claims", root=tmp_path, storage=spec["storage"]).study()
