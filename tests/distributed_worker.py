@@ -246,6 +246,7 @@ def decisions(out):
         "batch_stop": lambda: Alone("after_batch", CancelFit, step=3),
         "step_skip": lambda: Alone("before_step", CancelStep, step=2),
         "valid_stop": lambda: Alone("after_loss", CancelFit),
+        "accum_stop": lambda: Alone("after_batch", CancelFit, step=2),  # with GradientAccumulation(2)
     }
     for what in ("nan", "stop", "deadline", *alone):
         train_loader = torch.utils.data.DataLoader(ds(x[:N_TRAIN], y[:N_TRAIN]), batch_size=BATCH, shuffle=True)
@@ -253,7 +254,7 @@ def decisions(out):
         net = model()
         guard, record = NaNGuard(), Record()
         extra = (
-            [alone[what]()]
+            [alone[what](), *([GradientAccumulation(2)] if what == "accum_stop" else [])]
             if what in alone
             else {"nan": [Poison(1, 5)], "stop": [StopAlone(1, 0)], "deadline": []}[what]
         )

@@ -174,11 +174,20 @@ def test_a_cancel_one_rank_raises_alone_in_a_batch_is_taken_by_every_rank(severa
     # collective overlaps the next step), so both ranks stop after step 4, skipping after_epoch.
     for r in (r0, r1):
         assert (len(r["batch_stop"]["steps"]), r["batch_stop"]["global_step"], r["batch_stop"]["epochs"]) == (4, 4, 0)
-        # The after_batch outcome rode in the next step's gradient all-reduce (DDP's communication hook): not one
-        # collective of its own per step; the blocking ones are the phase-level events' (before_fit, before_epoch,
-        # before_train) and the stop's collection at step 4.
+        # The after_step (Record) and after_batch outcomes rode in the next step's gradient all-reduce (DDP's
+        # communication hook): no collective of their own per step; the blocking ones are the phase-level events'
+        # (before_fit, before_epoch, before_train).
         assert r["batch_stop"]["collectives_of_their_own"] == {"blocking": 3, "late": 0}
     assert torch.equal(r0["batch_stop"]["steps"][-1], r1["batch_stop"]["steps"][-1])
+    # The same under accumulation of 2: raised after step 2 (micro-batch 1 of window 2); the next after_batch is
+    # micro-batch 0 of window 3, which has no gradient all-reduce to carry the outcome, so every rank reduces it
+    # there (a blocking collective of its own) and both stop at that micro-batch, after step 2.
+    for r in (r0, r1):
+        stop = r["accum_stop"]
+        assert (len(stop["steps"]), stop["global_step"], stop["epochs"]) == (2, 2, 0)
+        # The phase-level three, and one at micro-batch 0 of windows 2 and 3 (no gradient all-reduce before it).
+        assert stop["collectives_of_their_own"] == {"blocking": 3 + 2, "late": 0}
+    assert torch.equal(r0["accum_stop"]["steps"][-1], r1["accum_stop"]["steps"][-1])
     # CancelStep in before_step on rank 1 alone at step 2: every rank skips that step, and no other.
     total = worker.EPOCHS * per_epoch
     for r in (r0, r1):

@@ -11,7 +11,8 @@ declare ``agrees_across_ranks = True``. Before the optimizer step (``before_batc
 cancel changes what this step computes (``CancelStep`` skips it on every rank), so the outcome is agreed at
 the event, one blocking collective per event and step. **After the step** (``after_step``, ``after_batch``)
 the outcome is agreed one step late (:func:`agree_late`): each rank posts its outcome in a non-blocking
-all-reduce and collects it at the same event of the next step (or at ``after_train``, whichever comes first),
+all-reduce and collects it at the same event of the next step (or at the next phase-level event, whichever comes
+first; each event's posting separately),
 so the collective overlaps the next step's compute instead of stopping every rank each step. Under DDP,
 ``Distributed`` registers :func:`carry_in_gradients_hook`, and the posted outcome rides in the next step's
 gradient all-reduce instead (no collective of its own; where no gradient all-reduce comes before the collection,
@@ -55,13 +56,24 @@ _ERROR = max(_CANCELS) + 2  # above every cancel's code (a cancel's code is its 
 #: Train batch-level events whose outcome is agreed one step late (see the module docs).
 LATE_EVENTS = frozenset({"after_step", "after_batch"})
 
-_pending: tuple[str, BaseException | None, torch.Tensor, dist.Work | None] | None = None  # one posted, uncollected
+
+class _Posted:
+    """One rank's outcome at an after-step event, posted and not yet collected: its codes, reduced by a
+    non-blocking all-reduce (``work``) or by the carrier (``state``: ``"waiting"``, ``"sent"``, ``"carried"``)."""
+
+    __slots__ = ("codes", "outcome", "state", "work")
+
+    def __init__(self, outcome: BaseException | None, carried: bool) -> None:
+        self.outcome = outcome
+        self.codes, self.work = (_codes(outcome), None) if carried else _post(outcome, blocking=False)
+        self.state = "waiting" if carried else None
+
+
+_pending: dict[str, _Posted] = {}  # by event: the outcome it posted one step ago, uncollected
 
 # The carrier (a DDP communication hook, :func:`carry_in_gradients_hook`, which Distributed registers): posted
 # after-step codes ride along in the next step's gradient all-reduce instead of a collective of their own.
 _carrier = False  # whether the hook is registered for the running fit
-_to_carry: torch.Tensor | None = None  # posted codes, waiting for the next gradient all-reduce
-_carried = False  # whether the hook has summed _pending's codes
 
 
 class RankFailedError(RuntimeError):
@@ -72,59 +84,55 @@ def agree(event: str, outcome: BaseException | None) -> BaseException | None:
     """The outcome every rank takes at ``event``, given this rank's (``None``: its handlers raised nothing).
 
     Without a process group (or in a world of one) it is ``outcome``. Otherwise a collective: every rank calls
-    it at the same event. An outcome posted by :func:`agree_late` and not yet collected is collected here and
-    taken with this event's (an error before a cancel, the outer cancel first); ``before_fit`` drops one left
+    it at the same event. Outcomes posted by :func:`agree_late` and not yet collected are collected here and
+    taken with this event's (an error before a cancel, the outer cancel first); ``before_fit`` drops those left
     by an earlier fit.
     """
     if not (is_distributed() and world_size() > 1):
         return outcome
-    global _pending, _to_carry
     if event == "before_fit":
-        _pending, _to_carry = None, None
-    late = _collect()
+        _pending.clear()
+    late = None
+    for late_event in list(_pending):
+        late = _stronger(late, _collect(late_event))
     codes, _ = _post(outcome, blocking=True)
     now = _decide(event, outcome, codes)
     return _stronger(late, now)
 
 
 def agree_late(event: str, outcome: BaseException | None) -> BaseException | None:
-    """Post this rank's outcome at ``event`` without waiting; return the outcome agreed for the previous
+    """Post this rank's outcome at ``event`` without waiting; return the outcome agreed for this event's previous
     posting (one step earlier), or ``None``. See the module docs: for the after-step events only.
 
     Without a process group (or in a world of one) it is ``outcome``, at once.
     """
     if not (is_distributed() and world_size() > 1):
         return outcome
-    global _pending, _to_carry, _carried
-    late = _collect()
-    if _carrier:  # carried by the next gradient all-reduce: no collective of its own
-        codes = _codes(outcome)
-        _pending, _to_carry, _carried = (event, outcome, codes, None), codes, False
-    else:
-        _pending = (event, outcome, *_post(outcome, blocking=False))
+    late = _collect(event)
+    _pending[event] = _Posted(outcome, carried=_carrier)  # the carrier sends it with the next gradients
     return late
 
 
-def _collect() -> BaseException | None:
-    global _pending, _to_carry
-    if _pending is None:
+def _collect(event: str) -> BaseException | None:
+    posted = _pending.pop(event, None)
+    if posted is None:
         return None
-    (event, outcome, codes, work), _pending = _pending, None
-    if work is not None:
-        work.wait()
-    elif _carrier and not _carried:
+    codes = posted.codes
+    if posted.work is not None:
+        posted.work.wait()
+    elif posted.state != "carried":
         # No gradient all-reduce ran since the posting (a micro-batch under accumulation, a skipped step): every
         # rank knows it alike, and all of them reduce the codes now.
-        _to_carry = None
-        dist.all_reduce(codes)
-    return _decide(event, outcome, codes)
+        posted.state = "sent"  # the carrier must not send it any more
+        codes, _ = _post(posted.outcome, blocking=True)
+    return _decide(event, posted.outcome, codes)
 
 
 def use_carrier(on: bool) -> None:
     """Whether after-step outcomes ride in the gradient all-reduce (:func:`carry_in_gradients_hook`, registered
     on the DDP model of this fit) or take a non-blocking all-reduce of their own. Distributed sets it."""
-    global _carrier, _to_carry
-    _carrier, _to_carry = on, None
+    global _carrier
+    _carrier = on
 
 
 def carry_in_gradients_hook(process_group: dist.ProcessGroup | None, bucket: Any) -> torch.futures.Future:
@@ -135,25 +143,26 @@ def carry_in_gradients_hook(process_group: dist.ProcessGroup | None, bucket: Any
     """
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    global _to_carry
-    codes = _to_carry if bucket.index() == 0 else None
-    if codes is None:
+    waiting = [p for p in _pending.values() if p.state == "waiting"] if bucket.index() == 0 else []
+    if not waiting:
         return allreduce_hook(process_group, bucket)  # type: ignore[arg-type]  # None: the default group
-    _to_carry = None
     group = process_group if process_group is not None else dist.group.WORLD
     buffer = bucket.buffer()
     n = buffer.numel()
-    joined = torch.cat([buffer / dist.get_world_size(group), codes.to(buffer.device, buffer.dtype)])
+    parts = [buffer / dist.get_world_size(group), *(p.codes.to(buffer.device, buffer.dtype) for p in waiting)]
+    for posted in waiting:
+        posted.state = "sent"
 
     def done(fut: torch.futures.Future) -> torch.Tensor:
-        global _carried
         out = fut.value()[0]
-        codes.copy_(out[n:].round().to(codes.dtype))  # one small integer per rank: exact in any float type
+        for i, posted in enumerate(waiting):  # one small integer per rank: exact in any float type
+            width = posted.codes.numel()
+            posted.codes.copy_(out[n + i * width : n + (i + 1) * width].round().to(posted.codes.dtype))
+            posted.state = "carried"
         buffer.copy_(out[:n])
-        _carried = True
         return buffer
 
-    return dist.all_reduce(joined, group=group, async_op=True).get_future().then(done)
+    return dist.all_reduce(torch.cat(parts), group=group, async_op=True).get_future().then(done)
 
 
 # DDP checks a hook's annotations as objects; under ``from __future__ import annotations`` they are strings.
