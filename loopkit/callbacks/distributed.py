@@ -49,7 +49,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..distributed.ranks import is_distributed
-from ..loop.agreement import carry_in_gradients_hook, use_carrier
+from ..loop.agreement import carry_in_gradients_hook, needs_late_agreement, use_carrier
 from ..loop.callback import Callback
 from ..loop.data_cursor import set_epoch
 from ..loop.evaluation import evaluation_sets
@@ -242,14 +242,16 @@ class Distributed(Callback):
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
         if self._carrier_pending:
             self._carrier_pending = False
-            self._register_carrier(learner.model)
+            if needs_late_agreement(learner.callbacks):
+                self._register_carrier(learner.model)
 
     @staticmethod
     def _register_carrier(ddp: DistributedDataParallel) -> None:
         """Let after-step outcomes of undeclared callbacks ride in the gradient all-reduce (a DDP communication
-        hook, :func:`~loopkit.loop.agreement.carry_in_gradients_hook`). A hook of the user's (registered in
-        ``before_fit``, or DDP's own ``mixed_precision``) is left alone: DDP takes one, and the outcomes then
-        take a non-blocking all-reduce of their own."""
+        hook, :func:`~loopkit.loop.agreement.carry_in_gradients_hook`); registered only when such a callback is
+        there, so a run without one reduces its gradients exactly as plain DDP does. A hook of the user's
+        (registered in ``before_fit``, or DDP's own ``mixed_precision``) is left alone: DDP takes one, and the
+        outcomes then take a non-blocking all-reduce of their own."""
         if getattr(ddp, "_comm_hooks", None):
             return
         try:

@@ -34,6 +34,7 @@ Example (a single process: the outcome is the local one):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -41,6 +42,7 @@ import torch.distributed as dist
 
 from ..distributed.collectives import collective_device
 from ..distributed.ranks import is_distributed, rank, world_size
+from .callback import handled_events
 from .events import Cancel, CancelBatch, CancelEpoch, CancelFit, CancelPhase, CancelStep
 
 #: Events whose outcome every rank agrees on in a distributed run (after_fit is not: an error may have left
@@ -53,8 +55,9 @@ _CANCELS = {cls.level: cls for cls in (CancelStep, CancelBatch, CancelPhase, Can
 _ERROR = max(_CANCELS) + 2  # above every cancel's code (a cancel's code is its level + 1; 0 is "nothing")
 
 
-#: Train batch-level events whose outcome is agreed one step late (see the module docs).
-LATE_EVENTS = frozenset({"after_step", "after_batch"})
+#: Train batch-level events whose outcome is agreed one step late (see the module docs), in the order of their
+#: slots in the carrier's tail.
+LATE_EVENTS = ("after_step", "after_batch")
 
 
 class _Posted:
@@ -128,6 +131,16 @@ def _collect(event: str) -> BaseException | None:
     return _decide(event, posted.outcome, codes)
 
 
+def needs_late_agreement(callbacks: Iterable[object]) -> bool:
+    """Whether a callback handles an after-step event without declaring ``agrees_across_ranks``: only then
+    has the carrier anything to carry."""
+    return any(
+        not getattr(cb, "agrees_across_ranks", False) and event in handled_events(cb)
+        for cb in callbacks
+        for event in LATE_EVENTS
+    )
+
+
 def use_carrier(on: bool) -> None:
     """Whether after-step outcomes ride in the gradient all-reduce (:func:`carry_in_gradients_hook`, registered
     on the DDP model of this fit) or take a non-blocking all-reduce of their own. Distributed sets it."""
@@ -137,32 +150,39 @@ def use_carrier(on: bool) -> None:
 
 def carry_in_gradients_hook(process_group: dist.ProcessGroup | None, bucket: Any) -> torch.futures.Future:
     """A DDP communication hook (``DistributedDataParallel.register_comm_hook(None, hook)``): torch's default
-    all-reduce of every gradient bucket (``allreduce_hook``: divide by the world size, sum), and the after-step
-    outcome codes posted since the last one appended to the first bucket (at most 1 MiB by DDP's default), so
-    agreeing on them costs no collective of its own. The gradients are those of the default hook, bit for bit.
+    all-reduce of every gradient bucket (``allreduce_hook``: divide by the world size, sum), with the first bucket
+    (at most 1 MiB by DDP's default) followed by a tail of ``len(LATE_EVENTS) * world_size`` numbers: each
+    after-step event's slot holds the outcome codes posted there since the last all-reduce, or zeros. So agreeing
+    on them costs no collective of its own. The tail is there at every step, whether anything waits or not, so
+    the all-reduce splits its buffer the same way at every step, in an uninterrupted run and a resumed one.
     """
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    waiting = [p for p in _pending.values() if p.state == "waiting"] if bucket.index() == 0 else []
-    if not waiting:
+    if bucket.index() != 0:
         return allreduce_hook(process_group, bucket)  # type: ignore[arg-type]  # None: the default group
     group = process_group if process_group is not None else dist.group.WORLD
+    width = dist.get_world_size(group)
     buffer = bucket.buffer()
     n = buffer.numel()
-    parts = [buffer / dist.get_world_size(group), *(p.codes.to(buffer.device, buffer.dtype) for p in waiting)]
-    for posted in waiting:
-        posted.state = "sent"
+    tail = torch.zeros(len(LATE_EVENTS) * width, dtype=buffer.dtype, device=buffer.device)
+    waiting = {}
+    for slot, event in enumerate(LATE_EVENTS):
+        posted = _pending.get(event)
+        if posted is not None and posted.state == "waiting":
+            tail[slot * width : (slot + 1) * width] = posted.codes
+            posted.state, waiting[slot] = "sent", posted
 
     def done(fut: torch.futures.Future) -> torch.Tensor:
         out = fut.value()[0]
-        for i, posted in enumerate(waiting):  # one small integer per rank: exact in any float type
-            width = posted.codes.numel()
-            posted.codes.copy_(out[n + i * width : n + (i + 1) * width].round().to(posted.codes.dtype))
+        for slot, posted in waiting.items():  # small integers, one per rank: exact in any float type
+            summed = out[n + slot * width : n + (slot + 1) * width]
+            posted.codes.copy_(summed.round().to(posted.codes.dtype))
             posted.state = "carried"
         buffer.copy_(out[:n])
         return buffer
 
-    return dist.all_reduce(torch.cat(parts), group=group, async_op=True).get_future().then(done)
+    joined = torch.cat([buffer / width, tail])
+    return dist.all_reduce(joined, group=group, async_op=True).get_future().then(done)
 
 
 # DDP checks a hook's annotations as objects; under ``from __future__ import annotations`` they are strings.
