@@ -1,17 +1,22 @@
 """Runs under torchrun on each of two "nodes" (network namespaces) for tests/test_callbacks_distributed_nodes.py.
 
     ip netns exec NODE env LK_NODE=a|b python -m torch.distributed.run --nnodes=2 --nproc_per_node=2
-        --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT ... tests/multinode_worker.py OUT [--kill-at STEP]
+        --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT ... tests/multinode_worker.py OUT [--hang-at STEP]
 
 The `train` run of tests/distributed_worker.py (global batch 16, lr and momentum schedules) on 4 ranks, with
 Checkpoint every 2 steps into OUT/ckpt (the filesystem both nodes share). Rank 3 (its own decision, on
 whichever node it is) stops the run at the end of epoch 1: every rank must stop there. Each rank writes
-OUT/rank<r>.pt and lists the checkpoint files it wrote.
+OUT/rank<r>.pt and lists the checkpoint files it wrote; each process adds its pid to OUT/pids-<node>.txt.
+
+Every rank resumes from ``Checkpoint.latest(OUT/ckpt)`` when there is one (a job torchrun restarted). With
+``--hang-at STEP``, a run that did not resume waits at STEP, after that step's checkpoint, until it is killed:
+the test kills one node's processes there and torchrun's ``--max-restarts`` starts the job again.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
 from datetime import timedelta
 
@@ -21,7 +26,7 @@ import loopkit.callbacks.checkpoint as checkpoint_module
 from loopkit import CancelFit, Checkpoint, Distributed, Learner, Schedule, Scheduler
 from loopkit.distributed import rank
 from loopkit.scheduling.optimizer_hyperparams import LearningRate, Momentum
-from tests.distributed_worker import BATCH, EPOCHS, LR, N_TRAIN, Record, data, model
+from tests.distributed_worker import BATCH, EPOCHS, LR, N_TRAIN, Record, Slow, data, model
 
 
 class StopOnRank3:
@@ -37,8 +42,14 @@ class StopOnRank3:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
+    parser.add_argument("--hang-at", type=int, default=None)
     args = parser.parse_args()
     out = args.out
+    torch.set_num_threads(1)
+    # A hang prints every thread's stack into torchrun's output, which the test shows, before its 240 s deadline.
+    faulthandler.dump_traceback_later(200, exit=True)
+    with open(os.path.join(out, f"pids-{os.environ['LK_NODE']}.txt"), "a") as pids:
+        pids.write(f"{os.getpid()}\n")
     real_save = checkpoint_module.save_atomic
 
     def save_atomic(obj, path):  # which rank writes which checkpoint file
@@ -53,6 +64,7 @@ def main():
     net = model()
     record = Record()
     ckpt = os.path.join(out, "ckpt")
+    resume_from = Checkpoint.latest(ckpt) if os.path.isdir(ckpt) else None
     learner = Learner(
         net,
         loader,
@@ -64,9 +76,9 @@ def main():
             Checkpoint(ckpt, every_n_steps=2, keep_last=2),
             StopOnRank3(),
             record,
+            Slow(os.path.join(out, "progress"), None if resume_from else args.hang_at),
         ],
     )
-    resume_from = Checkpoint.latest(ckpt) if os.path.isdir(ckpt) else None
     learner.fit(EPOCHS, resume_from=resume_from)
     torch.save(
         {
