@@ -81,7 +81,8 @@ def torchrun(node, host, out, *, port, join_timeout=60, node_name, max_restarts=
                f"--rdzv-conf=join_timeout={join_timeout},read_timeout=60,is_host={'true' if address == host else 'false'}",
                f"--local-addr={address}", "--monitor-interval=0.5", f"--max-restarts={max_restarts}",
                os.path.join(ROOT, "tests", "multinode_worker.py"), str(out), *worker_args]  # fmt: skip
-    # A session of its own, so that a launch that overran is ended with its workers (killpg), not torchrun alone.
+    # A session of its own: stop() kills its process group (ip netns exec's torchrun); torchrun puts each worker
+    # in a session of its own, so stop() ends those by their pids.
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
     )
