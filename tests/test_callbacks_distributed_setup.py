@@ -246,3 +246,34 @@ def test_a_stream_keeps_valid_every_as_the_epoch_length_the_schedule_is_laid_ove
     learner, _, _, _ = learner_with(Distributed(), extra=[too_long])
     with pytest.raises(ValueError, match="ends at 16 steps but the fit ends at 15"):
         learner.fit(5, valid_every=3)
+
+
+@pytest.mark.parametrize("shared_store", [True, False])
+def test_restarts_with_torchruns_shared_store_are_warned_of(monkeypatch, shared_store):
+    # torchrun --max-restarts with the rendezvous store shared across rounds hangs restarted gloo workers (found by
+    # tests/test_callbacks_distributed_nodes.py); the launch's environment says so before the group is made.
+    import socket
+    import warnings
+
+    from loopkit.callbacks.distributed import destroy_process_group
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "TORCHELASTIC_MAX_RESTARTS": "2"}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if not shared_store:
+        monkeypatch.setenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    else:
+        monkeypatch.delenv("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", raising=False)
+    learner, _, _, _ = learner_with(Distributed(backend="gloo"))
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            learner.fit(1)
+    finally:
+        destroy_process_group()
+    said = [str(w.message) for w in caught if "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in str(w.message)]
+    assert len(said) == (1 if shared_store else 0)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -181,6 +182,15 @@ class Distributed(Callback):
         backend = self.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") not in ("", "0")
+        if restarts and os.environ.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") != "1" and os.environ.get("RANK") == "0":
+            warnings.warn(
+                "torchrun --max-restarts is set, but TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 is not: restarted workers "
+                "share the previous round's store and can connect to dead workers' addresses and hang "
+                "(pytorch/pytorch#135712); export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 before torchrun on every "
+                "node (docs/distributed.md, Restarts)",
+                stacklevel=2,
+            )
         dist.init_process_group(backend, timeout=self.timeout)
         if not _created_by_loopkit:
             atexit.register(destroy_process_group)
