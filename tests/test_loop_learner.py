@@ -368,3 +368,23 @@ def test_a_device_this_machine_lacks_is_named_with_the_reason(monkeypatch):
     with pytest.raises(ValueError, match=r"device='cuda:2'\): this machine has 2 CUDA device\(s\), numbered 0 to 1"):
         build("cuda:2")
     assert build("cpu").device == torch.device("cpu")
+
+
+def test_a_second_fit_starts_at_its_own_beginning():
+    # A checkpoint taken in the first before_epoch of a second fit must name epoch 0, batch 0 of that fit (the
+    # first fit left the position at its end).
+    seen = []
+
+    class Where:
+        reads = ("global_step",)
+
+        def before_epoch(self, learner):
+            seen.append((learner.position, learner.global_step))
+
+    model = torch.nn.Linear(2, 1)
+    data = [(torch.randn(4, 2), torch.randn(4, 1))] * 3
+    learner = Learner(model, data, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.functional.mse_loss,
+                      callbacks=[Where()])  # fmt: skip
+    learner.fit(2)
+    learner.fit(1)
+    assert seen == [((0, 0), 0), ((1, 0), 3), ((0, 0), 0)]
