@@ -10,20 +10,19 @@ The batch-level events of the train phase are agreed too, for each event a callb
 declare ``agrees_across_ranks = True``. Before the optimizer step (``before_batch`` to ``before_step``) a
 cancel changes what this step computes (``CancelStep`` skips it on every rank), so the outcome is agreed at
 the event, one blocking collective per event and step. **After the step** (``after_step``, ``after_batch``)
-the outcome is agreed one step late (:func:`agree_late`): each rank posts its outcome in a non-blocking
-all-reduce and collects it at the same event of the next step (or at the next phase-level event, whichever comes
-first; each event's posting separately),
-so the collective overlaps the next step's compute instead of stopping every rank each step. Under DDP,
-``Distributed`` registers :func:`carry_in_gradients_hook`, and the posted outcome rides in the next step's
-gradient all-reduce instead (no collective of its own; where no gradient all-reduce comes before the collection,
-a micro-batch under accumulation, the ranks reduce it then). A cancel or an
-error one rank raises there takes effect on every rank one step later than in a single process (a
-``CancelFit`` in ``after_batch`` of step 3 stops the run after step 4); nothing that step computes can differ
-between ranks because of it, as the outcome of an after-step event changes no gradient or weight.
-Loopkit's own callbacks declare it, as their decisions are alike by construction (NaNGuard and Preemption agree themselves,
-``max_time`` agrees the clock, ``max_steps`` and the scheduled values follow ``global_step``, a loss scaler's
-skip reads gradients DDP has already averaged). Validation batches are never agreed one by one (ranks may hold
-different numbers of them): a rank's cancel there is carried to the agreed ``after_valid``.
+the outcome is agreed one step late (:func:`agree_late`): each rank posts its outcome and collects it at the
+same event of the next step (or at the next phase-level event, whichever comes first; each event's posting on
+its own). Under DDP, ``Distributed`` registers :func:`carry_in_gradients_hook`, and the posting rides in the
+next step's gradient all-reduce (no collective of its own; where no gradient all-reduce comes before the
+collection, as in the micro-batches of an accumulation window, the ranks reduce it then); otherwise it is a
+non-blocking all-reduce that overlaps the next step's compute. A cancel or an error one rank raises there
+takes effect on every rank one step later than in a single process (a ``CancelFit`` in ``after_batch`` of
+step 3 stops the run after step 4); nothing that step computes can differ between ranks because of it, as the
+outcome of an after-step event changes no gradient or weight. Loopkit's own callbacks declare
+``agrees_across_ranks``, as their decisions are alike by construction (NaNGuard and Preemption agree
+themselves, ``max_time`` agrees the clock, ``max_steps`` and the scheduled values follow ``global_step``, a
+loss scaler's skip reads gradients DDP has already averaged). Validation batches are never agreed one by one
+(ranks may hold different numbers of them): a rank's cancel there is carried to the agreed ``after_valid``.
 
 Example (a single process: the outcome is the local one):
     >>> from loopkit.loop.events import CancelEpoch
