@@ -250,3 +250,21 @@ def test_a_run_still_training_is_not_resumed_a_second_time_even_with_a_stale_hea
         proc.wait(timeout=30)
     resumed = resume_run(tmp_path, "exp", "killed", stale_after=0.0)  # its trainer is dead: the lock is free
     assert resumed.info["status"] == "FINISHED" and resumed.info["attempts"] == 2
+
+
+def test_a_run_lock_that_is_a_link_out_of_the_root_is_refused_and_nothing_is_made_there(tmp_path):
+    # A crafted run directory (a shared disk, an archive) may hold run.lock as a link to anywhere: the lock is
+    # never followed, and the resume is refused before anything is written.
+    from loopkit.runs.paths import PathError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    run = Run.create(root, "exp", {"epochs": 1, "lr": 0.1}, name="r", task={"path": TASK}, monitor="valid_loss",
+                     mode="min")  # fmt: skip
+    run.finish("FAILED", "stopped", "interrupted")
+    (root / "exp" / "r" / "run.lock").symlink_to(outside / "planted")
+    before = (root / "exp" / "r" / "run.json").read_bytes()
+    with pytest.raises(PathError, match=r"run\.lock.*is a symbolic link"):
+        resume_run(root, "exp", "r", task=TASK)
+    assert not (outside / "planted").exists() and os.listdir(outside) == []
+    assert (root / "exp" / "r" / "run.json").read_bytes() == before

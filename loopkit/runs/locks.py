@@ -8,9 +8,12 @@ second lock on a new file of the same name).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
+
+from .paths import PathError
 
 
 @contextlib.contextmanager
@@ -23,8 +26,20 @@ def held(path: str, *, wait: bool = True) -> Iterator[bool]:
 
     Yields:
         True when this process holds the lock; False when ``wait=False`` and another process holds it.
+
+    Raises:
+        PathError: ``path`` is a symbolic link (a crafted run directory could point it anywhere; a lock file is a
+            plain file that loopkit creates, so it is never followed).
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            raise
+        raise PathError(
+            f"refusing the lock file {path!r}: it is a symbolic link, and loopkit follows none out of a run's "
+            "root; remove the link (loopkit makes the lock file itself)"
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
