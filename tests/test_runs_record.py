@@ -264,7 +264,38 @@ def test_a_run_lock_that_is_a_link_out_of_the_root_is_refused_and_nothing_is_mad
     run.finish("FAILED", "stopped", "interrupted")
     (root / "exp" / "r" / "run.lock").symlink_to(outside / "planted")
     before = (root / "exp" / "r" / "run.json").read_bytes()
-    with pytest.raises(PathError, match=r"run\.lock.*is a symbolic link"):
+    with pytest.raises(PathError, match=r"run\.lock.*(outside the run root|is a symbolic link)"):
         resume_run(root, "exp", "r", task=TASK)
     assert not (outside / "planted").exists() and os.listdir(outside) == []
     assert (root / "exp" / "r" / "run.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("planted", ["output.log", "run.json", "metrics.jsonl", "heartbeat"])
+def test_a_run_file_linked_out_of_the_root_is_neither_read_nor_written_through(tmp_path, planted):
+    # A crafted run directory whose files link to a user's files elsewhere: resuming, loading or showing the run
+    # must not append to them (output.log) or read them (run.json, metrics.jsonl, heartbeat).
+    from loopkit.runs.paths import PathError
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    precious = outside / "precious.txt"
+    content = f"{time.time()!r}\n" if planted == "heartbeat" else "the user's own file\n"  # a heartbeat reads a time
+    precious.write_text(content)
+    run = run_task(TASK, {"epochs": 1, "lr": 0.1}, experiment="exp", root=root, name="r")
+    run.info["status"] = "FAILED"
+    run.save()
+    target = root / "exp" / "r" / planted
+    target.unlink()
+    target.symlink_to(precious)
+    if planted == "heartbeat":
+        assert Run.load(root, "exp", "r").heartbeat_age() is None  # not read: as if there were none
+    elif planted == "run.json":
+        with pytest.raises(PathError, match="outside the run root"):
+            Run.load(root, "exp", "r")
+    elif planted == "metrics.jsonl":
+        with pytest.raises(PathError, match="outside the run root"):
+            Run.load(root, "exp", "r").metrics()
+    else:
+        with pytest.raises(PathError, match="outside the run root"):
+            resume_run(root, "exp", "r", task=TASK)
+    assert precious.read_text() == content

@@ -57,15 +57,15 @@ class OpenedRun(Run):
         """
         if which not in WHICH:
             raise ValueError(f"which={which!r}: use 'best' (the best monitored epoch) or 'last' (the newest)")
-        directory = os.path.join(self.dir, "checkpoints")
+        directory = self.file("checkpoints")
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"run {self.experiment}/{self.name} has no checkpoints ({directory!r} is missing)")
         if which == "last":
             path = Checkpoint.latest(directory)
             if path is None:
                 raise FileNotFoundError(f"run {self.experiment}/{self.name} finished no epoch: no checkpoint yet")
-            return path
-        path = os.path.join(directory, "best.pt")
+            return self.file("checkpoints", os.path.basename(path))
+        path = self.file("checkpoints", "best.pt")
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"run {self.experiment}/{self.name} kept no best checkpoint (its monitor "
@@ -125,7 +125,7 @@ class OpenedRun(Run):
         model = self.model(task, which)
         added = []
         for format in [formats] if isinstance(formats, str) else formats:
-            path = os.path.join(self.dir, "export", which + FORMATS.get(format, ""))
+            path = self.file("export", which + FORMATS.get(format, ""))
             export_model(model, example, path, format)
             added.append({"format": format, "path": path, "which": which, "created": now()})
         self.info["exports"] = [*self.info.get("exports", []), *added]

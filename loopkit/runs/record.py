@@ -187,7 +187,7 @@ class Run:
     def from_dir(cls, directory: str) -> Run:
         """The run recorded in ``directory``; its ``run.json`` is decoded, checked field by field and against
         its checksum before anything of it is used."""
-        path = os.path.join(directory, "run.json")
+        path = _in_run(directory, "run.json")
         if not os.path.isfile(path):
             parent = os.path.dirname(directory)
             known = sorted(os.listdir(parent)) if os.path.isdir(parent) else []
@@ -196,6 +196,11 @@ class Run:
         return cls(directory, info)
 
     # ------------------------------------------------------------------------------------------ reading
+    def file(self, *parts: str) -> str:
+        """The path of ``parts`` in the run's directory; ``PathError`` if it resolves out of the root (a file
+        there that is a link to elsewhere: a crafted run directory is never read or written through)."""
+        return _in_run(self.dir, *parts)
+
     @property
     def name(self) -> str:
         return self.info["name"]
@@ -211,9 +216,9 @@ class Run:
     def heartbeat_age(self) -> float | None:
         """Seconds since the last heartbeat, or None if there never was one."""
         try:
-            with open(os.path.join(self.dir, "heartbeat")) as f:
+            with open(self.file("heartbeat")) as f:
                 return time.time() - float(f.read())
-        except (OSError, ValueError):
+        except (OSError, ValueError):  # a PathError too: a heartbeat linked out of the root is not read
             return None
 
     def is_stale(self, stale_after: float = STALE_AFTER_S) -> bool:
@@ -239,7 +244,7 @@ class Run:
         Raises:
             RecordError: the file does not match its checksum, or a line is not a JSON object (naming the line).
         """
-        path = os.path.join(self.dir, "metrics.jsonl")
+        path = self.file("metrics.jsonl")
         expected = {self.info.get("metrics_sha256"), self.info.get("metrics_previous_sha256")} - {None}
         if not os.path.isfile(path):
             if expected:
@@ -368,6 +373,13 @@ class DamagedRun:
 
     def __init__(self, directory: str, problem: str) -> None:
         self.dir, self.name, self.problem = directory, os.path.basename(directory), problem
+
+
+def _in_run(directory: str, *parts: str) -> str:
+    """``os.path.join(directory, *parts)`` checked by :func:`inside` against the root two levels above."""
+    experiment_dir = os.path.dirname(os.path.abspath(directory))
+    root = os.path.dirname(experiment_dir)
+    return inside(root, os.path.basename(experiment_dir), os.path.basename(os.path.abspath(directory)), *parts)
 
 
 def list_runs(root: str | os.PathLike, experiment: str) -> list[Run | DamagedRun]:

@@ -167,7 +167,7 @@ def run_task(
     ]
     if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
         own.append(Preemption(PREEMPTION_SIGNALS))
-    lock = os.path.join(run.dir, RUN_LOCK)
+    lock = run.file(RUN_LOCK)
     with held(lock, wait=False) if is_main_process() else contextlib.nullcontext(True) as mine:
         if not mine:  # checked before anything is written: the run stays as its trainer leaves it
             raise RunError(
@@ -176,7 +176,7 @@ def run_task(
             )
         resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
         try:
-            log = console_copied_to(os.path.join(run.dir, LOG_FILE)) if is_main_process() else contextlib.nullcontext()
+            log = console_copied_to(run.file(LOG_FILE)) if is_main_process() else contextlib.nullcontext()
             with threads_set(n_threads), log:
                 try:
                     learner = module.build(params, [*own, *callbacks])
