@@ -270,7 +270,9 @@ def test_a_run_lock_that_is_a_link_out_of_the_root_is_refused_and_nothing_is_mad
     assert (root / "exp" / "r" / "run.json").read_bytes() == before
 
 
-@pytest.mark.parametrize("planted", ["output.log", "run.json", "metrics.jsonl", "heartbeat"])
+@pytest.mark.parametrize(
+    "planted", ["output.log", "run.json", "metrics.jsonl", "heartbeat", "checkpoints/epoch-0002.pt"]
+)
 def test_a_run_file_linked_out_of_the_root_is_neither_read_nor_written_through(tmp_path, planted):
     # A crafted run directory whose files link to a user's files elsewhere: resuming, loading or showing the run
     # must not append to them (output.log) or read them (run.json, metrics.jsonl, heartbeat).
@@ -285,8 +287,11 @@ def test_a_run_file_linked_out_of_the_root_is_neither_read_nor_written_through(t
     run.info["status"] = "FAILED"
     run.save()
     target = root / "exp" / "r" / planted
-    target.unlink()
+    if target.exists():
+        target.unlink()
     target.symlink_to(precious)
+    if planted.startswith("checkpoints/"):  # the newest file there, so that a resume would take it
+        os.utime(precious, (time.time() + 100, time.time() + 100))
     if planted == "heartbeat":
         assert Run.load(root, "exp", "r").heartbeat_age() is None  # not read: as if there were none
     elif planted == "run.json":
@@ -295,7 +300,7 @@ def test_a_run_file_linked_out_of_the_root_is_neither_read_nor_written_through(t
     elif planted == "metrics.jsonl":
         with pytest.raises(PathError, match="outside the run root"):
             Run.load(root, "exp", "r").metrics()
-    else:
+    else:  # output.log, or the newest checkpoint: resuming would append to it or load it
         with pytest.raises(PathError, match="outside the run root"):
             resume_run(root, "exp", "r", task=TASK)
     assert precious.read_text() == content

@@ -175,6 +175,8 @@ def run_task(
                 f"{lock}); wait for that process to end, then resume"
             )
         resume_from = Checkpoint.latest(checkpoints) if resuming and os.path.isdir(checkpoints) else None
+        if resume_from is not None:  # a checkpoint linked out of the root is not loaded
+            resume_from = run.file("checkpoints", os.path.basename(resume_from))
         try:
             log = console_copied_to(run.file(LOG_FILE)) if is_main_process() else contextlib.nullcontext()
             with threads_set(n_threads), log:
