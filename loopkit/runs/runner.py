@@ -157,13 +157,11 @@ def run_task(
     repro = reproducibility(getattr(params, "seed", None), source, argv)
     recorder = RunRecorder(run, repro=repro, heartbeat=heartbeat, beats=beats)
     # The run's own directories are resolved like the run: a checkpoints/ that is a link to elsewhere is refused.
-    experiment_dir = os.path.dirname(run.dir)
-    root_of_run, experiment_name = os.path.dirname(experiment_dir), os.path.basename(experiment_dir)
-    checkpoints = inside(root_of_run, experiment_name, run.name, "checkpoints")
+    checkpoints = run.file("checkpoints")
     own = [
         recorder,
         _RunCheckpoint(checkpoints, every_epoch=True, keep_last=1, monitor=monitor, mode=mode),
-        TensorBoard(inside(root_of_run, experiment_name, run.name, "tensorboard"), hparams=to_dict(params)),
+        TensorBoard(run.file("tensorboard"), hparams=to_dict(params)),
     ]
     if threading.current_thread() is threading.main_thread():  # Python delivers signals to the main thread only
         own.append(Preemption(PREEMPTION_SIGNALS))
