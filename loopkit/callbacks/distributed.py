@@ -140,7 +140,6 @@ class Distributed(Callback):
             )
         self.shard, self.param_dtype, self.reduce_dtype = shard, param_dtype, reduce_dtype
         self._given: tuple | None = None
-        self._carrier_pending = False  # the DDP model of this fit still waits for the carrier hook
 
     # ------------------------------------------------------------------------------------------ set-up
     def check(self, learner: Any) -> None:
@@ -149,7 +148,7 @@ class Distributed(Callback):
             units(model, self.shard)  # a policy that matches nothing fails when the Learner is built
 
     def before_fit(self, learner: Any) -> None:
-        self._given, self._carrier_pending = None, False
+        self._given = None
         if not is_distributed():
             if "WORLD_SIZE" not in os.environ:
                 return  # not launched by torchrun: one process, nothing to set up
@@ -224,7 +223,6 @@ class Distributed(Callback):
             # SyncBatchNorm takes over the BatchNorm's parameter objects, so the optimizer still holds them.
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         device_ids = [device] if device is not None and device.type == "cuda" else None
-        self._carrier_pending = True  # registered at the first before_epoch, unless the user's hook is there
         return DistributedDataParallel(model, device_ids=device_ids, **self.ddp_options)
 
     # ------------------------------------------------------------------------------------------ resuming
@@ -250,10 +248,13 @@ class Distributed(Callback):
 
     def before_epoch(self, learner: Any) -> None:
         set_epoch(learner.train_data, learner.epoch)  # the user's DistributedSampler too, sharded or not
-        if self._carrier_pending:
-            self._carrier_pending = False
-            if needs_late_agreement(learner.callbacks):
-                self._register_carrier(learner.model)
+        wrapped_here = self._given is not None and learner.model is not self._given[0]
+        if (
+            wrapped_here
+            and isinstance(learner.model, DistributedDataParallel)
+            and needs_late_agreement(learner.callbacks)
+        ):
+            self._register_carrier(learner.model)  # once: from then on its hook is there
 
     @staticmethod
     def _register_carrier(ddp: DistributedDataParallel) -> None:
@@ -261,7 +262,8 @@ class Distributed(Callback):
         hook, :func:`~loopkit.loop.agreement.carry_in_gradients_hook`); registered only when such a callback is
         there, so a run without one reduces its gradients exactly as plain DDP does. A hook of the user's
         (registered in ``before_fit``, or DDP's own ``mixed_precision``) is left alone: DDP takes one, and the
-        outcomes then take a non-blocking all-reduce of their own."""
+        outcomes then take a non-blocking all-reduce of their own. Nothing is done when a hook is there (ours,
+        from an earlier epoch, included)."""
         if getattr(ddp, "_comm_hooks", None):
             return
         try:
